@@ -1,0 +1,69 @@
+"""Benchmark of the spine: the default job (experiments/digits-cnn.yaml) from scratch, timed per stage.
+
+Prints ``name: value`` lines, all measured in this run:
+- ``stage_<name>_s``: wall time of each stage, and ``total_s`` for the whole job (goal: < 300 s on
+  2 cores);
+- ``kendall_tau_accuracy_predictor``: the accuracy predictor's Kendall tau on its holdout subnets
+  (their supernet accuracy on the validation split, measured in this run);
+- ``latency_within_10pct``: share of the validated front's candidates whose end-to-end latency,
+  measured on this CPU, is within 10 % of the lookup-table sum predicted for them (the comparison is
+  prediction vs measurement of the same exported subnet, in the same run);
+- the front's size, its latency span and the supernet's largest / smallest test accuracy.
+
+Usage: python experiments/bench_spine.py [--workdir DIR] [--set key=value ...]
+A fresh temporary workdir is used by default, so the device's lookup table is profiled anew.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import hwnas
+
+CONFIG = Path(__file__).with_name("digits-cnn.yaml")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    args = parser.parse_args()
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="hwnas-bench-"))
+
+    started = time.perf_counter()
+    job = hwnas.launch(CONFIG, workdir=workdir, overrides=args.overrides, name="bench-spine")
+    total = time.perf_counter() - started
+
+    print(f"config: {CONFIG.name}  workdir: {workdir}")
+    for stage, seconds in job.attrs["stage_seconds"].items():
+        print(f"stage_{stage}_s: {seconds:.1f}")
+    print(f"total_s: {total:.1f}")
+    quality = job.attrs["predictor_quality"]["accuracy"]
+    print(f"kendall_tau_accuracy_predictor: {quality['kendall_tau']:.3f}")
+    print(f"accuracy_predictor_rmse: {quality['rmse']:.4f}")
+    print(f"accuracy_predictor_holdout_subnets: {quality['n']}")
+
+    front = job.front()
+    rel = (front["latency_ms"] - front["predicted_latency_ms"]).abs() / front["latency_ms"]
+    print(f"latency_within_10pct: {float((rel <= 0.10).mean()):.3f}")
+    print(f"latency_median_abs_error_pct: {100 * float(rel.median()):.1f}")
+    everything = job.candidates()
+    rel_all = (everything["latency_ms"] - everything["predicted_latency_ms"]).abs() / everything["latency_ms"]
+    print(f"latency_within_10pct_all_evaluated: {float((rel_all <= 0.10).mean()):.3f}")
+    print(f"front_candidates: {len(front)}")
+    print(f"evaluated_candidates: {len(everything)}")
+    print(f"front_latency_span: {front['latency_ms'].max() / front['latency_ms'].min():.2f}")
+    print(f"front_accuracy_range: {front['accuracy'].min():.4f}-{front['accuracy'].max():.4f}")
+    supernet = job.attrs["supernet_test_accuracy"]
+    print(f"largest_subnet_test_accuracy: {supernet['largest']:.4f}")
+    print(f"smallest_subnet_test_accuracy: {supernet['smallest']:.4f}")
+    print(f"accuracy_prediction_error_front_median: "
+          f"{float(np.median(np.abs(front['accuracy'] - front['predicted_accuracy']))):.4f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""The ``hwnas`` command: search, jobs, front, export.
+
+Errors a user can cause print one line (``error: ...``) and exit with code 2, or 1 when nothing
+meets a budget; they never print a traceback.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from hwnas.errors import HwnasError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="Hardware-aware neural architecture and quantization-policy search.")
+out = Console(width=100)
+err = Console(stderr=True)
+
+StoreOpt = typer.Option(None, "--store", help="SQLAlchemy URL of the job store [default: sqlite:///WORKDIR/hwnas.db]")
+WorkdirOpt = typer.Option("runs", "--workdir", help="directory of job artifacts and the default store")
+
+
+class Compute(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Format(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+FRONT_COLUMNS = ["id", "accuracy", "latency_ms", "energy_mj", "params", "flops", "bitops", "weight_kb",
+                 "predicted_accuracy", "predicted_latency_ms", "measured", "arch"]
+
+
+def _front_table(job, frame, title: str) -> Table:
+    from hwnas.search.store import arch_of
+
+    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+    for name in ("id", "acc", "lat ms", "pred ms", "energy uJ", "params", "MFLOPs"):
+        table.add_column(name, justify="right")
+    table.add_column("arch")
+    space = job.space()
+    for _, r in frame.iterrows():
+        table.add_row(str(int(r["id"])), f"{r['accuracy']:.4f}", f"{r['latency_ms']:.3f}",
+                      f"{r['predicted_latency_ms']:.3f}", f"{r['energy_mj'] * 1000:.2f}",
+                      f"{int(r['params']):,}", f"{r['flops'] / 1e6:.2f}", space.summary(arch_of(r)))
+    return table
+
+
+def _print_front(job, frame, fmt: Format, title: str) -> None:
+    rows = frame.reindex(columns=FRONT_COLUMNS)
+    if fmt == Format.json:
+        records = rows.to_dict("records")
+        for rec in records:
+            rec["arch"] = json.loads(rec["arch"])
+            rec["id"] = int(rec["id"])
+            rec["measured"] = bool(rec["measured"])
+        print(json.dumps(records, indent=2))
+    elif fmt == Format.csv:
+        sys.stdout.write(rows.to_csv(index=False))
+    else:
+        out.print(_front_table(job, frame, title))
+
+
+@app.command()
+def search(
+    config: Optional[Path] = typer.Argument(None, help="YAML config; omitted: the embedded default (digits-cnn)"),
+    name: Optional[str] = typer.Option(None, "--name", help="job name [default: the config's name]"),
+    store: Optional[str] = StoreOpt,
+    workdir: Optional[str] = typer.Option(None, "--workdir", help="directory of job artifacts [default: config's]"),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="random seed [default: config's]"),
+    overrides: list[str] = typer.Option([], "--set", help="override a config key: --set train.epochs=5"),
+    compute: Optional[Compute] = typer.Option(None, "--compute", help="where to train and evaluate"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+) -> None:
+    """Train the supernet, profile the device, fit predictors, search, validate the front.
+
+    Example: hwnas search experiments/digits-cnn.yaml --set train.epochs=5
+    """
+    from hwnas.pipeline import launch
+    from hwnas.progress import Reporter, RichReporter
+
+    job = launch(config, name=name, store=store, workdir=workdir, seed=seed,
+                 compute=compute.value if compute else None, overrides=overrides,
+                 reporter=Reporter() if quiet else RichReporter(err))
+    frame = job.front()
+    _print_front(job, frame, Format.table, f"Validated Pareto front of {job.name} "
+                 f"({len(frame)} of {len(job.candidates())} measured candidates)")
+    out.print(f"job: {job.name}   store: {job.store.display}   status: {job.status}", soft_wrap=True,
+              highlight=False, markup=False)
+
+
+@app.command()
+def jobs(store: Optional[str] = StoreOpt, workdir: str = WorkdirOpt) -> None:
+    """List the jobs of a store. Example: hwnas jobs --workdir runs"""
+    from hwnas.search.store import JobStore, default_store_url
+
+    job_store = JobStore(store or default_store_url(workdir), create=False)
+    rows = job_store.list_jobs()
+    table = Table(show_edge=False, pad_edge=False)
+    for col in ("name", "status", "space", "device", "candidates", "created"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], r["status"], r["space"], r["device"], str(r["candidates"]), r["created"])
+    if rows:
+        out.print(table)
+    else:
+        out.print(f"no jobs in {job_store.display}", soft_wrap=True, highlight=False, markup=False)
+
+
+@app.command()
+def front(
+    job_name: str = typer.Argument(..., metavar="JOB"),
+    max_latency_ms: Optional[float] = typer.Option(None, "--max-latency-ms"),
+    max_energy_mj: Optional[float] = typer.Option(None, "--max-energy-mj"),
+    min_accuracy: Optional[float] = typer.Option(None, "--min-accuracy", help="a fraction in (0, 1]"),
+    fmt: Format = typer.Option(Format.table, "--format"),
+    store: Optional[str] = StoreOpt,
+    workdir: str = WorkdirOpt,
+) -> None:
+    """Print the Pareto-optimal candidates meeting every budget, best accuracy first.
+
+    Example: hwnas front digits-cnn --max-latency-ms 0.5 --format json
+    """
+    from hwnas.job import open_job
+
+    job = open_job(job_name, store=store, workdir=workdir)
+    frame = job.front(max_latency_ms, max_energy_mj, min_accuracy)
+    _print_front(job, frame, fmt, f"Pareto front of {job.name}: {len(frame)} candidates")
+
+
+@app.command()
+def export(
+    job_name: str = typer.Argument(..., metavar="JOB"),
+    out_dir: Path = typer.Option(..., "--out", help="directory to write model.safetensors and manifest.json"),
+    candidate: Optional[int] = typer.Option(None, "--candidate", min=0, help="candidate id (see hwnas front)"),
+    max_latency_ms: Optional[float] = typer.Option(None, "--max-latency-ms"),
+    max_energy_mj: Optional[float] = typer.Option(None, "--max-energy-mj"),
+    min_accuracy: Optional[float] = typer.Option(None, "--min-accuracy"),
+    store: Optional[str] = StoreOpt,
+    workdir: str = WorkdirOpt,
+) -> None:
+    """Export one subnet as a standalone model: by id, or the most accurate under a budget.
+
+    Example: hwnas export digits-cnn --max-latency-ms 0.5 --out exported/
+    """
+    from hwnas.job import open_job
+
+    job = open_job(job_name, store=store, workdir=workdir)
+    path = job.export(out_dir, candidate, max_latency_ms, max_energy_mj, min_accuracy)
+    manifest = json.loads((path / "manifest.json").read_text())
+    m = manifest["metrics"]["measured"]
+    out.print(f"exported candidate {manifest['candidate']} of {job.name} to {path}: accuracy "
+              f"{m['export_test_accuracy']:.4f}, latency {m['latency_ms']:.3f} ms", soft_wrap=True,
+              highlight=False, markup=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=argv, prog_name="hwnas", standalone_mode=False)
+    except HwnasError as exc:
+        err.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        return exc.exit_code
+    except typer.Abort:
+        err.print("aborted")
+        return 130
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.TyperException as exc:  # usage errors: bad option values, unknown commands
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `hwnas`: the help, as click does
+            err.print(message, highlight=False, markup=False)
+            return 2
+        err.print(f"error: {message}", highlight=False, markup=False, soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        err.print("interrupted: rerun the same command to resume")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

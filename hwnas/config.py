@@ -1,0 +1,212 @@
+"""The search-job config: YAML, validated into typed objects before anything runs.
+
+Unknown keys and out-of-range values are errors that name the field (``train.epochs: ...``).
+``--set key=value`` overrides are applied to the raw YAML tree first, so they are validated
+exactly like the file. The ``space`` section is validated by the config model of the space it
+names (see :mod:`hwnas.spaces.registry`), so a new space brings its own keys.
+"""
+from __future__ import annotations
+
+import math
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from hwnas.errors import ConfigError
+
+OBJECTIVES = ("accuracy", "latency", "energy")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    dataset: str = "digits"
+    root: str | None = None
+    image_size: int | None = Field(None, gt=0, le=1024)
+    val_fraction: float = Field(0.2, gt=0, lt=0.5)
+    test_fraction: float = Field(0.2, gt=0, lt=0.5)
+    split_seed: int = Field(0, ge=0)
+    batch_size: int = Field(64, gt=0, le=8192)
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(8, ge=0, le=10000)
+    lr: float = Field(0.005, gt=0, le=10)
+    weight_decay: float = Field(1e-4, ge=0, le=1)
+    subnets_per_step: int = Field(4, ge=2, le=16, description="sandwich rule: largest, smallest, n-2 random")
+    distill: bool = True
+    warmup_epochs: int = Field(1, ge=0)
+    recalibration_samples: int = Field(512, gt=0, description="training images used to recalibrate BN")
+
+
+class DeviceConfig(_Section):
+    name: str = "local-cpu"
+    batch_size: int = Field(1, gt=0, le=1024)
+    threads: int = Field(1, gt=0, le=256)
+    warmup: int = Field(10, ge=0, le=10000)
+    repeats: int = Field(30, ge=3, le=100000)
+    energy_model: str = "horowitz-45nm"
+
+
+class PredictorConfig(_Section):
+    model: str = "gbrt"
+    samples: int = Field(400, ge=10, le=100000)
+    holdout: float = Field(0.2, gt=0, lt=0.9)
+
+
+class SearchConfig(_Section):
+    algorithm: str = "nsga2"
+    objectives: list[Literal["accuracy", "latency", "energy"]] = Field(
+        default_factory=lambda: ["accuracy", "latency", "energy"], min_length=2)
+    population: int = Field(64, ge=4, le=100000)
+    generations: int = Field(40, ge=1, le=100000)
+    evaluate: int = Field(24, ge=1, le=100000, description="predicted-front candidates evaluated for real")
+    max_latency_ms: float | None = Field(None, gt=0)
+    max_energy_mj: float | None = Field(None, gt=0)
+    min_accuracy: float | None = Field(None, ge=0, le=1)
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("objectives must not repeat")
+        if "accuracy" not in v:
+            raise ValueError("objectives must include accuracy")
+        return v
+
+    @field_validator("max_latency_ms", "max_energy_mj", "min_accuracy")
+    @classmethod
+    def _finite(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
+            raise ValueError("must be a finite number")
+        return v
+
+
+class Config(_Section):
+    name: str = Field("digits-cnn", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    compute: Literal["auto", "cpu", "cuda"] = "auto"
+    workdir: str = "runs"
+    store: str | None = None
+    data: DataConfig = Field(default_factory=DataConfig)
+    space: Any = None
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    device: DeviceConfig = Field(default_factory=DeviceConfig)
+    predictor: PredictorConfig = Field(default_factory=PredictorConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _space(cls, v: Any) -> Any:
+        from hwnas.spaces.registry import parse_space_config
+
+        if isinstance(v, BaseModel):
+            return v
+        if not isinstance(v, dict):
+            raise ValueError("must be a mapping with a 'type' and the space's keys")
+        return parse_space_config(v)
+
+    @model_validator(mode="after")
+    def _fractions(self) -> "Config":
+        if self.data.val_fraction + self.data.test_fraction >= 0.9:
+            raise ValueError("data.val_fraction + data.test_fraction must be below 0.9")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        out = self.model_dump(mode="json", exclude={"space"})
+        out["space"] = self.space.model_dump(mode="json")
+        return out
+
+
+# -- loading ----------------------------------------------------------------------------------
+def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
+    """One line naming the first failing field: ``train.epochs: Input should be ... (got -1)``."""
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in ((prefix,) if prefix else ()) + tuple(err["loc"]))
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif "input" in err and not isinstance(err["input"], (dict, list)):
+        msg = f"{msg} (got {err['input']!r})"
+    return f"{loc}: {msg}" if loc else msg
+
+
+def default_config_text() -> str:
+    """The embedded default config (identical to experiments/digits-cnn.yaml)."""
+    return resources.files("hwnas.configs").joinpath("digits-cnn.yaml").read_text(encoding="utf-8")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected key=value")
+    key, raw = text.split("=", 1)
+    path = [p for p in key.strip().split(".")]
+    if not all(path):
+        raise ConfigError(f"--set {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return path, value
+
+
+def apply_override(tree: dict[str, Any], path: list[str], value: Any) -> None:
+    node: Any = tree
+    for i, part in enumerate(path[:-1]):
+        if isinstance(node, list):
+            node = node[_list_index(node, part, path)]
+        else:
+            node = node.setdefault(part, {})
+            if not isinstance(node, (dict, list)):
+                raise ConfigError(f"--set {'.'.join(path)}: {'.'.join(path[: i + 1])} is not a section")
+    last = path[-1]
+    if isinstance(node, list):
+        node[_list_index(node, last, path)] = value
+    else:
+        node[last] = value
+
+
+def _list_index(node: list, part: str, path: list[str]) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise ConfigError(f"--set {'.'.join(path)}: {part!r} is not an index of a list of {len(node)}")
+    return int(part)
+
+
+def load_config(source: str | Path | dict | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read and validate a config. ``None`` is the embedded default; a dict is taken as the tree."""
+    if source is None:
+        tree, origin = yaml.safe_load(default_config_text()), "default config"
+    elif isinstance(source, dict):
+        tree, origin = dict(source), "config"
+    else:
+        path = Path(source)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"config file {str(path)!r} does not exist") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {str(path)!r}: {exc}") from None
+        try:
+            tree = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"{path}: not valid YAML{where}") from None
+        origin = str(path)
+    if tree is None:
+        tree = {}
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{origin}: the top level must be a mapping of keys")
+    for item in overrides:
+        apply_override(tree, *parse_override(item))
+    if tree.get("space") is None:
+        tree["space"] = yaml.safe_load(default_config_text())["space"]
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(f"{origin}: {format_validation_error(exc)}") from None

@@ -1,0 +1,322 @@
+"""Datasets for search and evaluation: a registry of loaders that all return the same :class:`DataSplits`.
+
+Every loader splits deterministically from ``split_seed`` and normalizes with statistics of the TRAIN
+split only, so a candidate's accuracy never depends on peeking at validation or test data, and two
+runs with the same settings see byte-identical tensors. Datasets are held in memory as
+``TensorDataset``s: the supported sets are small, and slicing tensors is much faster than decoding
+samples one by one inside a search loop.
+"""
+from __future__ import annotations
+
+import importlib
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+
+from hwnas.errors import DataError
+
+DATASETS: dict[str, Callable[..., "DataSplits"]] = {}
+
+
+def register_dataset(name: str) -> Callable[[Callable[..., "DataSplits"]], Callable[..., "DataSplits"]]:
+    """Add a loader (called with the keyword arguments of :func:`load_data` but ``dataset``) to
+    :data:`DATASETS`, so a new dataset never means editing a dispatch chain."""
+    def decorator(loader: Callable[..., DataSplits]) -> Callable[..., DataSplits]:
+        DATASETS[name] = loader
+        return loader
+    return decorator
+
+
+@dataclass(frozen=True)
+class DataSplits:
+    """The three splits plus what a model and a report need to know about them."""
+
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    num_classes: int
+    input_shape: tuple[int, int, int]
+    description: dict
+
+
+def load_data(dataset: str = "digits", root: str | Path | None = None, image_size: int | None = None,
+              val_fraction: float = 0.2, test_fraction: float = 0.2, split_seed: int = 0) -> DataSplits:
+    """Load ``dataset`` by its registry name; argument checks live here so every loader can trust them."""
+    if dataset not in DATASETS:
+        raise DataError(f"unknown dataset {dataset!r}; known datasets: {', '.join(sorted(DATASETS))}")
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
+        raise DataError(f"image_size must be a positive integer, got {image_size!r}")
+    for field, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 <= value < 1.0:
+            raise DataError(f"{field} must be in [0, 1), got {value!r}")
+    if val_fraction + test_fraction >= 1.0:
+        raise DataError(f"val_fraction + test_fraction must be < 1, got {val_fraction + test_fraction!r}")
+    return DATASETS[dataset](root=root, image_size=image_size, val_fraction=val_fraction,
+                             test_fraction=test_fraction, split_seed=split_seed)
+
+
+def iterate_batches(dataset: Dataset, batch_size: int, *, shuffle: bool = False,
+                    generator: torch.Generator | None = None, drop_last: bool = False,
+                    limit: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield ``(x float32, y int64)`` batches; the order is a pure function of ``generator``.
+
+    TensorDatasets are sliced directly (no per-sample indexing); anything else goes through a
+    single-process DataLoader. ``limit`` caps the samples yielded in total (a cheap proxy epoch).
+    """
+    if batch_size < 1:
+        raise DataError(f"batch_size must be >= 1, got {batch_size!r}")
+    if limit is not None and limit < 0:
+        raise DataError(f"limit must be >= 0, got {limit!r}")
+    n = len(dataset)  # type: ignore[arg-type]
+    total = n if limit is None else min(n, limit)
+    order = torch.randperm(n, generator=generator)[:total] if shuffle else None
+    if drop_last:
+        total -= total % batch_size
+    if isinstance(dataset, TensorDataset):
+        x_all, y_all = dataset.tensors[0], dataset.tensors[1]
+        for start in range(0, total, batch_size):
+            end = min(start + batch_size, total)
+            idx = order[start:end] if order is not None else slice(start, end)
+            yield x_all[idx].to(torch.float32), y_all[idx].to(torch.int64)
+        return
+    indices = order[:total].tolist() if order is not None else list(range(total))
+    loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, shuffle=False, num_workers=0)
+    for batch in loader:
+        yield torch.as_tensor(batch[0]).to(torch.float32), torch.as_tensor(batch[1]).to(torch.int64)
+
+
+def _carve(idx: np.ndarray, labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``idx`` into (kept, taken); stratified when every class allows it, plain otherwise."""
+    from sklearn.model_selection import train_test_split
+
+    if fraction <= 0.0:
+        return idx, idx[:0]
+    try:
+        kept, taken = train_test_split(idx, test_size=fraction, random_state=seed, stratify=labels[idx])
+    except ValueError:  # a class too small to appear in both parts
+        try:
+            kept, taken = train_test_split(idx, test_size=fraction, random_state=seed)
+        except ValueError as exc:
+            raise DataError(f"cannot split {len(idx)} samples with fraction {fraction}: {exc}") from None
+    return np.sort(kept), np.sort(taken)
+
+
+def _three_way(labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
+    """Carve test off everything, then val off the rest, so the fractions refer to the whole set."""
+    rest, test = _carve(np.arange(len(labels)), labels, test_fraction, seed)
+    train, val = _carve(rest, labels, val_fraction / (1.0 - test_fraction), seed)
+    return {"train": train, "val": val, "test": test}
+
+
+def _take(x: torch.Tensor, y: np.ndarray, parts: dict[str, np.ndarray]) -> dict[str, tuple[torch.Tensor, np.ndarray]]:
+    return {k: (x[torch.from_numpy(i)], y[i]) for k, i in parts.items()}
+
+
+def _carve_val(x: torch.Tensor, y: np.ndarray, fraction: float, seed: int) -> dict[str, tuple[torch.Tensor, np.ndarray]]:
+    """Split a train set that came without a validation part into train and val."""
+    train, val = _carve(np.arange(len(y)), y, fraction, seed)
+    return _take(x, y, {"train": train, "val": val})
+
+
+def _resize(x: torch.Tensor, size: int | None) -> torch.Tensor:
+    """Bilinear resize of an NCHW batch; a no-op at the native size so stored pixels stay exact."""
+    if size is None or tuple(x.shape[-2:]) == (size, size):
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def _finish(name: str, root: str | Path | None, splits: dict[str, tuple[torch.Tensor, np.ndarray]],
+            num_classes: int, image_size: int | None, split_seed: int, **extra: Any) -> DataSplits:
+    """Resize, normalize with train-split channel statistics, and wrap the splits as TensorDatasets."""
+    xs = {k: _resize(x, image_size) for k, (x, _) in splits.items()}
+    if xs["train"].shape[0] == 0:
+        raise DataError(f"{name}: the train split is empty")
+    var, mean = torch.var_mean(xs["train"], dim=(0, 2, 3), correction=0)
+    std = var.sqrt().clamp_min(1e-8)  # a constant channel must not divide by zero
+    data = {k: TensorDataset(x.sub_(mean[:, None, None]).div_(std[:, None, None]).contiguous(),
+                             torch.as_tensor(np.asarray(splits[k][1], dtype=np.int64)))
+            for k, x in xs.items()}
+    shape = tuple(int(s) for s in xs["train"].shape[1:])
+    description = {"dataset": name, "root": None if root is None else str(root),
+                   "sizes": {k: len(v) for k, v in data.items()}, "image_size": shape[1],
+                   "split_seed": split_seed, "mean": mean.tolist(), "std": std.tolist(), **extra}
+    return DataSplits(data["train"], data["val"], data["test"], num_classes, shape, description)  # type: ignore[arg-type]
+
+
+@register_dataset("digits")
+def _load_digits(*, root: str | Path | None, image_size: int | None, val_fraction: float,
+                 test_fraction: float, split_seed: int) -> DataSplits:
+    """sklearn's bundled 8x8 digits: needs no files, so tests and smoke runs work offline. ``root`` is ignored."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)
+    y = bunch.target.astype(np.int64)
+    parts = _three_way(y, val_fraction, test_fraction, split_seed)
+    return _finish("digits", None, _take(x, y, parts), 10, image_size, split_seed,
+                   val_fraction=val_fraction, test_fraction=test_fraction)
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    """Unpickler for CIFAR's python batches that resolves only the globals a numpy array needs.
+
+    A pickle can name any callable; refusing everything but this allowlist turns a malicious
+    "dataset" into a DataError instead of code execution.
+    """
+
+    _ALLOWED = frozenset({
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    })
+
+    def __init__(self, file: Any, **kwargs: Any) -> None:
+        super().__init__(file, **kwargs)
+        self._source = getattr(file, "name", "<stream>")
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self._ALLOWED:
+            raise DataError(f"refusing to unpickle {module}.{name} from {self._source}: "
+                            "only numpy array globals are allowed")
+        try:  # numpy 2 renamed numpy.core to numpy._core; the old name only warns, so prefer the new one
+            return getattr(importlib.import_module(module.replace("numpy.core.", "numpy._core.")), name)
+        except (ImportError, AttributeError):
+            return super().find_class(module, name)
+
+
+def _read_cifar_bin(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    raw = np.frombuffer(path.read_bytes(), dtype=np.uint8)
+    if raw.size == 0 or raw.size % 3073:
+        raise DataError(f"{path}: {raw.size} bytes is not a positive multiple of 3073 (truncated CIFAR-10 file?)")
+    records = raw.reshape(-1, 3073)
+    return records[:, 1:].reshape(-1, 3, 32, 32), records[:, 0].astype(np.int64)
+
+
+def _read_cifar_py(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with path.open("rb") as fh:
+            obj = _SafeUnpickler(fh, encoding="bytes").load()
+    except DataError:
+        raise
+    except Exception as exc:  # any malformed pickle is the file's fault, not ours
+        raise DataError(f"cannot read CIFAR-10 batch {path}: {exc}") from None
+    data, labels = (obj.get(b"data"), obj.get(b"labels")) if isinstance(obj, dict) else (None, None)
+    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3072):
+        raise DataError(f"{path}: expected a dict whose b'data' is a uint8 N x 3072 array")
+    try:
+        labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    except (TypeError, ValueError):
+        raise DataError(f"{path}: b'labels' must be a list of integers") from None
+    if labels.shape[0] != data.shape[0]:
+        raise DataError(f"{path}: {labels.shape[0]} b'labels' for {data.shape[0]} images")
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+def _read_cifar_batches(paths: list[Path], reader: Callable[[Path], tuple[np.ndarray, np.ndarray]]
+                        ) -> tuple[torch.Tensor, np.ndarray]:
+    """Read and concatenate batch files, scaling pixels to [0, 1] (labels must be in 0..9)."""
+    images, labels = [], []
+    for path in paths:
+        x, y = reader(path)
+        if y.size and (y.min() < 0 or y.max() > 9):
+            raise DataError(f"{path}: labels must be in 0..9, found {int(y.min())}..{int(y.max())}")
+        images.append(x)
+        labels.append(y)
+    return torch.from_numpy(np.concatenate(images)).to(torch.float32).div_(255.0), np.concatenate(labels)
+
+
+@register_dataset("cifar10")
+def _load_cifar10(*, root: str | Path | None, image_size: int | None, val_fraction: float,
+                  test_fraction: float, split_seed: int) -> DataSplits:
+    """CIFAR-10 in the official binary or python layout; val is carved from train, test is ``test_batch``.
+
+    ``root`` may be the batch folder or its parent. ``test_fraction`` is unused: CIFAR has its own test set.
+    """
+    if root is None:
+        raise DataError("cifar10 needs root: a folder with CIFAR-10 batches")
+    base = Path(root)
+    if not base.is_dir():
+        raise DataError(f"cifar10 folder not found: {base}")
+    for folder in (base, base / "cifar-10-batches-bin", base / "cifar-10-batches-py"):
+        for suffix, reader, fmt in ((".bin", _read_cifar_bin, "binary"), ("", _read_cifar_py, "python")):
+            test_path = folder / f"test_batch{suffix}"
+            if test_path.is_file():
+                train_paths = [p for i in range(1, 6) if (p := folder / f"data_batch_{i}{suffix}").is_file()]
+                if not train_paths:
+                    raise DataError(f"no CIFAR-10 train batch in {folder} (expected {folder / f'data_batch_1{suffix}'})")
+                splits = {**_carve_val(*_read_cifar_batches(train_paths, reader), val_fraction, split_seed),
+                          "test": _read_cifar_batches([test_path], reader)}
+                return _finish("cifar10", root, splits, 10, image_size, split_seed,
+                               format=fmt, val_fraction=val_fraction)
+    raise DataError(f"no CIFAR-10 test_batch.bin or test_batch found in {base} or its cifar-10-batches-* folders")
+
+
+_IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp"})
+
+
+def _scan_tree(folder: Path) -> dict[str, list[Path]]:
+    """Map each sorted class subfolder to its sorted image files, so labels are reproducible."""
+    if not folder.is_dir():
+        raise DataError(f"image folder not found: {folder}")
+    classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise DataError(f"no class subfolders with images in {folder}")
+    tree = {}
+    for name in classes:
+        files = sorted(p for p in (folder / name).rglob("*") if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
+        if not files:
+            raise DataError(f"class folder {folder / name} has no image files")
+        tree[name] = files
+    return tree
+
+
+def _load_images(tree: dict[str, list[Path]], classes: list[str], size: int) -> tuple[torch.Tensor, np.ndarray]:
+    from PIL import Image
+
+    files = [(p, classes.index(c)) for c in tree for p in tree[c]]
+    out = torch.empty(len(files), 3, size, size, dtype=torch.float32)
+    for i, (path, _) in enumerate(files):
+        try:
+            with Image.open(path) as image:
+                rgb = image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise DataError(f"cannot read image {path}: {exc}") from None
+        out[i] = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    return out, np.array([label for _, label in files], dtype=np.int64)
+
+
+@register_dataset("imagefolder")
+def _load_imagefolder(*, root: str | Path | None, image_size: int | None, val_fraction: float,
+                      test_fraction: float, split_seed: int) -> DataSplits:
+    """An ImageFolder tree (``root/<class>/<image>``), or ``root/{train,test[,val]}/<class>/...``.
+
+    Every image is decoded once, resized to ``image_size`` (default 32) and kept in memory: meant
+    for small datasets, where it makes epochs cheap; large sets belong in a streaming loader.
+    """
+    if root is None:
+        raise DataError("imagefolder needs root: a folder of class subfolders")
+    base, size = Path(root), image_size or 32
+    if (base / "train").is_dir() and (base / "test").is_dir():
+        trees = {k: _scan_tree(base / k) for k in ("train", "val", "test") if (base / k).is_dir()}
+        classes = list(trees["train"])
+        for k, tree in trees.items():
+            if list(tree) != classes:
+                raise DataError(f"classes in {base / k} differ from those in {base / 'train'}")
+        loaded = {k: _load_images(tree, classes, size) for k, tree in trees.items()}
+        if "val" not in loaded:
+            loaded.update(_carve_val(*loaded["train"], val_fraction, split_seed))
+        splits, layout = {k: loaded[k] for k in ("train", "val", "test")}, "train/test folders"
+    else:
+        tree = _scan_tree(base)
+        classes = list(tree)
+        x, y = _load_images(tree, classes, size)
+        splits, layout = _take(x, y, _three_way(y, val_fraction, test_fraction, split_seed)), "single tree"
+    return _finish("imagefolder", root, splits, len(classes), size, split_seed, classes=classes,
+                   layout=layout, val_fraction=val_fraction, test_fraction=test_fraction)

@@ -1,0 +1,38 @@
+"""Errors a user can cause, each carrying the CLI exit code it maps to.
+
+The CLI prints ``str(error)`` as one line and exits with ``error.exit_code``; anything that is not
+an :class:`HwnasError` is a bug in hwnas and keeps its traceback.
+"""
+from __future__ import annotations
+
+
+class HwnasError(Exception):
+    """A problem the user can fix (bad config, unknown job, corrupt file): exit code 2."""
+
+    exit_code = 2
+
+
+class ConfigError(HwnasError):
+    """A config file or override that does not validate; the message names the field."""
+
+
+class ArchError(HwnasError):
+    """An architecture with an unknown dimension or a value outside the dimension's choices."""
+
+
+class JobError(HwnasError):
+    """An unknown job or candidate, or a job in a state that does not allow the request."""
+
+
+class DataError(HwnasError):
+    """A dataset that is missing, malformed or refused (for example an unsafe pickle)."""
+
+
+class LookupTableError(HwnasError):
+    """A lookup table that cannot be read or lacks an entry that is needed."""
+
+
+class NoCandidateError(HwnasError):
+    """Nothing on the front meets the budgets: exit code 1, as the CLI promises."""
+
+    exit_code = 1

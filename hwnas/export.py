@@ -1,0 +1,112 @@
+"""Export one candidate as a standalone model: its own weights and a manifest to rebuild it.
+
+``DIR/model.safetensors`` holds only the subnet's weights (quantized weights as float values on
+their grid, BN recalibrated for this subnet); ``DIR/manifest.json`` holds the subnet spec, the
+quantization policy, the metrics, the device, the seed and the package versions.
+:func:`load_exported` rebuilds the plain ``nn.Module`` from the manifest alone. Both files are
+written atomically; the manifest goes last, so a directory with a manifest is a complete export.
+"""
+from __future__ import annotations
+
+import json
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+import hwnas
+from hwnas.errors import HwnasError
+from hwnas.spaces.dims import Arch
+from hwnas.spaces.evaluation import accuracy
+from hwnas.spaces.registry import space_entry
+from hwnas.utils.io import atomic_path, sha256_file, write_json_atomic
+
+MANIFEST_FORMAT = "hwnas-export/1"
+PACKAGES = ("torch", "numpy", "scikit-learn", "pymoo", "optuna", "safetensors")
+
+
+def package_versions() -> dict[str, str]:
+    out = {"hwnas": hwnas.__version__}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def quantization_policy(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per layer: weight and activation bits, in execution order."""
+    layers = [("stem", spec["stem"])]
+    for block in spec["blocks"]:
+        layers += [(f"{block['name']}.{k}", v) for k, v in block["layers"].items()]
+    layers.append(("head", spec["head"]))
+    return [{"layer": name, "wbits": s["wbits"], "abits": s["abits"]} for name, s in layers] + [
+        {"layer": "classifier", "wbits": 32, "abits": 32}]
+
+
+def export_candidate(job, candidate_id: int, out: Path) -> Path:
+    from hwnas.pipeline import Components, JobPaths, resolve_compute
+
+    row = job.candidate(candidate_id)
+    config = job.config
+    paths = JobPaths(job.job_dir)
+    if not paths.supernet.exists():
+        raise HwnasError(f"job {job.name!r} has no trained supernet at {paths.supernet}")
+    if out.exists() and not out.is_dir():
+        raise HwnasError(f"--out {out} exists and is not a directory")
+    parts = Components.build(config, resolve_compute("cpu"))
+    parts.load_weights(paths.supernet)
+    arch = parts.space.validate(Arch.from_json(row["arch"]).to_dict())
+    model = parts.recalibrated_subnet(arch)
+    spec = parts.supernet.spec
+    test_accuracy = accuracy(model, parts.data.test)
+    out.mkdir(parents=True, exist_ok=True)
+    weights = out / "model.safetensors"
+    with atomic_path(weights) as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    manifest = {
+        "format": MANIFEST_FORMAT, "job": job.name, "candidate": int(candidate_id),
+        "space": config.space.type, "arch": arch.to_dict(), "subnet": spec,
+        "quantization": quantization_policy(spec),
+        "metrics": {
+            "measured": {"accuracy": row["accuracy"], "latency_ms": row["latency_ms"],
+                         "export_test_accuracy": test_accuracy},
+            "predicted": {"accuracy": row["predicted_accuracy"], "latency_ms": row["predicted_latency_ms"]},
+            "analytical": {"energy_mj": row["energy_mj"], "params": row["params"], "flops": row["flops"],
+                           "bitops": row["bitops"], "weight_kb": row["weight_kb"]},
+        },
+        "device": job.attrs.get("device_description", {"name": config.device.name}),
+        "data": parts.data.description, "seed": config.seed, "versions": package_versions(),
+        "weights": {"file": weights.name, "sha256": sha256_file(weights)},
+    }
+    write_json_atomic(out / "manifest.json", manifest)
+    return out
+
+
+def load_exported(path: str | Path) -> torch.nn.Module:
+    """Rebuild an exported subnet from ``path/manifest.json`` and its weights file."""
+    path = Path(path)
+    manifest_file = path / "manifest.json"
+    try:
+        manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise HwnasError(f"{manifest_file} does not exist: not an hwnas export") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise HwnasError(f"{manifest_file} is not valid JSON") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        got = manifest.get("format") if isinstance(manifest, dict) else None
+        raise HwnasError(f"{manifest_file} has format {got!r}; this hwnas reads {MANIFEST_FORMAT!r}")
+    weights = path / manifest["weights"]["file"]
+    if not weights.exists():
+        raise HwnasError(f"{weights} does not exist")
+    if sha256_file(weights) != manifest["weights"]["sha256"]:
+        raise HwnasError(f"{weights} does not match the hash in its manifest (altered or truncated)")
+    model = space_entry(manifest["space"]).build_standalone(manifest["subnet"])
+    try:
+        model.load_state_dict(load_file(str(weights)))
+    except Exception as exc:
+        raise HwnasError(f"{weights} does not fit the manifest's subnet ({str(exc).splitlines()[0]})") from None
+    return model.eval()

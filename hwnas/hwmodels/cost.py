@@ -1,0 +1,30 @@
+"""Predicted costs of an architecture: lookup-table latency, analytical energy, counts.
+
+Memoized per canonical Arch, since the search asks for the same subnets many times.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from hwnas.hwmodels.graph import OpSig, count, op_graph
+from hwnas.hwmodels.lut import LookupTable
+from hwnas.spaces.dims import Arch
+
+
+class CostModel:
+    def __init__(self, space, lut: LookupTable, energy):
+        self.space, self.lut, self.energy = space, lut, energy
+        self._cache: dict[Arch, dict[str, Any]] = {}
+
+    def ops(self, arch: Arch) -> list[OpSig]:
+        return op_graph(self.space.subnet_spec(arch))
+
+    def costs(self, arch: Arch) -> dict[str, Any]:
+        arch = self.space.validate(arch)
+        cached = self._cache.get(arch)
+        if cached is None:
+            ops = self.ops(arch)
+            cached = {"latency_ms": self.lut.total_latency_ms(ops),
+                      "energy_mj": self.energy.energy_mj(ops), **count(ops)}
+            self._cache[arch] = cached
+        return cached

@@ -1,0 +1,84 @@
+"""A stored search job: its candidates, its Pareto front under budgets, and export.
+
+:func:`open_job` finds a job in a store; :class:`Job` reads it. Everything here reads the store
+and the job directory; nothing trains or searches.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from hwnas.config import Config
+from hwnas.errors import JobError
+from hwnas.search.front import query_front
+from hwnas.search.store import JobStore, default_store_url
+
+
+class Job:
+    def __init__(self, name: str, store: JobStore, study):
+        self.name, self.store, self.study = name, store, study
+
+    def __repr__(self) -> str:
+        return f"Job({self.name!r}, status={self.status!r}, store={self.store.display!r})"
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return self.study.user_attrs
+
+    @property
+    def status(self) -> str:
+        return self.attrs.get("status", "?")
+
+    @property
+    def objectives(self) -> list[str]:
+        return list(self.attrs["objectives"])
+
+    @property
+    def job_dir(self) -> Path:
+        return Path(self.attrs["job_dir"])
+
+    @property
+    def config(self) -> Config:
+        return Config.model_validate(self.attrs["config"])
+
+    def space(self):
+        """The job's search space, rebuilt from its config and data shape (no data is loaded)."""
+        from hwnas.spaces.registry import build_space
+
+        return build_space(self.config.space, tuple(self.attrs["input_shape"]), int(self.attrs["num_classes"]))
+
+    def candidates(self) -> pd.DataFrame:
+        """Every really evaluated candidate, one row each (``id`` is the candidate id)."""
+        return self.store.candidates(self.study)
+
+    def candidate(self, candidate_id: int) -> dict[str, Any]:
+        frame = self.candidates()
+        row = frame[frame["id"] == int(candidate_id)]
+        if row.empty:
+            ids = ", ".join(str(i) for i in frame["id"].tolist()[:20])
+            raise JobError(f"job {self.name!r} has no candidate {candidate_id}; its candidates: {ids or 'none'}")
+        return row.iloc[0].to_dict()
+
+    def front(self, max_latency_ms: float | None = None, max_energy_mj: float | None = None,
+              min_accuracy: float | None = None) -> pd.DataFrame:
+        """Pareto-optimal candidates meeting every budget, best accuracy first."""
+        return query_front(self.candidates(), self.objectives, max_latency_ms, max_energy_mj, min_accuracy)
+
+    def export(self, out: str | Path, candidate: int | None = None, max_latency_ms: float | None = None,
+               max_energy_mj: float | None = None, min_accuracy: float | None = None) -> Path:
+        """Export one candidate (by id, or the most accurate one meeting the budgets) to ``out``."""
+        from hwnas.export import export_candidate
+
+        if candidate is None:
+            if max_latency_ms is None and max_energy_mj is None and min_accuracy is None:
+                raise JobError("choose the subnet to export: give a candidate id or a budget")
+            candidate = int(self.front(max_latency_ms, max_energy_mj, min_accuracy).iloc[0]["id"])
+        return export_candidate(self, int(candidate), Path(out))
+
+
+def open_job(name: str, store: str | None = None, workdir: str | Path = "runs") -> Job:
+    """Open a stored job; ``store`` defaults to the SQLite file in ``workdir``."""
+    job_store = JobStore(store or default_store_url(workdir), create=False)
+    return Job(name, job_store, job_store.open(name))

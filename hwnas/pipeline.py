@@ -1,0 +1,364 @@
+"""One search job, stage by stage: train -> profile -> fit predictor -> search -> evaluate.
+
+Every stage leaves an artifact in the job directory (written atomically) or rows in the store,
+and skips work that is already there, so rerunning the same command after a kill resumes the job:
+training from its last epoch checkpoint, profiling from the last flushed lookup-table entry,
+predictor sampling from the last flushed sample, real evaluation from the last committed
+candidate.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+import hwnas
+from hwnas.config import Config, load_config
+from hwnas.data import load_data
+from hwnas.errors import ConfigError, HwnasError, JobError
+from hwnas.hwmodels.cost import CostModel
+from hwnas.hwmodels.devices import build_device
+from hwnas.hwmodels.energy import energy_model
+from hwnas.hwmodels.profiler import build_lookup_table
+from hwnas.predictors.accuracy import ArchFeatures, fit_with_holdout
+from hwnas.progress import Reporter
+from hwnas.search.engine import run_search, select_for_evaluation
+from hwnas.search.problem import SubnetProblem, budgets_of
+from hwnas.search.store import JobStore, default_store_url
+from hwnas.spaces.dims import Arch
+from hwnas.spaces.evaluation import accuracy, evaluate_subnet, recalibrate_bn
+from hwnas.spaces.registry import build_space, space_entry
+from hwnas.spaces.trainer import SupernetTrainer
+from hwnas.utils.io import atomic_path, stable_hash
+
+STAGES = ("load", "train", "profile", "predictor", "search", "evaluate")
+EVAL_BATCH = 256  # batch for BN recalibration and accuracy: large batches, few calls
+JOB_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def check_job_name(name: str) -> str:
+    import re
+
+    if not re.match(JOB_NAME_PATTERN, name or "") or ".." in name:
+        raise JobError(f"job name {name!r} must be 1-100 letters, digits, '.', '_' or '-', "
+                       "start with a letter or digit, and contain no '..' or '/'")
+    return name
+
+
+def resolve_compute(compute: str) -> torch.device:
+    if compute == "cuda" and not torch.cuda.is_available():
+        raise HwnasError("--compute cuda: no CUDA device is available (use auto or cpu)")
+    if compute in ("cuda", "auto") and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def config_hash(config: Config) -> str:
+    """What determines a job's results: everything but where it is stored and where it computes."""
+    tree = config.to_dict()
+    for key in ("name", "workdir", "store", "compute"):
+        tree.pop(key, None)
+    return stable_hash(tree)
+
+
+@dataclass
+class JobPaths:
+    root: Path
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.root / "checkpoint.pt"
+
+    @property
+    def supernet(self) -> Path:
+        return self.root / "supernet.safetensors"
+
+    @property
+    def lut(self) -> Path:
+        return self.root / "lut.csv"
+
+    @property
+    def samples(self) -> Path:
+        return self.root / "accuracy_samples.csv"
+
+    @property
+    def predicted_front(self) -> Path:
+        return self.root / "predicted_front.csv"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+
+@dataclass
+class Components:
+    """What every consumer of a job rebuilds from its config: data, space and supernet."""
+
+    config: Config
+    data: Any
+    space: Any
+    supernet: Any
+    compute: torch.device
+
+    @classmethod
+    def build(cls, config: Config, compute: torch.device) -> "Components":
+        c = config.data
+        data = load_data(c.dataset, c.root, c.image_size, c.val_fraction, c.test_fraction, c.split_seed)
+        space = build_space(config.space, data.input_shape, data.num_classes)
+        torch.manual_seed(config.seed)
+        supernet = space_entry(config.space.type).build_supernet(space).to(compute)
+        if compute.type == "cpu":
+            # oneDNN's depthwise convolutions (forward and backward) run several times faster in
+            # channels-last layout. The layout is set once here, for training, evaluation and
+            # export alike: quantizers round, so even float-rounding differences between layouts
+            # could move a value across a level and change an evaluated accuracy.
+            supernet.to(memory_format=torch.channels_last)
+        return cls(config, data, space, supernet, compute)
+
+    def load_weights(self, path: Path) -> None:
+        try:
+            state = load_file(str(path), device=str(self.compute))
+            self.supernet.load_state_dict(state)
+        except Exception as exc:
+            raise HwnasError(f"supernet weights {path} are unreadable ({str(exc).splitlines()[0]})") from None
+
+    def evaluate(self, arch: Arch, split: str) -> float:
+        t = self.config.train
+        return evaluate_subnet(self.supernet, arch, self.data, split, t.recalibration_samples,
+                               EVAL_BATCH, self.compute)
+
+    def recalibrated_subnet(self, arch: Arch) -> torch.nn.Module:
+        """The standalone subnet of ``arch`` with BN statistics recalibrated, on the CPU."""
+        self.supernet.set_active(arch)
+        recalibrate_bn(self.supernet, self.data.train, self.config.train.recalibration_samples,
+                       EVAL_BATCH, self.compute)
+        return self.supernet.extract().cpu().eval()
+
+
+class SearchJob:
+    """Runs the stages of one job; see the module docstring for how it resumes."""
+
+    def __init__(self, config: Config, name: str, store: JobStore, workdir: Path, compute: torch.device,
+                 reporter: Reporter):
+        self.config, self.name, self.store, self.reporter = config, name, store, reporter
+        self.workdir = workdir
+        self.paths = JobPaths(workdir / name)
+        self.compute = compute
+        self.seconds: dict[str, float] = {}
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+    def _open_or_create(self):
+        chash = config_hash(self.config)
+        if self.store.exists(self.name):
+            study = self.store.open(self.name)
+            if study.user_attrs.get("config_hash") != chash:
+                raise JobError(f"job {self.name!r} already exists with a different config; pass --name "
+                               "for a new job, or rerun with its config to resume it")
+            return study
+        attrs = {"status": "running", "space": self.config.space.type, "device": self.config.device.name,
+                 "objectives": list(self.config.search.objectives), "created": now(),
+                 "config": self.config.to_dict(), "config_hash": chash, "seed": self.config.seed,
+                 "job_dir": str(self.paths.root.resolve()), "hwnas_version": hwnas.__version__}
+        return self.store.create(self.name, list(self.config.search.objectives), attrs)
+
+    def _timed(self, stage: str, fn, *args):
+        started = time.perf_counter()
+        result = fn(*args)
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - started
+        return result
+
+    def run(self):
+        from hwnas.job import Job
+
+        self.study = self._open_or_create()
+        if self.study.user_attrs.get("status") == "done":
+            return Job(self.name, self.store, self.study)
+        self.paths.root.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.paths.config) as tmp:
+            tmp.write_text(yaml.safe_dump(self.config.to_dict(), sort_keys=False))
+        self.study.set_user_attr("status", "running")
+        try:
+            parts = self._timed("load", Components.build, self.config, self.compute)
+            self.study.set_user_attr("input_shape", list(parts.data.input_shape))
+            self.study.set_user_attr("num_classes", parts.data.num_classes)
+            self._timed("train", self.train, parts)
+            cost_model = self._timed("profile", self.profile, parts)
+            predictor, features = self._timed("predictor", self.fit_predictor, parts)
+            chosen = self._timed("search", self.search, parts, cost_model, predictor, features)
+            self._timed("evaluate", self.evaluate, parts, cost_model, chosen)
+        except BaseException:
+            self.study.set_user_attr("status", "interrupted")
+            raise
+        finally:
+            previous = self.study.user_attrs.get("stage_seconds", {})
+            total = {k: previous.get(k, 0.0) + self.seconds.get(k, 0.0) for k in STAGES
+                     if k in previous or k in self.seconds}
+            self.study.set_user_attr("stage_seconds", total)
+        self.study.set_user_attr("status", "done")
+        self.study.set_user_attr("finished", now())
+        return Job(self.name, self.store, self.store.open(self.name))
+
+    # -- stages --------------------------------------------------------------------------------
+    def train(self, parts: Components) -> None:
+        if self.paths.supernet.exists():
+            parts.load_weights(self.paths.supernet)
+            return
+        cfg = self.config.train
+        with self.reporter.task("train supernet", cfg.epochs) as advance:
+            trainer = SupernetTrainer(parts.supernet, parts.data, cfg, self.config.seed, self.compute,
+                                      self.config.data.batch_size, self.paths.checkpoint,
+                                      on_epoch=lambda e, n, r: advance(e, note=f"loss {r['loss']:.3f}"))
+            if trainer.try_resume():
+                advance(trainer.start_epoch)
+            history = trainer.train()
+        with atomic_path(self.paths.supernet) as tmp:
+            save_file({k: v.contiguous() for k, v in parts.supernet.state_dict().items()}, str(tmp))
+        self.study.set_user_attr("train_history", history)
+        largest = parts.evaluate(parts.space.largest(), "test")
+        smallest = parts.evaluate(parts.space.smallest(), "test")
+        self.study.set_user_attr("supernet_test_accuracy", {"largest": largest, "smallest": smallest})
+        self.reporter.info(f"supernet test accuracy: largest {largest:.4f}, smallest {smallest:.4f}")
+
+    def profile(self, parts: Components) -> CostModel:
+        device = build_device(self.config.device)
+        build_standalone = space_entry(self.config.space.type).build_standalone
+        with self.reporter.task(f"profile {device.name}", len(parts.space.covering_archs())) as advance:
+            table, path, measured = build_lookup_table(device, parts.space, build_standalone,
+                                                       self.workdir / "luts", progress=lambda i, n: advance(i))
+        table.save(self.paths.lut)
+        self.study.set_user_attr("device_description", table.device)
+        self.study.set_user_attr("lut", {"entries": len(table), "measured_now": measured, "cache": str(path)})
+        return CostModel(parts.space, table, energy_model(self.config.device.energy_model))
+
+    def _sample_archs(self, space) -> list[Arch]:
+        rng = np.random.default_rng([self.config.seed, 1])
+        archs = {space.largest(): None, space.smallest(): None}
+        attempts = 0
+        while len(archs) < self.config.predictor.samples and attempts < 50 * self.config.predictor.samples:
+            archs.setdefault(space.sample(rng), None)
+            attempts += 1
+        return list(archs)
+
+    def fit_predictor(self, parts: Components):
+        cfg = self.config.predictor
+        archs = self._sample_archs(parts.space)
+        done: dict[str, float] = {}
+        if self.paths.samples.exists():
+            frame = pd.read_csv(self.paths.samples)
+            done = dict(zip(frame["arch"], frame["val_accuracy"]))
+        todo = [a for a in archs if a.to_json() not in done]
+        with self.reporter.task("sample subnets", len(archs)) as advance:
+            advance(len(archs) - len(todo))
+            for i, arch in enumerate(todo, start=1):
+                done[arch.to_json()] = parts.evaluate(arch, "val")
+                advance()
+                if i % 25 == 0 or i == len(todo):
+                    self._save_samples(done)
+        features = ArchFeatures(parts.space)
+        X = features.transform(archs)
+        y = np.array([done[a.to_json()] for a in archs])
+        predictor, quality = fit_with_holdout(X, y, cfg.model, cfg.holdout, self.config.seed)
+        self.study.set_user_attr("predictor_quality", {"accuracy": quality})
+        self.reporter.info(f"accuracy predictor ({cfg.model}): holdout Kendall tau "
+                           f"{quality['kendall_tau']:.3f}, RMSE {quality['rmse']:.4f} on {quality['n']} subnets")
+        return predictor, features
+
+    def _save_samples(self, done: dict[str, float]) -> None:
+        frame = pd.DataFrame({"arch": list(done), "val_accuracy": list(done.values())})
+        with atomic_path(self.paths.samples) as tmp:
+            frame.to_csv(tmp, index=False)
+
+    def search(self, parts: Components, cost_model: CostModel, predictor, features) -> list[dict]:
+        if self.paths.predicted_front.exists():
+            return pd.read_csv(self.paths.predicted_front).to_dict("records")
+        cfg = self.config.search
+        budgets = budgets_of(cfg)
+        problem = SubnetProblem(parts.space, cfg.objectives,
+                                lambda archs: predictor.predict(features.transform(archs)), cost_model, budgets)
+        with self.reporter.task(f"search ({cfg.algorithm})", cfg.generations) as advance:
+            X, F, feasible = run_search(problem, cfg.algorithm, cfg.population, cfg.generations,
+                                        self.config.seed, on_generation=lambda g: advance(g))
+        if not feasible.any():
+            cheapest = problem.rows([parts.space.smallest()])[0]
+            raise HwnasError(f"no subnet meets the search budgets {budgets}; the smallest subnet predicts "
+                             f"latency {cheapest['latency_ms']:.4f} ms, energy {cheapest['energy_mj']:.6f} mJ, "
+                             f"accuracy {cheapest['accuracy']:.4f}")
+        X, F = X[feasible], F[feasible]
+        archs = [parts.space.decode(x) for x in X]
+        picked = [archs[i] for i in select_for_evaluation(F, cfg.evaluate)]
+        # The space's extremes anchor the front: the most accurate and the cheapest end of it are
+        # measured even when the predictor ranks them poorly (if they meet the budgets).
+        for anchor in (parts.space.largest(), parts.space.smallest()):
+            if anchor not in picked and problem.feasible(anchor):
+                picked.append(anchor)
+        rows = problem.rows(picked)
+        chosen = [{"arch": arch.to_json(), "predicted_accuracy": r["accuracy"],
+                   "predicted_latency_ms": r["latency_ms"], "predicted_energy_mj": r["energy_mj"]}
+                  for arch, r in zip(picked, rows)]
+        with atomic_path(self.paths.predicted_front) as tmp:
+            pd.DataFrame(chosen).to_csv(tmp, index=False)
+        return chosen
+
+    def evaluate(self, parts: Components, cost_model: CostModel, chosen: list[dict]) -> None:
+        device = build_device(self.config.device)
+        stored = set(self.store.candidates(self.study)["arch"])
+        todo = [c for c in chosen if c["arch"] not in stored]
+        with self.reporter.task("evaluate for real", len(chosen)) as advance:
+            advance(len(chosen) - len(todo))
+            for row in todo:
+                arch = parts.space.validate(Arch.from_json(row["arch"]).to_dict())
+                subnet = parts.recalibrated_subnet(arch)
+                test_accuracy = accuracy(subnet, parts.data.test)
+                latency, spread = device.time_model(subnet, parts.data.input_shape)
+                costs = cost_model.costs(arch)
+                metrics = {"accuracy": test_accuracy, "latency_ms": latency, "latency_spread_ms": spread,
+                           "energy_mj": costs["energy_mj"], "params": costs["params"], "flops": costs["flops"],
+                           "macs": costs["macs"], "bitops": costs["bitops"], "weight_kb": costs["weight_kb"],
+                           "predicted_accuracy": float(row["predicted_accuracy"]),
+                           "predicted_latency_ms": float(row["predicted_latency_ms"]),
+                           "measured": True, "evaluated_at": now()}
+                self.store.add_candidate(self.study, parts.space, arch, metrics)
+                advance()
+
+
+def launch(config: Config | str | Path | dict | None = None, *, name: str | None = None,
+           store: str | None = None, workdir: str | Path | None = None, seed: int | None = None,
+           compute: str | None = None, overrides: list[str] | tuple[str, ...] = (),
+           reporter: Reporter | None = None):
+    """Run (or resume) a search job and return its :class:`~hwnas.job.Job`.
+
+    ``config`` is a :class:`Config`, a YAML path, a dict tree, or None for the embedded default.
+    Keyword arguments override the config's own values.
+    """
+    if not isinstance(config, Config):
+        config = load_config(config, overrides)
+    elif overrides:
+        raise ConfigError("overrides apply to a config file or dict, not to a Config object")
+    updates: dict[str, Any] = {}
+    if seed is not None:
+        updates["seed"] = seed
+    if compute is not None:
+        updates["compute"] = compute
+    if workdir is not None:
+        updates["workdir"] = str(workdir)
+    if store is not None:
+        updates["store"] = store
+    if updates:
+        config = load_config(config.to_dict() | updates)
+    job_name = check_job_name(name or config.name)
+    work = Path(config.workdir)
+    compute_device = resolve_compute(config.compute)
+    job_store = JobStore(config.store or default_store_url(work))
+    return SearchJob(config, job_name, job_store, work, compute_device, reporter or Reporter()).run()

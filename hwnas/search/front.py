@@ -1,0 +1,67 @@
+"""Pareto-front queries over a job's really evaluated candidates.
+
+Budgets are applied first and the front is taken among the candidates that meet them, so a
+budget on a quantity that is not an objective (energy in an accuracy/latency job) still yields
+the best trade-offs under it. Non-dominated sorting is pymoo's.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
+
+from hwnas.errors import HwnasError, NoCandidateError
+from hwnas.search.problem import objective_matrix
+
+
+def check_budget(name: str, value: float | None, upper: float | None = None) -> None:
+    if value is None:
+        return
+    if not math.isfinite(value) or value <= 0 or (upper is not None and value > upper):
+        limit = f" and at most {upper}" if upper is not None else ""
+        raise HwnasError(f"{name} must be a number above 0{limit}, got {value}")
+
+
+def pareto_front(frame: pd.DataFrame, objectives: Sequence[str]) -> pd.DataFrame:
+    if frame.empty:
+        return frame
+    F = objective_matrix(frame.to_dict("records"), objectives)
+    keep = NonDominatedSorting().do(F, only_non_dominated_front=True)
+    return frame.iloc[np.sort(np.asarray(keep))]
+
+
+def query_front(frame: pd.DataFrame, objectives: Sequence[str], max_latency_ms: float | None = None,
+                max_energy_mj: float | None = None, min_accuracy: float | None = None) -> pd.DataFrame:
+    """Pareto-optimal candidates meeting every budget, best accuracy first.
+
+    Raises :class:`NoCandidateError` (exit code 1) naming the cheapest candidate when none meets
+    the budgets.
+    """
+    check_budget("--max-latency-ms", max_latency_ms)
+    check_budget("--max-energy-mj", max_energy_mj)
+    check_budget("--min-accuracy", min_accuracy, upper=1.0)
+    if frame.empty:
+        raise NoCandidateError("the job has no evaluated candidates yet")
+    ok = pd.Series(True, index=frame.index)
+    budgets = []
+    if max_latency_ms is not None:
+        ok &= frame["latency_ms"] <= max_latency_ms
+        budgets.append(f"latency <= {max_latency_ms:g} ms")
+    if max_energy_mj is not None:
+        ok &= frame["energy_mj"] <= max_energy_mj
+        budgets.append(f"energy <= {max_energy_mj:g} mJ")
+    if min_accuracy is not None:
+        ok &= frame["accuracy"] >= min_accuracy
+        budgets.append(f"accuracy >= {min_accuracy:g}")
+    feasible = frame[ok]
+    if feasible.empty:
+        by = "energy_mj" if max_energy_mj is not None and max_latency_ms is None else "latency_ms"
+        c = frame.sort_values([by, "accuracy"], ascending=[True, False]).iloc[0]
+        raise NoCandidateError(
+            f"no candidate meets {' and '.join(budgets)}; the cheapest is #{int(c['id'])}: "
+            f"accuracy {c['accuracy']:.4f}, latency {c['latency_ms']:.4f} ms, energy {c['energy_mj']:.6f} mJ")
+    front = pareto_front(feasible, objectives)
+    return front.sort_values(["accuracy", "latency_ms"], ascending=[False, True]).reset_index(drop=True)

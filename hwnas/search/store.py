@@ -1,0 +1,136 @@
+"""The job store: Optuna's RDB storage, one study per job, one trial per real evaluation.
+
+Optuna's schema is maintained, handles concurrent writers (SQLite by default, any SQLAlchemy URL
+such as PostgreSQL for a team), and lets optuna-dashboard show a job. Each really evaluated
+candidate is one COMPLETE trial whose params are the arch, whose values are the job's objectives
+and whose user attributes hold every metric; :meth:`JobStore.add_candidate` commits it at once,
+so a killed job loses nothing it evaluated. Job metadata lives in the study's user attributes.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from hwnas.errors import HwnasError, JobError
+from hwnas.search.problem import OBJECTIVE_COLUMNS
+from hwnas.spaces.dims import Arch
+
+optuna.logging.set_verbosity(logging.WARNING)
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+CANDIDATE_COLUMNS = ["id", "arch", "accuracy", "latency_ms", "energy_mj", "params", "flops", "macs",
+                     "bitops", "weight_kb", "predicted_accuracy", "predicted_latency_ms", "measured"]
+
+
+def default_store_url(workdir: str | Path) -> str:
+    return f"sqlite:///{Path(workdir) / 'hwnas.db'}"
+
+
+def display_url(url: str) -> str:
+    """The URL with any password masked: safe for logs, tables and manifests."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return "<invalid store URL>"
+
+
+class JobStore:
+    def __init__(self, url: str, create: bool = True):
+        self.url = url
+        try:
+            parsed = make_url(url)
+        except (ArgumentError, ValueError):
+            raise HwnasError(f"store URL {url!r} is not a SQLAlchemy URL (e.g. sqlite:///runs/hwnas.db)") from None
+        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            db = Path(parsed.database)
+            if not db.exists() and not create:
+                raise JobError(f"no job store at {db} (run `hwnas search` first, or pass --store)")
+            db.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.storage = optuna.storages.RDBStorage(url, engine_kwargs=self._engine_kwargs(parsed))
+        except Exception as exc:  # driver missing, server down, unwritable file: one clear line
+            raise HwnasError(f"cannot open store {display_url(url)}: {str(exc).splitlines()[0]}") from None
+
+    @staticmethod
+    def _engine_kwargs(parsed) -> dict[str, Any]:
+        if parsed.get_backend_name() == "sqlite":
+            return {"connect_args": {"timeout": 60}}
+        return {"pool_pre_ping": True}
+
+    @property
+    def display(self) -> str:
+        return display_url(self.url)
+
+    # -- jobs ------------------------------------------------------------------------------
+    def job_names(self) -> list[str]:
+        return [s.study_name for s in self.storage.get_all_studies()]
+
+    def exists(self, name: str) -> bool:
+        return name in self.job_names()
+
+    def create(self, name: str, objectives: list[str], attrs: dict[str, Any]) -> optuna.Study:
+        directions = ["maximize" if o == "accuracy" else "minimize" for o in objectives]
+        study = optuna.create_study(study_name=name, storage=self.storage, directions=directions)
+        for key, value in attrs.items():
+            study.set_user_attr(key, value)
+        return study
+
+    def open(self, name: str) -> optuna.Study:
+        try:
+            return optuna.load_study(study_name=name, storage=self.storage)
+        except KeyError:
+            known = self.job_names()
+            hint = f"; jobs here: {', '.join(known[:8])}" if known else "; the store has no jobs"
+            raise JobError(f"no job named {name!r} in store {self.display}{hint}") from None
+
+    def list_jobs(self) -> list[dict[str, Any]]:
+        rows = []
+        for summary in optuna.get_all_study_summaries(self.storage, include_best_trial=False):
+            attrs = summary.user_attrs
+            rows.append({"name": summary.study_name, "status": attrs.get("status", "?"),
+                         "space": attrs.get("space", "?"), "device": attrs.get("device", "?"),
+                         "candidates": summary.n_trials, "created": attrs.get("created", "")})
+        return rows
+
+    # -- candidates ------------------------------------------------------------------------
+    @staticmethod
+    def add_candidate(study: optuna.Study, space, arch: Arch, metrics: dict[str, Any]) -> int:
+        """Commit one really evaluated candidate; return its id (the trial number)."""
+        objectives = study.user_attrs["objectives"]
+        values = [float(metrics[OBJECTIVE_COLUMNS[o]]) for o in objectives]
+        distributions = {d.name: optuna.distributions.CategoricalDistribution(list(d.choices)) for d in space.dims}
+        trial = optuna.trial.create_trial(
+            params=arch.to_dict(), distributions=distributions, values=values,
+            user_attrs={**metrics, "arch": arch.to_json()})
+        study.add_trial(trial)
+        return _last_number(study, arch)
+
+    @staticmethod
+    def candidates(study: optuna.Study) -> pd.DataFrame:
+        rows = []
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+            attrs = t.user_attrs
+            rows.append({"id": t.number, **{c: attrs.get(c) for c in CANDIDATE_COLUMNS if c != "id"}})
+        frame = pd.DataFrame(rows, columns=CANDIDATE_COLUMNS)
+        frame["measured"] = frame["measured"].astype(bool)
+        return frame
+
+
+def _last_number(study: optuna.Study, arch: Arch) -> int:
+    key = arch.to_json()
+    for t in reversed(study.get_trials(deepcopy=False)):
+        if t.user_attrs.get("arch") == key:
+            return t.number
+    raise JobError("candidate was not stored")
+
+
+def arch_of(row: dict[str, Any] | pd.Series) -> Arch:
+    return Arch.from_dict(json.loads(row["arch"]))

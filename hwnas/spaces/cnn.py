@@ -1,0 +1,304 @@
+"""The CNN space: a MobileNetV2/V3-style inverted-residual supernet.
+
+Searchable per stage: depth. Per block: expand ratio (width), depthwise kernel (centre crop of
+the largest), weight and activation bit-width. The stem, the last 1x1 convolution and the
+classifier are fixed and kept in float, as is common practice for first and last layers.
+
+:meth:`CNNSpace.subnet_spec` is the one description of a subnet: the supernet activates it, the
+exported model is built from it, and the cost model reads its op graph from it.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from torch import nn
+
+from hwnas.spaces.dims import Arch, Dim, SearchSpace
+from hwnas.spaces.ops.elastic import ElasticQConvBNAct
+from hwnas.spaces.ops.layers import ClassifierHead, InvertedResidual, QConvBNAct
+from hwnas.spaces.ops.quant import FLOAT_BITS
+from hwnas.spaces.registry import SpaceEntry, register_space
+
+BitChoices = list[Literal[2, 3, 4, 5, 6, 7, 8, 32]]
+
+
+class StageConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    channels: int = Field(gt=0, le=4096)
+    stride: Literal[1, 2] = 1
+    depth: list[int] = Field(min_length=1, description="choices of the number of blocks")
+
+    @field_validator("depth")
+    @classmethod
+    def _depths(cls, v: list[int]) -> list[int]:
+        if any(d < 1 or d > 16 for d in v) or len(set(v)) != len(v):
+            raise ValueError("depth choices must be distinct integers in 1..16")
+        return sorted(v)
+
+
+class CNNSpaceConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["cnn"] = "cnn"
+    stem_channels: int = Field(16, gt=0, le=4096)
+    stem_stride: Literal[1, 2] = 1
+    head_channels: int = Field(64, gt=0, le=8192)
+    stages: list[StageConfig] = Field(min_length=1)
+    expand_ratios: list[int] = Field([2, 4, 6], min_length=1)
+    kernel_sizes: list[int] = Field([3, 5, 7], min_length=1)
+    weight_bits: BitChoices = Field([4, 8, 32], min_length=1)
+    act_bits: BitChoices = Field([4, 8, 32], min_length=1)
+
+    @field_validator("expand_ratios")
+    @classmethod
+    def _expands(cls, v: list[int]) -> list[int]:
+        if any(e < 1 or e > 16 for e in v) or len(set(v)) != len(v):
+            raise ValueError("expand ratios must be distinct integers in 1..16")
+        return sorted(v)
+
+    @field_validator("kernel_sizes")
+    @classmethod
+    def _kernels(cls, v: list[int]) -> list[int]:
+        if any(k < 1 or k > 11 or k % 2 == 0 for k in v) or len(set(v)) != len(v):
+            raise ValueError("kernel sizes must be distinct odd integers in 1..11")
+        return sorted(v)
+
+    @field_validator("weight_bits", "act_bits")
+    @classmethod
+    def _bits(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError("bit-width choices must be distinct")
+        return sorted(v)
+
+
+def _conv_out(size: int, kernel: int, stride: int) -> int:
+    return (size + 2 * (kernel // 2) - kernel) // stride + 1
+
+
+class CNNSpace(SearchSpace):
+    name = "cnn"
+
+    def __init__(self, config: CNNSpaceConfig, input_shape: tuple[int, int, int], num_classes: int):
+        self.config = config
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.num_classes = int(num_classes)
+        dims: list[Dim] = []
+        for i, stage in enumerate(config.stages):
+            dims.append(Dim(f"s{i}.depth", tuple(stage.depth)))
+            for j in range(max(stage.depth)):
+                p = f"s{i}.b{j}"
+                dims += [Dim(f"{p}.expand", tuple(config.expand_ratios)),
+                         Dim(f"{p}.kernel", tuple(config.kernel_sizes)),
+                         Dim(f"{p}.wbits", tuple(config.weight_bits)),
+                         Dim(f"{p}.abits", tuple(config.act_bits))]
+        super().__init__(dims)
+
+    def inactive_dims(self, values) -> set[str]:
+        inactive = set()
+        for i, stage in enumerate(self.config.stages):
+            depth = values.get(f"s{i}.depth", max(stage.depth))
+            for j in range(depth, max(stage.depth)):
+                inactive.update(f"s{i}.b{j}.{k}" for k in ("expand", "kernel", "wbits", "abits"))
+        return inactive
+
+    # -- the one description of a subnet ----------------------------------------------------
+    def subnet_spec(self, arch: Arch | dict) -> dict[str, Any]:
+        """Every layer of the subnet with its shapes, bits and input size: JSON-able."""
+        arch = self.validate(arch)
+        cfg = self.config
+        c, h, w = self.input_shape
+        stem = _layer(c, cfg.stem_channels, 3, cfg.stem_stride, 1, FLOAT_BITS, FLOAT_BITS, "relu6", True)
+        h, w = _conv_out(h, 3, cfg.stem_stride), _conv_out(w, 3, cfg.stem_stride)
+        stem_in = [c, self.input_shape[1], self.input_shape[2]]
+        c = cfg.stem_channels
+        blocks = []
+        for i, stage in enumerate(cfg.stages):
+            for j in range(int(arch[f"s{i}.depth"])):
+                p = f"s{i}.b{j}"
+                stride = stage.stride if j == 0 else 1
+                expand, kernel = int(arch[f"{p}.expand"]), int(arch[f"{p}.kernel"])
+                wbits, abits = int(arch[f"{p}.wbits"]), int(arch[f"{p}.abits"])
+                mid = c * expand
+                layers = {}
+                if expand != 1:
+                    layers["expand"] = _layer(c, mid, 1, 1, 1, wbits, abits, "relu6", True)
+                layers["depthwise"] = _layer(mid, mid, kernel, stride, mid, wbits, abits, "relu6",
+                                             self.depthwise_input_signed)
+                layers["project"] = _layer(mid, stage.channels, 1, 1, 1, wbits, abits, "none", False)
+                blocks.append({"name": p, "in_shape": [c, h, w], "stride": stride,
+                               "residual": stride == 1 and c == stage.channels, "layers": layers})
+                h, w = _conv_out(h, kernel, stride), _conv_out(w, kernel, stride)
+                c = stage.channels
+        head = _layer(c, cfg.head_channels, 1, 1, 1, FLOAT_BITS, FLOAT_BITS, "relu6", True)
+        return {"type": "cnn", "input_shape": list(self.input_shape), "num_classes": self.num_classes,
+                "stem": {"in_shape": stem_in, **stem}, "blocks": blocks,
+                "head": {"in_shape": [c, h, w], **head},
+                "classifier": {"in_shape": [cfg.head_channels, h, w], "num_classes": self.num_classes}}
+
+    def covering_archs(self) -> list[Arch]:
+        """Archs that together contain every distinct op of the space.
+
+        A block's ops depend only on its own choices and its position (input channels and size
+        are fixed by the stage layout), so setting every block of the deepest subnet to each
+        combination of per-block choices covers all of them.
+        """
+        cfg = self.config
+        archs = []
+        for combo in itertools.product(cfg.expand_ratios, cfg.kernel_sizes, cfg.weight_bits, cfg.act_bits):
+            values: dict[str, Any] = {}
+            for i, stage in enumerate(cfg.stages):
+                values[f"s{i}.depth"] = max(stage.depth)
+                for j in range(max(stage.depth)):
+                    for key, value in zip(("expand", "kernel", "wbits", "abits"), combo):
+                        values[f"s{i}.b{j}.{key}"] = value
+            archs.append(self.canonical(values))
+        return archs
+
+    def summary(self, arch: Arch) -> str:
+        """A short human description: depths, mean expand and kernel, bit-width ranges."""
+        depths = [int(arch[f"s{i}.depth"]) for i in range(len(self.config.stages))]
+        active = [f"s{i}.b{j}" for i, d in enumerate(depths) for j in range(d)]
+
+        def values(key):
+            return [arch[f"{p}.{key}"] for p in active]
+
+        def span(key):
+            lo, hi = min(values(key)), max(values(key))
+            return f"{lo}" if lo == hi else f"{lo}-{hi}"
+
+        mean = lambda key: sum(values(key)) / len(active)  # noqa: E731
+        return (f"d{'-'.join(map(str, depths))} e{mean('expand'):.1f} k{mean('kernel'):.1f} "
+                f"w{span('wbits')} a{span('abits')}")
+
+    @property
+    def depthwise_input_signed(self) -> bool:
+        """The depthwise input follows ReLU6 (unsigned) unless an expand ratio of 1 skips the expand."""
+        return 1 in self.config.expand_ratios
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "config": self.config.model_dump(),
+                "input_shape": list(self.input_shape), "num_classes": self.num_classes}
+
+
+def _layer(cin, cout, kernel, stride, groups, wbits, abits, act, act_signed) -> dict[str, Any]:
+    return {"cin": cin, "cout": cout, "kernel": kernel, "stride": stride, "groups": groups,
+            "wbits": wbits, "abits": abits, "act": act, "act_signed": act_signed}
+
+
+def layer_args(spec: dict[str, Any]) -> dict[str, Any]:
+    """The constructor arguments of a fixed layer from its spec (drops the input shape)."""
+    return {k: v for k, v in spec.items() if k != "in_shape"}
+
+
+# -- the supernet ---------------------------------------------------------------------------
+class ElasticInvertedResidual(nn.Module):
+    def __init__(self, space: CNNSpace, max_cin: int, cout: int, stride: int):
+        super().__init__()
+        cfg = space.config
+        max_mid = max_cin * max(cfg.expand_ratios)
+        wb, ab = tuple(cfg.weight_bits), tuple(cfg.act_bits)
+        self.expand = (ElasticQConvBNAct(max_cin, max_mid, (1,), 1, False, wb, ab, "relu6", True)
+                       if max(cfg.expand_ratios) > 1 else None)
+        self.depthwise = ElasticQConvBNAct(max_mid, max_mid, tuple(cfg.kernel_sizes), stride, True,
+                                           wb, ab, "relu6", space.depthwise_input_signed)
+        self.project = ElasticQConvBNAct(max_mid, cout, (1,), 1, False, wb, ab, "none", False)
+        self.use_expand, self.residual = True, False
+
+    def set_active(self, block: dict[str, Any]) -> None:
+        layers = block["layers"]
+        self.use_expand = "expand" in layers
+        for name in ("expand", "depthwise", "project"):
+            if name in layers:
+                s = layers[name]
+                getattr(self, name).set_active(s["cin"], s["cout"], s["kernel"], s["wbits"], s["abits"])
+        self.residual = block["residual"]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.expand(x) if self.use_expand else x
+        out = self.project(self.depthwise(out))
+        return x + out if self.residual else out
+
+    def extract(self, block: dict[str, Any]) -> InvertedResidual:
+        module = InvertedResidual(block)
+        if self.use_expand:
+            module.expand = self.expand.extract()
+        module.depthwise = self.depthwise.extract()
+        module.project = self.project.extract()
+        return module
+
+
+class CNNSupernet(nn.Module):
+    """All subnets of a :class:`CNNSpace` in one set of weights; ``set_active`` picks one."""
+
+    def __init__(self, space: CNNSpace):
+        super().__init__()
+        self.space = space
+        cfg = space.config
+        f32 = (FLOAT_BITS,)
+        self.stem = ElasticQConvBNAct(space.input_shape[0], cfg.stem_channels, (3,), cfg.stem_stride,
+                                      False, f32, f32, "relu6", True)
+        self.stages = nn.ModuleList()
+        c = cfg.stem_channels
+        for stage in cfg.stages:
+            blocks = nn.ModuleList()
+            for j in range(max(stage.depth)):
+                blocks.append(ElasticInvertedResidual(space, c, stage.channels, stage.stride if j == 0 else 1))
+                c = stage.channels
+            self.stages.append(blocks)
+        self.head = ElasticQConvBNAct(c, cfg.head_channels, (1,), 1, False, f32, f32, "relu6", True)
+        self.classifier = ClassifierHead(cfg.head_channels, space.num_classes)
+        self.set_active(space.largest())
+
+    def set_active(self, arch: Arch | dict) -> Arch:
+        """Activate ``arch`` (validated: unknown dimensions or values raise ArchError)."""
+        arch = self.space.validate(arch)
+        self.spec = self.space.subnet_spec(arch)
+        self.active_arch = arch
+        self._active_blocks = []
+        by_name = {b["name"]: b for b in self.spec["blocks"]}
+        for i, blocks in enumerate(self.stages):
+            for j, block in enumerate(blocks):
+                spec = by_name.get(f"s{i}.b{j}")
+                if spec is not None:
+                    block.set_active(spec)
+                    self._active_blocks.append((block, spec))
+        return arch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for block, _ in self._active_blocks:
+            x = block(x)
+        return self.classifier(self.head(x))
+
+    @torch.no_grad()
+    def extract(self) -> "StandaloneCNN":
+        """A standalone model of the active subnet holding only its own (quantized) weights."""
+        model = StandaloneCNN(self.spec)
+        model.stem = self.stem.extract()
+        model.blocks = nn.Sequential(*[b.extract(spec) for b, spec in self._active_blocks])
+        model.head = self.head.extract()
+        model.classifier.load_state_dict(self.classifier.state_dict())
+        return model.eval()
+
+    def quant_parameters(self) -> list[nn.Parameter]:
+        return [p for n, p in self.named_parameters() if ".steps." in n]
+
+
+class StandaloneCNN(nn.Module):
+    """A fixed subnet rebuilt from its spec alone: plain PyTorch layers, no supernet code."""
+
+    def __init__(self, spec: dict[str, Any]):
+        super().__init__()
+        self.stem = QConvBNAct(**layer_args(spec["stem"]))
+        self.blocks = nn.Sequential(*[InvertedResidual(b) for b in spec["blocks"]])
+        self.head = QConvBNAct(**layer_args(spec["head"]))
+        self.classifier = ClassifierHead(spec["classifier"]["in_shape"][0], spec["classifier"]["num_classes"])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.head(self.blocks(self.stem(x))))
+
+
+register_space(SpaceEntry(name="cnn", config_model=CNNSpaceConfig, build_space=CNNSpace,
+                          build_supernet=CNNSupernet, build_standalone=StandaloneCNN))

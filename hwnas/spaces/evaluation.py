@@ -1,0 +1,45 @@
+"""Evaluating a subnet of a supernet: BN recalibration, then accuracy on a split.
+
+Batch-norm statistics accumulated while training mix every sampled subnet, so they fit none of
+them. Before any subnet is evaluated or exported its statistics are recomputed (OFA's
+"BN recalibration") from the same fixed, unshuffled training images, which makes the evaluation
+and the export of one arch deterministic and identical.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from hwnas.data import iterate_batches
+from hwnas.spaces.ops.elastic import reset_bn_for_recalibration, restore_bn_momentum
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, dataset, samples: int, batch_size: int,
+                   device: torch.device | str = "cpu") -> None:
+    reset_bn_for_recalibration(model)
+    model.train()
+    for x, _ in iterate_batches(dataset, batch_size, shuffle=False, limit=samples):
+        model(x.to(device))
+    restore_bn_momentum(model)
+    model.eval()
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, dataset, batch_size: int = 256, device: torch.device | str = "cpu") -> float:
+    """Top-1 accuracy as a fraction in [0, 1]."""
+    model.eval()
+    correct = total = 0
+    for x, y in iterate_batches(dataset, batch_size):
+        pred = model(x.to(device)).argmax(1).cpu()
+        correct += int((pred == y).sum())
+        total += int(y.numel())
+    return correct / max(total, 1)
+
+
+def evaluate_subnet(supernet, arch, data, split: str, recalibration_samples: int,
+                    batch_size: int, device: torch.device | str = "cpu") -> float:
+    """Activate ``arch``, recalibrate its BN statistics and return its accuracy on ``split``."""
+    supernet.set_active(arch)
+    recalibrate_bn(supernet, data.train, recalibration_samples, batch_size, device)
+    return accuracy(supernet, getattr(data, split), device=device)

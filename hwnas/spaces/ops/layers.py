@@ -1,0 +1,81 @@
+"""Fixed layers: what an exported subnet is made of, and what the profiler times.
+
+A :class:`QConvBNAct` holds its convolution weights already quantized (float values on the
+quantization grid), so inference runs no quantizer for weights; inputs are quantized by a stored
+:class:`~hwnas.spaces.ops.quant.ActQuant` when the activation bit-width is below 32.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from hwnas.spaces.ops.quant import FLOAT_BITS, ActQuant
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu6": nn.ReLU6, "relu": nn.ReLU, "none": nn.Identity}
+
+
+def make_activation(name: str) -> nn.Module:
+    return ACTIVATIONS[name]()
+
+
+class QConvBNAct(nn.Module):
+    """Input quantizer -> convolution -> batch norm -> activation, with fixed shapes and bits."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1,
+                 wbits: int = FLOAT_BITS, abits: int = FLOAT_BITS, act: str = "relu6",
+                 act_signed: bool = True):
+        super().__init__()
+        self.wbits, self.abits = int(wbits), int(abits)
+        self.quant = ActQuant(abits, act_signed) if abits < FLOAT_BITS else nn.Identity()
+        self.conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+        self.act = make_activation(act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(self.quant(x))))
+
+
+class ResidualAdd(nn.Module):
+    """The residual addition as a module of its own, so the profiler can time it like any other op."""
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return x + y
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2 block: optional 1x1 expand, depthwise kxk, 1x1 project, residual when shapes match."""
+
+    def __init__(self, spec: dict[str, Any]):
+        super().__init__()
+        layers = spec["layers"]
+        self.expand = QConvBNAct(**layers["expand"]) if "expand" in layers else nn.Identity()
+        self.depthwise = QConvBNAct(**layers["depthwise"])
+        self.project = QConvBNAct(**layers["project"])
+        self.residual = bool(spec["residual"])
+        self.add = ResidualAdd() if self.residual else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.project(self.depthwise(self.expand(x)))
+        return self.add(x, out) if self.add is not None else out
+
+
+class ClassifierHead(nn.Module):
+    """Global average pooling and a linear classifier (kept in float, as is common practice)."""
+
+    def __init__(self, cin: int, num_classes: int):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+OP_MODULES = (QConvBNAct, ResidualAdd, ClassifierHead)
+
+
+def op_modules(model: nn.Module) -> list[nn.Module]:
+    """The modules of a fixed model that each execute one op of its op graph, in graph order."""
+    return [m for m in model.modules() if isinstance(m, OP_MODULES)]

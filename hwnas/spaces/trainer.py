@@ -1,0 +1,130 @@
+"""Supernet training: sandwich rule with in-place distillation, resumable per epoch.
+
+Each step trains the largest subnet on the labels, then the smallest and ``n - 2`` random subnets
+on the largest one's soft predictions (in-place distillation, as in Once-for-All / BigNAS); the
+gradients of all of them are summed before one optimizer step. The learning rate follows a
+linear warm-up and a cosine decay computed from the step number, so it needs no state of its own.
+
+Every epoch's randomness (data order, sampled subnets) is drawn from generators seeded by
+``(seed, epoch)``, so a run resumed from the checkpoint of epoch e continues exactly as an
+uninterrupted run would. The checkpoint (weights, optimizer state, history) is written atomically
+after every epoch and read back with ``torch.load(weights_only=True)``.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from hwnas.data import iterate_batches
+from hwnas.errors import HwnasError
+from hwnas.utils.io import atomic_path
+
+CHECKPOINT_VERSION = 1
+
+
+class SupernetTrainer:
+    def __init__(self, supernet, data, config, seed: int, device: torch.device, batch_size: int,
+                 checkpoint_path: str | Path | None = None,
+                 on_epoch: Callable[[int, int, dict[str, float]], None] | None = None):
+        self.supernet, self.data, self.config, self.seed = supernet, data, config, seed
+        self.device, self.batch_size = device, batch_size
+        self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
+        self.on_epoch = on_epoch
+        self.history: list[dict[str, float]] = []
+        self.start_epoch = 0
+        self.optimizer = self._make_optimizer()
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        decay, no_decay = [], []
+        for name, p in self.supernet.named_parameters():
+            (no_decay if p.ndim <= 1 or ".steps." in name else decay).append(p)
+        return torch.optim.AdamW([{"params": decay, "weight_decay": self.config.weight_decay},
+                                  {"params": no_decay, "weight_decay": 0.0}], lr=self.config.lr)
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def save_checkpoint(self, epoch: int) -> None:
+        if self.checkpoint_path is None:
+            return
+        state = {"version": CHECKPOINT_VERSION, "epoch": epoch, "model": self.supernet.state_dict(),
+                 "optimizer": self.optimizer.state_dict(), "history": self.history}
+        with atomic_path(self.checkpoint_path) as tmp:
+            torch.save(state, tmp)
+
+    def try_resume(self) -> bool:
+        """Load the checkpoint if there is one; return whether training resumed from it."""
+        if self.checkpoint_path is None or not self.checkpoint_path.exists():
+            return False
+        try:
+            state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
+            if state.get("version") != CHECKPOINT_VERSION:
+                raise ValueError(f"version {state.get('version')}")
+            self.supernet.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except Exception as exc:  # a corrupt or foreign file: say which, never use it silently
+            raise HwnasError(f"checkpoint {self.checkpoint_path} is unreadable ({str(exc).splitlines()[0]}); "
+                             "delete it to retrain") from None
+        self.history = list(state["history"])
+        self.start_epoch = int(state["epoch"]) + 1
+        return True
+
+    # -- training --------------------------------------------------------------------------
+    def _lr(self, step: int, total: int, steps_per_epoch: int) -> float:
+        warmup = self.config.warmup_epochs * steps_per_epoch
+        if step < warmup:
+            return self.config.lr * (step + 1) / warmup
+        progress = (step - warmup) / max(total - warmup, 1)
+        return self.config.lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+    def _subnets(self, rng: np.random.Generator):
+        space = self.supernet.space
+        extra = [space.sample(rng) for _ in range(self.config.subnets_per_step - 2)]
+        return [space.largest(), space.smallest(), *extra]
+
+    def train(self) -> list[dict[str, float]]:
+        net = self.supernet.to(self.device)
+        cfg = self.config
+        n_train = len(self.data.train)
+        steps_per_epoch = max(1, n_train // self.batch_size)
+        total = cfg.epochs * steps_per_epoch
+        for epoch in range(self.start_epoch, cfg.epochs):
+            started = time.perf_counter()
+            gen = torch.Generator().manual_seed(self.seed * 100003 + epoch)
+            rng = np.random.default_rng([self.seed, epoch])
+            net.train()
+            loss_sum = correct = seen = 0.0
+            batches = iterate_batches(self.data.train, self.batch_size, shuffle=True,
+                                      generator=gen, drop_last=True)
+            for i, (x, y) in enumerate(batches):
+                step = epoch * steps_per_epoch + i
+                for group in self.optimizer.param_groups:
+                    group["lr"] = self._lr(step, total, steps_per_epoch)
+                x, y = x.to(self.device), y.to(self.device)
+                self.optimizer.zero_grad(set_to_none=True)
+                teacher = None
+                for k, arch in enumerate(self._subnets(rng)):
+                    net.set_active(arch)
+                    logits = net(x)
+                    if k == 0 or teacher is None or not cfg.distill:
+                        loss = F.cross_entropy(logits, y)
+                    else:
+                        loss = F.kl_div(F.log_softmax(logits, 1), teacher, reduction="batchmean")
+                    if k == 0:
+                        teacher = F.softmax(logits.detach(), 1)
+                        loss_sum += float(loss.detach()) * len(y)
+                        correct += float((logits.argmax(1) == y).sum())
+                        seen += len(y)
+                    loss.backward()
+                self.optimizer.step()
+            record = {"epoch": epoch, "loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
+                      "lr": self.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started}
+            self.history.append(record)
+            self.save_checkpoint(epoch)
+            if self.on_epoch is not None:
+                self.on_epoch(epoch + 1, cfg.epochs, record)
+        return self.history

@@ -1,0 +1,119 @@
+"""The Python API on one tiny job: front, export, reload, and their errors."""
+import json
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import hwnas
+from hwnas.errors import HwnasError, JobError, NoCandidateError
+from hwnas.pipeline import Components, JobPaths, resolve_compute
+
+
+def test_job_is_done_with_measured_candidates(tiny_job):
+    job, workdir = tiny_job
+    assert job.status == "done"
+    frame = job.candidates()
+    chosen = (JobPaths(job.job_dir).predicted_front).read_text().strip().splitlines()[1:]
+    assert len(frame) == len(chosen) and job.config.search.evaluate <= len(frame) <= job.config.search.evaluate + 2
+    space = job.space()
+    assert {space.largest().to_json(), space.smallest().to_json()} <= set(frame["arch"])  # the anchors
+    assert frame["measured"].all()
+    assert frame["arch"].is_unique
+    assert ((frame["accuracy"] > 0) & (frame["accuracy"] <= 1)).all()
+    assert (frame["latency_ms"] > 0).all() and (frame["energy_mj"] > 0).all()
+    assert set(job.attrs["stage_seconds"]) >= {"train", "profile", "predictor", "search", "evaluate"}
+    assert -1 <= job.attrs["predictor_quality"]["accuracy"]["kendall_tau"] <= 1
+
+
+def test_open_job_and_front_dataframe(tiny_job):
+    job, workdir = tiny_job
+    again = hwnas.open_job("tiny", workdir=workdir)
+    front = again.front()
+    assert isinstance(front, pd.DataFrame) and len(front) >= 1
+    assert list(front["accuracy"]) == sorted(front["accuracy"], reverse=True)
+    assert {"id", "arch", "accuracy", "latency_ms", "energy_mj", "params", "flops", "measured"} <= set(front.columns)
+
+
+def test_unknown_job_and_candidate(tiny_job):
+    job, workdir = tiny_job
+    with pytest.raises(JobError, match="no job named 'nope' in store sqlite:///.*; jobs here: tiny"):
+        hwnas.open_job("nope", workdir=workdir)
+    with pytest.raises(JobError, match="has no candidate 999"):
+        job.export(workdir / "x", candidate=999)
+    assert not (workdir / "x").exists()
+
+
+def test_rerunning_a_finished_job_does_no_work(tiny_job, tiny_tree):
+    job, workdir = tiny_job
+    again = hwnas.launch(tiny_tree, workdir=workdir)
+    assert again.status == "done" and len(again.candidates()) == len(job.candidates())
+
+
+def test_same_name_with_another_config_is_refused(tiny_job, tiny_tree):
+    job, workdir = tiny_job
+    tiny_tree["train"]["epochs"] = 3
+    with pytest.raises(JobError, match="already exists with a different config"):
+        hwnas.launch(tiny_tree, workdir=workdir)
+
+
+def test_export_round_trip_equals_the_supernet(tiny_job, tmp_path):
+    job, workdir = tiny_job
+    best = job.front().iloc[0]
+    out = job.export(tmp_path / "exp", candidate=int(best["id"]))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["candidate"] == int(best["id"])
+    assert manifest["arch"] == json.loads(best["arch"])
+    assert manifest["metrics"]["measured"]["accuracy"] == pytest.approx(best["accuracy"])
+    assert manifest["metrics"]["measured"]["export_test_accuracy"] == pytest.approx(best["accuracy"])
+    assert manifest["seed"] == 0 and manifest["device"]["name"] == "local-cpu"
+    assert {"torch", "pymoo", "optuna", "hwnas"} <= set(manifest["versions"])
+    assert [q["wbits"] for q in manifest["quantization"]][0] == 32
+
+    model = hwnas.load_exported(out)
+    assert isinstance(model, torch.nn.Module) and not model.training
+    weights = load_file(str(out / "model.safetensors"))
+    supernet = load_file(str(JobPaths(job.job_dir).supernet))
+    assert sum(t.numel() for t in weights.values()) < sum(t.numel() for t in supernet.values())
+
+    parts = Components.build(job.config, resolve_compute("cpu"))
+    parts.load_weights(JobPaths(job.job_dir).supernet)
+    reference = parts.recalibrated_subnet(parts.space.validate(manifest["arch"]))
+    x = torch.stack([parts.data.test[i][0] for i in range(64)])
+    parts.supernet.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), parts.supernet(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(model(x), reference(x), rtol=0, atol=0)
+
+
+def test_export_under_a_budget_picks_the_most_accurate_that_fits(tiny_job, tmp_path):
+    job, workdir = tiny_job
+    frame = job.candidates()
+    budget = float(frame["latency_ms"].median())
+    out = job.export(tmp_path / "b", max_latency_ms=budget)
+    manifest = json.loads((out / "manifest.json").read_text())
+    fitting = frame[frame["latency_ms"] <= budget]
+    assert manifest["metrics"]["measured"]["latency_ms"] <= budget
+    assert manifest["metrics"]["measured"]["accuracy"] == pytest.approx(fitting["accuracy"].max())
+    with pytest.raises(NoCandidateError):
+        job.export(tmp_path / "c", max_latency_ms=1e-6)
+    assert not (tmp_path / "c").exists()
+
+
+def test_tampered_or_foreign_exports_are_refused(tiny_job, tmp_path):
+    job, _ = tiny_job
+    out = job.export(tmp_path / "t", candidate=int(job.candidates().iloc[0]["id"]))
+    weights = out / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(HwnasError, match="does not match the hash in its manifest"):
+        hwnas.load_exported(out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["format"] = "hwnas-export/99"
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(HwnasError, match="has format 'hwnas-export/99'"):
+        hwnas.load_exported(out)
+    with pytest.raises(HwnasError, match="not an hwnas export"):
+        hwnas.load_exported(tmp_path / "empty")
