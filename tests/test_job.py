@@ -117,3 +117,24 @@ def test_tampered_or_foreign_exports_are_refused(tiny_job, tmp_path):
         hwnas.load_exported(out)
     with pytest.raises(HwnasError, match="not an hwnas export"):
         hwnas.load_exported(tmp_path / "empty")
+
+
+def test_an_imagefolder_dataset_runs_through_training_and_export(tmp_path, tiny_tree):
+    """A real loader chosen in the config: RGB images of another size flow through every stage."""
+    from PIL import Image
+
+    for label, colour in enumerate([(220, 30, 30), (30, 220, 30), (30, 30, 220)]):
+        folder = tmp_path / "images" / f"class{label}"
+        folder.mkdir(parents=True)
+        for i in range(20):
+            shade = tuple(max(0, min(255, c + 3 * i - 30)) for c in colour)
+            Image.new("RGB", (12, 12), shade).save(folder / f"{i}.png")
+    tiny_tree["name"] = "folder"
+    tiny_tree["data"] = {"dataset": "imagefolder", "root": str(tmp_path / "images"), "image_size": 8,
+                         "batch_size": 16}
+    tiny_tree["train"]["recalibration_samples"] = 16
+    tiny_tree["predictor"]["samples"] = 12
+    job = hwnas.launch(tiny_tree, workdir=tmp_path / "w")
+    assert job.attrs["input_shape"] == [3, 8, 8] and job.attrs["num_classes"] == 3
+    out = job.export(tmp_path / "e", candidate=int(job.front().iloc[0]["id"]))
+    assert hwnas.load_exported(out)(torch.zeros(1, 3, 8, 8)).shape == (1, 3)
