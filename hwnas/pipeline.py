@@ -9,6 +9,7 @@ candidate.
 from __future__ import annotations
 
 import datetime as _dt
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,8 +50,6 @@ def now() -> str:
 
 
 def check_job_name(name: str) -> str:
-    import re
-
     if not re.match(JOB_NAME_PATTERN, name or "") or ".." in name:
         raise JobError(f"job name {name!r} must be 1-100 letters, digits, '.', '_' or '-', "
                        "start with a letter or digit, and contain no '..' or '/'")
@@ -198,6 +197,9 @@ class SearchJob:
             predictor, features = self._timed("predictor", self.fit_predictor, parts)
             chosen = self._timed("search", self.search, parts, cost_model, predictor, features)
             self._timed("evaluate", self.evaluate, parts, cost_model, chosen)
+        except HwnasError:
+            self.study.set_user_attr("status", "failed")
+            raise
         except BaseException:
             self.study.set_user_attr("status", "interrupted")
             raise

@@ -162,15 +162,18 @@ class SearchSpace:
         return self.decode([rng.integers(len(d.choices)) for d in self.dims])
 
     def largest(self) -> Arch:
-        return self.canonical({d.name: max(d.choices, key=_order_key) for d in self.dims})
+        """Numeric dims at their largest value, others at their last listed choice."""
+        return self.canonical({d.name: _extreme(d.choices, max, -1) for d in self.dims})
 
     def smallest(self) -> Arch:
-        return self.canonical({d.name: min(d.choices, key=_order_key) for d in self.dims})
+        """Numeric dims at their smallest value, others at their first listed choice."""
+        return self.canonical({d.name: _extreme(d.choices, min, 0) for d in self.dims})
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "dims": {d.name: list(d.choices) for d in self.dims}}
 
 
-def _order_key(value: Value) -> Any:
-    """Numbers order by size; other values keep their listed order (first is 'smallest')."""
-    return (0, value) if isinstance(value, (int, float)) else (1, str(value))
+def _extreme(choices: tuple[Value, ...], pick, position: int) -> Value:
+    if all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in choices):
+        return pick(choices)
+    return choices[position]
