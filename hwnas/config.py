@@ -42,6 +42,7 @@ class TrainConfig(_Section):
     distill: bool = True
     warmup_epochs: int = Field(1, ge=0)
     recalibration_samples: int = Field(512, gt=0, description="training images used to recalibrate BN")
+    progressive_ops: bool = Field(False, description="NASA-style: first operator type only, then add the next ones")
 
 
 class DeviceConfig(_Section):

@@ -21,7 +21,7 @@ def test_at_most_two_to_the_bits_levels(bits, signed):
     assert ints.min() >= -qn and ints.max() <= qp
     ramp = torch.linspace(-20, 20, 50000) if signed else torch.linspace(0, 20, 50000)
     with torch.no_grad():  # a step that spans a dense ramp: every level is used, and no more
-        q.step(bits).fill_(10.0 / qp)
+        q.steps[f"b{bits}"].fill_(10.0 / qp)
     assert len(torch.unique(q(ramp))) == 2**bits
 
 

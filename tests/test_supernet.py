@@ -38,7 +38,7 @@ def test_extracted_weights_are_the_sliced_supernet_weights(setup):
         spec = net.spec
         for block, module in zip(spec["blocks"], sub.blocks):
             i, j = (int(p[1:]) for p in block["name"].split("."))
-            elastic = net.stages[i][j]
+            elastic = net.stages[i][j].core
             dw = block["layers"]["depthwise"]
             k, kmax = dw["kernel"], elastic.depthwise.max_kernel
             lo = (kmax - k) // 2

@@ -12,6 +12,7 @@ from typing import Any, Iterable
 from hwnas.spaces.ops.quant import FLOAT_BITS
 
 OP_KINDS = ("conv", "dwconv", "add", "classifier")
+OPTIONAL_FIELDS = ("op",)  # fields added after the first table format; their default applies
 
 
 @dataclass(frozen=True)
@@ -30,10 +31,12 @@ class OpSig:
     abits: int = FLOAT_BITS
     act: str = "none"
     act_signed: bool = True
+    op: str = "mult"
 
     @property
     def key(self) -> str:
-        return (f"{self.kind}-in{self.cin}x{self.h}x{self.w}-out{self.cout}-k{self.kernel}-s{self.stride}"
+        op = "" if self.op == "mult" else f"-{self.op}"
+        return (f"{self.kind}{op}-in{self.cin}x{self.h}x{self.w}-out{self.cout}-k{self.kernel}-s{self.stride}"
                 f"-g{self.groups}-w{self.wbits}a{self.abits}-{self.act}-{'s' if self.act_signed else 'u'}")
 
     @property
@@ -72,6 +75,11 @@ class OpSig:
         return 0
 
     @property
+    def weight_storage_bits(self) -> int:
+        """Bits stored per weight: a shift weight's sign and exponent fit in at most 8."""
+        return min(self.wbits, 8) if self.op == "shift" else self.wbits
+
+    @property
     def params(self) -> int:
         """Weights plus the BN affine pair (conv) or the bias (classifier)."""
         if self.kind in ("conv", "dwconv"):
@@ -82,6 +90,16 @@ class OpSig:
 
     @property
     def bitops(self) -> int:
+        """Bit operations of the multiply-accumulates, by operator type.
+
+        A b_w x b_a multiply counts b_w * b_a (the usual BitOps); a shift of a b_a-bit operand
+        counts b_a, since its cost grows with the operand's width, not the shift amount; an adder
+        MAC's subtraction counts max(b_w, b_a), the width of the add.
+        """
+        if self.op == "shift":
+            return self.macs * self.abits
+        if self.op == "adder":
+            return self.macs * max(self.wbits, self.abits)
         return self.macs * self.wbits * self.abits
 
     def to_row(self) -> dict[str, Any]:
@@ -91,6 +109,8 @@ class OpSig:
     def from_row(cls, row: dict[str, Any]) -> "OpSig":
         kwargs = {}
         for f in fields(cls):
+            if f.name not in row and f.name in OPTIONAL_FIELDS:
+                continue
             value = row[f.name]
             if f.type in ("int",):
                 value = int(value)
@@ -105,7 +125,8 @@ class OpSig:
 def _conv_op(layer: dict[str, Any], cin_hw: tuple[int, int]) -> OpSig:
     kind = "dwconv" if layer["groups"] > 1 and layer["groups"] == layer["cin"] else "conv"
     return OpSig(kind, layer["cin"], cin_hw[0], cin_hw[1], layer["cout"], layer["kernel"], layer["stride"],
-                 layer["groups"], layer["wbits"], layer["abits"], layer["act"], layer["act_signed"])
+                 layer["groups"], layer["wbits"], layer["abits"], layer["act"], layer["act_signed"],
+                 layer.get("op", "mult"))
 
 
 def op_graph(spec: dict[str, Any]) -> list[OpSig]:
@@ -129,13 +150,17 @@ def op_graph(spec: dict[str, Any]) -> list[OpSig]:
 
 
 def count(ops: Iterable[OpSig]) -> dict[str, float]:
-    """Params, FLOPs (2 per MAC), MACs, BitOps and weight storage of a graph."""
+    """Params, FLOPs (2 per MAC), MACs (and by operator type), BitOps and weight storage."""
     ops = list(ops)
     macs = sum(o.macs for o in ops)
+    by_op = {op: sum(o.macs for o in ops if o.op == op) for op in ("mult", "shift", "adder")}
     return {
         "params": sum(o.params for o in ops),
         "macs": macs,
         "flops": 2 * macs,
         "bitops": sum(o.bitops for o in ops),
-        "weight_kb": sum(o.weight_count * o.wbits for o in ops) / 8 / 1024,
+        "weight_kb": sum(o.weight_count * o.weight_storage_bits for o in ops) / 8 / 1024,
+        "mult_macs": by_op["mult"],
+        "shift_macs": by_op["shift"],
+        "adder_macs": by_op["adder"],
     }

@@ -10,6 +10,7 @@ exported model is built from it, and the cost model reads its op graph from it.
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any, Literal
 
 import torch
@@ -50,6 +51,24 @@ class CNNSpaceConfig(BaseModel):
     kernel_sizes: list[int] = Field([3, 5, 7], min_length=1)
     weight_bits: BitChoices = Field([4, 8, 32], min_length=1)
     act_bits: BitChoices = Field([4, 8, 32], min_length=1)
+    op_types: list[Literal["mult", "shift", "adder"]] = Field(
+        ["mult"], min_length=1, description="operator types per block; the first is the reference (teacher) type")
+    prune_rates: list[float] = Field([0.0], min_length=1, description="share of a block's expanded channels pruned")
+    pow2_scales: bool = False
+
+    @field_validator("op_types")
+    @classmethod
+    def _ops(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("operator types must be distinct")
+        return v
+
+    @field_validator("prune_rates")
+    @classmethod
+    def _prune(cls, v: list[float]) -> list[float]:
+        if any(not 0.0 <= r <= 0.9 for r in v) or len(set(v)) != len(v):
+            raise ValueError("prune rates must be distinct numbers in [0, 0.9]")
+        return sorted(v)
 
     @field_validator("expand_ratios")
     @classmethod
@@ -89,19 +108,52 @@ class CNNSpace(SearchSpace):
             dims.append(Dim(f"s{i}.depth", tuple(stage.depth)))
             for j in range(max(stage.depth)):
                 p = f"s{i}.b{j}"
-                dims += [Dim(f"{p}.expand", tuple(config.expand_ratios)),
-                         Dim(f"{p}.kernel", tuple(config.kernel_sizes)),
-                         Dim(f"{p}.wbits", tuple(config.weight_bits)),
-                         Dim(f"{p}.abits", tuple(config.act_bits))]
+                dims += [Dim(f"{p}.{key}", tuple(choices)) for key, choices in self.block_choices().items()]
         super().__init__(dims)
+
+    def block_choices(self) -> dict[str, list]:
+        """The per-block dimensions and their choices; single-choice op and prune are left out."""
+        cfg = self.config
+        out: dict[str, list] = {"expand": cfg.expand_ratios, "kernel": cfg.kernel_sizes,
+                                "wbits": cfg.weight_bits, "abits": cfg.act_bits}
+        if len(cfg.op_types) > 1:
+            out["op"] = cfg.op_types
+        if len(cfg.prune_rates) > 1:
+            out["prune"] = cfg.prune_rates
+        return out
+
+    def _block_value(self, arch, prefix: str, key: str):
+        """A block's op or prune value; the only choice when the dimension is not searched."""
+        name = f"{prefix}.{key}"
+        if name in arch:
+            return arch[name]
+        return {"op": self.config.op_types, "prune": self.config.prune_rates}[key][0]
 
     def inactive_dims(self, values) -> set[str]:
         inactive = set()
+        keys = list(self.block_choices())
         for i, stage in enumerate(self.config.stages):
             depth = values.get(f"s{i}.depth", max(stage.depth))
             for j in range(depth, max(stage.depth)):
-                inactive.update(f"s{i}.b{j}.{k}" for k in ("expand", "kernel", "wbits", "abits"))
+                inactive.update(f"s{i}.b{j}.{k}" for k in keys)
         return inactive
+
+    def _with_block_values(self, arch: Arch, key: str, value) -> Arch:
+        if key not in self.block_choices():
+            return arch
+        values = arch.to_dict()
+        values.update({name: value for name in values if name.endswith(f".{key}")})
+        return self.canonical(values)
+
+    def largest(self) -> Arch:
+        """Deepest and widest, float, unpruned, with the reference (first) operator type."""
+        arch = self._with_block_values(super().largest(), "prune", min(self.config.prune_rates))
+        return self._with_block_values(arch, "op", self.config.op_types[0])
+
+    def smallest(self) -> Arch:
+        """Shallowest and narrowest, fewest bits, most pruned, with the reference operator type."""
+        arch = self._with_block_values(super().smallest(), "prune", max(self.config.prune_rates))
+        return self._with_block_values(arch, "op", self.config.op_types[0])
 
     # -- the one description of a subnet ----------------------------------------------------
     def subnet_spec(self, arch: Arch | dict) -> dict[str, Any]:
@@ -120,14 +172,17 @@ class CNNSpace(SearchSpace):
                 stride = stage.stride if j == 0 else 1
                 expand, kernel = int(arch[f"{p}.expand"]), int(arch[f"{p}.kernel"])
                 wbits, abits = int(arch[f"{p}.wbits"]), int(arch[f"{p}.abits"])
-                mid = c * expand
+                op, prune = self._block_value(arch, p, "op"), float(self._block_value(arch, p, "prune"))
+                width = c * expand
+                mid = pruned_width(width, prune) if expand != 1 else width
                 layers = {}
                 if expand != 1:
-                    layers["expand"] = _layer(c, mid, 1, 1, 1, wbits, abits, "relu6", True)
+                    layers["expand"] = _layer(c, mid, 1, 1, 1, wbits, abits, "relu6", True, op)
                 layers["depthwise"] = _layer(mid, mid, kernel, stride, mid, wbits, abits, "relu6",
-                                             self.depthwise_input_signed)
-                layers["project"] = _layer(mid, stage.channels, 1, 1, 1, wbits, abits, "none", False)
-                blocks.append({"name": p, "in_shape": [c, h, w], "stride": stride,
+                                             self.depthwise_input_signed, op)
+                layers["project"] = _layer(mid, stage.channels, 1, 1, 1, wbits, abits, "none", False, op)
+                blocks.append({"name": p, "in_shape": [c, h, w], "stride": stride, "op": op,
+                               "width": width, "prune": prune,
                                "residual": stride == 1 and c == stage.channels, "layers": layers})
                 h, w = _conv_out(h, kernel, stride), _conv_out(w, kernel, stride)
                 c = stage.channels
@@ -145,13 +200,14 @@ class CNNSpace(SearchSpace):
         combination of per-block choices covers all of them.
         """
         cfg = self.config
+        choices = self.block_choices()
         archs = []
-        for combo in itertools.product(cfg.expand_ratios, cfg.kernel_sizes, cfg.weight_bits, cfg.act_bits):
+        for combo in itertools.product(*choices.values()):
             values: dict[str, Any] = {}
             for i, stage in enumerate(cfg.stages):
                 values[f"s{i}.depth"] = max(stage.depth)
                 for j in range(max(stage.depth)):
-                    for key, value in zip(("expand", "kernel", "wbits", "abits"), combo):
+                    for key, value in zip(choices, combo):
                         values[f"s{i}.b{j}.{key}"] = value
             archs.append(self.canonical(values))
         return archs
@@ -182,9 +238,14 @@ class CNNSpace(SearchSpace):
                 "input_shape": list(self.input_shape), "num_classes": self.num_classes}
 
 
-def _layer(cin, cout, kernel, stride, groups, wbits, abits, act, act_signed) -> dict[str, Any]:
+def pruned_width(width: int, rate: float) -> int:
+    """Channels kept when ``rate`` of ``width`` are pruned (at least one)."""
+    return max(1, int(math.ceil(width * (1.0 - rate) - 1e-9)))
+
+
+def _layer(cin, cout, kernel, stride, groups, wbits, abits, act, act_signed, op="mult") -> dict[str, Any]:
     return {"cin": cin, "cout": cout, "kernel": kernel, "stride": stride, "groups": groups,
-            "wbits": wbits, "abits": abits, "act": act, "act_signed": act_signed}
+            "wbits": wbits, "abits": abits, "act": act, "act_signed": act_signed, "op": op}
 
 
 def layer_args(spec: dict[str, Any]) -> dict[str, Any]:
@@ -193,39 +254,75 @@ def layer_args(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- the supernet ---------------------------------------------------------------------------
-class ElasticInvertedResidual(nn.Module):
-    def __init__(self, space: CNNSpace, max_cin: int, cout: int, stride: int):
+class _BlockCore(nn.Module):
+    """The three elastic layers of an inverted residual for one operator type."""
+
+    def __init__(self, space: CNNSpace, max_cin: int, cout: int, stride: int, op: str):
         super().__init__()
         cfg = space.config
         max_mid = max_cin * max(cfg.expand_ratios)
-        wb, ab = tuple(cfg.weight_bits), tuple(cfg.act_bits)
-        self.expand = (ElasticQConvBNAct(max_cin, max_mid, (1,), 1, False, wb, ab, "relu6", True)
+        wb, ab, p2 = tuple(cfg.weight_bits), tuple(cfg.act_bits), cfg.pow2_scales
+        self.expand = (ElasticQConvBNAct(max_cin, max_mid, (1,), 1, False, wb, ab, "relu6", True, op, p2)
                        if max(cfg.expand_ratios) > 1 else None)
         self.depthwise = ElasticQConvBNAct(max_mid, max_mid, tuple(cfg.kernel_sizes), stride, True,
-                                           wb, ab, "relu6", space.depthwise_input_signed)
-        self.project = ElasticQConvBNAct(max_mid, cout, (1,), 1, False, wb, ab, "none", False)
+                                           wb, ab, "relu6", space.depthwise_input_signed, op, p2)
+        self.project = ElasticQConvBNAct(max_mid, cout, (1,), 1, False, wb, ab, "none", False, op, p2)
+
+    @torch.no_grad()
+    def important_channels(self, width: int, keep: int) -> torch.Tensor:
+        """The ``keep`` most important of the first ``width`` expanded channels, in ascending order.
+
+        A channel's importance is the L1 norm of the projection weights that read it: what it
+        contributes to the block's output (the criterion of Li et al., ICLR 2017, used by OFA to
+        sort channels). Recomputed at every activation, so it follows the weights as they train.
+        """
+        w = self.project.weight[:, :width]
+        importance = w.abs().sum(dim=(0, 2, 3))
+        return importance.topk(keep).indices.sort().values
+
+
+class ElasticInvertedResidual(nn.Module):
+    """One block position: a core of elastic layers per operator type (each its own weights)."""
+
+    def __init__(self, space: CNNSpace, max_cin: int, cout: int, stride: int):
+        super().__init__()
+        self.cores = nn.ModuleDict({op: _BlockCore(space, max_cin, cout, stride, op)
+                                    for op in space.config.op_types})
+        self.active_op = space.config.op_types[0]
         self.use_expand, self.residual = True, False
+
+    @property
+    def core(self) -> _BlockCore:
+        """The active operator type's layers (a name, so the state dict holds each weight once)."""
+        return self.cores[self.active_op]
 
     def set_active(self, block: dict[str, Any]) -> None:
         layers = block["layers"]
+        self.active_op = block["op"]
         self.use_expand = "expand" in layers
+        mid = layers["depthwise"]["cout"]
+        index = self.core.important_channels(block["width"], mid) if mid < block["width"] else None
         for name in ("expand", "depthwise", "project"):
             if name in layers:
                 s = layers[name]
-                getattr(self, name).set_active(s["cin"], s["cout"], s["kernel"], s["wbits"], s["abits"])
+                getattr(self.core, name).set_active(
+                    s["cin"], s["cout"], s["kernel"], s["wbits"], s["abits"],
+                    in_index=index if name == "project" else None,
+                    out_index=index if name != "project" else None)
         self.residual = block["residual"]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.expand(x) if self.use_expand else x
-        out = self.project(self.depthwise(out))
+        core = self.core
+        out = core.expand(x) if self.use_expand else x
+        out = core.project(core.depthwise(out))
         return x + out if self.residual else out
 
     def extract(self, block: dict[str, Any]) -> InvertedResidual:
         module = InvertedResidual(block)
         if self.use_expand:
-            module.expand = self.expand.extract()
-        module.depthwise = self.depthwise.extract()
-        module.project = self.project.extract()
+            module.expand = self.core.expand.extract()
+        module.depthwise = self.core.depthwise.extract()
+        module.project = self.core.project.extract()
         return module
 
 
@@ -281,9 +378,6 @@ class CNNSupernet(nn.Module):
         model.head = self.head.extract()
         model.classifier.load_state_dict(self.classifier.state_dict())
         return model.eval()
-
-    def quant_parameters(self) -> list[nn.Parameter]:
-        return [p for n, p in self.named_parameters() if ".steps." in n]
 
 
 class StandaloneCNN(nn.Module):

@@ -81,9 +81,24 @@ class SupernetTrainer:
         progress = (step - warmup) / max(total - warmup, 1)
         return self.config.lr * 0.5 * (1 + math.cos(math.pi * progress))
 
-    def _subnets(self, rng: np.random.Generator):
+    def allowed_ops(self, epoch: int) -> list[str] | None:
+        """Operator types random subnets may use at ``epoch`` (None: all).
+
+        With ``progressive_ops`` the epochs are split into one phase per operator type: the first
+        phase trains the first type only, each next phase adds the next type, as NASA's
+        progressive pretraining trains multiplication first, then shift, then adder layers.
+        """
+        ops = list(getattr(self.supernet.space.config, "op_types", []))
+        if not self.config.progressive_ops or len(ops) < 2:
+            return None
+        phase = min(epoch * len(ops) // max(self.config.epochs, 1), len(ops) - 1)
+        return ops[: phase + 1]
+
+    def _subnets(self, rng: np.random.Generator, allowed_ops: list[str] | None):
         space = self.supernet.space
         extra = [space.sample(rng) for _ in range(self.config.subnets_per_step - 2)]
+        if allowed_ops is not None:
+            extra = [_restrict_ops(space, arch, allowed_ops, rng) for arch in extra]
         return [space.largest(), space.smallest(), *extra]
 
     def train(self) -> list[dict[str, float]]:
@@ -98,6 +113,7 @@ class SupernetTrainer:
             rng = np.random.default_rng([self.seed, epoch])
             net.train()
             loss_sum = correct = seen = 0.0
+            allowed = self.allowed_ops(epoch)
             batches = iterate_batches(self.data.train, self.batch_size, shuffle=True,
                                       generator=gen, drop_last=True)
             for i, (x, y) in enumerate(batches):
@@ -107,7 +123,7 @@ class SupernetTrainer:
                 x, y = x.to(self.device), y.to(self.device)
                 self.optimizer.zero_grad(set_to_none=True)
                 teacher = None
-                for k, arch in enumerate(self._subnets(rng)):
+                for k, arch in enumerate(self._subnets(rng, allowed)):
                     net.set_active(arch)
                     logits = net(x)
                     if k == 0 or teacher is None or not cfg.distill:
@@ -128,3 +144,12 @@ class SupernetTrainer:
             if self.on_epoch is not None:
                 self.on_epoch(epoch + 1, cfg.epochs, record)
         return self.history
+
+
+def _restrict_ops(space, arch, allowed: list[str], rng: np.random.Generator):
+    """Replace operator types outside ``allowed`` by random allowed ones."""
+    values = arch.to_dict()
+    for name, value in values.items():
+        if name.endswith(".op") and value not in allowed:
+            values[name] = allowed[int(rng.integers(len(allowed)))]
+    return space.canonical(values)

@@ -1,8 +1,10 @@
 """Fixed layers: what an exported subnet is made of, and what the profiler times.
 
 A :class:`QConvBNAct` holds its convolution weights already quantized (float values on the
-quantization grid), so inference runs no quantizer for weights; inputs are quantized by a stored
-:class:`~hwnas.spaces.ops.quant.ActQuant` when the activation bit-width is below 32.
+quantization grid, or exact powers of two for a shift layer), so inference runs no quantizer for
+weights; inputs are quantized by a stored :class:`~hwnas.spaces.ops.quant.ActQuant` when the
+activation bit-width is below 32. An adder layer runs AdderNet's convolution, which needs no
+training code.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from hwnas.spaces.ops.adder import AdderConv2d
 from hwnas.spaces.ops.quant import FLOAT_BITS, ActQuant
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu6": nn.ReLU6, "relu": nn.ReLU, "none": nn.Identity}
@@ -25,11 +28,14 @@ class QConvBNAct(nn.Module):
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1,
                  wbits: int = FLOAT_BITS, abits: int = FLOAT_BITS, act: str = "relu6",
-                 act_signed: bool = True):
+                 act_signed: bool = True, op: str = "mult"):
         super().__init__()
-        self.wbits, self.abits = int(wbits), int(abits)
+        self.wbits, self.abits, self.op = int(wbits), int(abits), op
         self.quant = ActQuant(abits, act_signed) if abits < FLOAT_BITS else nn.Identity()
-        self.conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False)
+        if op == "adder":
+            self.conv: nn.Module = AdderConv2d(cin, cout, kernel, stride, kernel // 2, groups)
+        else:  # mult, and shift, whose weights are stored as their exact powers of two
+            self.conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False)
         self.bn = nn.BatchNorm2d(cout)
         self.act = make_activation(act)
 

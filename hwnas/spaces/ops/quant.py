@@ -57,6 +57,23 @@ def lsq(x: torch.Tensor, step: torch.Tensor, qn: int, qp: int) -> torch.Tensor:
     return _LSQFunction.apply(x, step, qn, qp, grad_scale)
 
 
+class _Pow2STE(torch.autograd.Function):
+    """2 ** round(log2(step)) forward, identity backward: LSQ with power-of-two scales, so that
+    rescaling is a shift in integer hardware."""
+
+    @staticmethod
+    def forward(ctx, step):  # type: ignore[override]
+        return torch.exp2(torch.round(torch.log2(step)))
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        return grad
+
+
+def pow2_step(step: torch.Tensor) -> torch.Tensor:
+    return _Pow2STE.apply(step)
+
+
 class ElasticLSQ(nn.Module):
     """A quantizer whose bit-width is chosen per forward, with one learned step per bit-width.
 
@@ -64,9 +81,9 @@ class ElasticLSQ(nn.Module):
     2 * mean|x| / sqrt(Qp)), so a bit-width that is never trained still gets a sensible scale.
     """
 
-    def __init__(self, bit_choices: tuple[int, ...], signed: bool):
+    def __init__(self, bit_choices: tuple[int, ...], signed: bool, pow2: bool = False):
         super().__init__()
-        self.signed = signed
+        self.signed, self.pow2 = signed, pow2
         self.bit_choices = tuple(sorted({int(b) for b in bit_choices}))
         low = [b for b in self.bit_choices if b < FLOAT_BITS]
         self.steps = nn.ParameterDict({f"b{b}": nn.Parameter(torch.ones(1)) for b in low})
@@ -75,20 +92,23 @@ class ElasticLSQ(nn.Module):
         self.active_bits = max(self.bit_choices)
 
     def step(self, bits: int) -> torch.Tensor:
-        return self.steps[f"b{bits}"]
+        """The step in use at ``bits``: the learned one (kept positive), or its power of two."""
+        step = self.steps[f"b{bits}"].abs().clamp_min(1e-8)
+        return pow2_step(step) if self.pow2 else step
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bits = self.active_bits
         if bits >= FLOAT_BITS:
             return x
         qn, qp = qrange(bits, self.signed)
-        step = self.steps[f"b{bits}"]
+        learned = self.steps[f"b{bits}"]
         flag = getattr(self, f"init_b{bits}")
         if not bool(flag):
             with torch.no_grad():
                 init = 2 * x.detach().abs().mean() / math.sqrt(qp)
-                step.copy_(init.clamp_min(1e-6).reshape(1))
+                learned.copy_(init.clamp_min(1e-6).reshape(1))
                 flag.fill_(True)
+        step = self.step(bits)
         if torch.is_grad_enabled() and (x.requires_grad or step.requires_grad):
             return lsq(x, step, qn, qp)
         return fake_quantize(x, step, qn, qp)

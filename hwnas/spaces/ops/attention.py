@@ -1,0 +1,191 @@
+"""Attention cores for the ViT search space: softmax, linear and multiplication-reduced attention.
+
+Every function takes q, k, v already projected and split into heads, shape (B, H, N, D), and
+returns (B, H, N, D); the q/k/v and output projections belong to the caller. Three kinds:
+
+* ``"softmax"``: softmax(q k^T / sqrt(D)) v (Vaswani et al., NeurIPS 2017), O(N^2).
+* ``"linear"``: kernelized attention phi(q) (phi(k)^T v) / (phi(q) phi(k)^T 1) (Katharopoulos et
+  al., ICML 2020, "Transformers are RNNs"), O(N): the N x N matrix is never formed.
+* ``"binary"``: linear attention whose feature map is a {0, 1} code of the sign of q and k, so
+  both MatMuls contain only products with 0 or 1, i.e. additions, after ShiftAddViT (You et al.,
+  NeurIPS 2023).
+
+:func:`count_attention_ops` gives each kind's multiply and add counts per sample, the figures a
+cost model uses before any device has been profiled.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+FEATURE_MAPS = ("elu", "relu")
+
+
+def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    if q.dim() != 4 or k.shape != q.shape or v.shape[:-1] != q.shape[:-1]:
+        raise ValueError(f"expected q, k, v of shape (B, H, N, D), got {tuple(q.shape)}, "
+                         f"{tuple(k.shape)}, {tuple(v.shape)}")
+
+
+# -- softmax ------------------------------------------------------------------------------------
+def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(D)) v, through PyTorch's fused kernel (same value, less memory)."""
+    _check_qkv(q, k, v)
+    return F.scaled_dot_product_attention(q, k, v, scale=1.0 / math.sqrt(q.shape[-1]))
+
+
+# -- linear (Katharopoulos et al. 2020) ---------------------------------------------------------
+def phi(x: torch.Tensor, kind: str) -> torch.Tensor:
+    """The positive feature map phi of linear attention.
+
+    ``"elu"`` is elu(x) + 1, the paper's choice: strictly positive, so the normalizer is never 0.
+    ``"relu"`` is relu(x): non-negative but can be all zero for a token, which is why the
+    normalizer carries an eps.
+    """
+    if kind == "elu":
+        return F.elu(x) + 1.0
+    if kind == "relu":
+        return F.relu(x)
+    raise ValueError(f"unknown feature map {kind!r}; known: {list(FEATURE_MAPS)}")
+
+
+def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                     feature_map: str = "elu", eps: float = 1e-6) -> torch.Tensor:
+    """phi(q) (phi(k)^T v) / (phi(q) . sum_n phi(k_n) + eps), in O(N D^2) time, O(N D + D^2) memory.
+
+    Associativity is the whole trick (Katharopoulos et al. 2020, eq. 5): summing phi(k_n) v_n^T
+    over the tokens first gives a (D, D) matrix per head, so no (N, N) tensor exists. The value
+    equals :func:`linear_attention_quadratic`.
+    """
+    _check_qkv(q, k, v)
+    phi_q, phi_k = phi(q, feature_map), phi(k, feature_map)
+    kv = torch.einsum("bhnd,bhne->bhde", phi_k, v)  # (B, H, D, Dv)
+    k_sum = phi_k.sum(dim=2)  # (B, H, D)
+    num = torch.einsum("bhnd,bhde->bhne", phi_q, kv)
+    den = torch.einsum("bhnd,bhd->bhn", phi_q, k_sum)
+    return num / (den.unsqueeze(-1) + eps)
+
+
+def linear_attention_quadratic(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                               feature_map: str = "elu", eps: float = 1e-6) -> torch.Tensor:
+    """The same value as :func:`linear_attention` in its O(N^2) form, A = phi(q) phi(k)^T
+    row-normalized, then A v. A reference for tests, not for models."""
+    _check_qkv(q, k, v)
+    a = phi(q, feature_map) @ phi(k, feature_map).transpose(-2, -1)  # (B, H, N, N)
+    a = a / (a.sum(dim=-1, keepdim=True) + eps)
+    return a @ v
+
+
+# -- binary (ShiftAddViT-style) -----------------------------------------------------------------
+class _SignSTE(torch.autograd.Function):
+    """sign(x) in {-1, +1} forward (sign(0) = +1, so a code is never 1/2); backward is the
+    hardtanh straight-through estimator: the gradient passes where |x| <= 1, is 0 elsewhere
+    (Courbariaux et al. 2016, "Binarized Neural Networks")."""
+
+    @staticmethod
+    def forward(ctx, x):  # type: ignore[override]
+        ctx.save_for_backward(x)
+        return torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        return grad_out * (x.abs() <= 1).to(grad_out.dtype)
+
+
+def binary_codes(x: torch.Tensor) -> torch.Tensor:
+    """{0, 1} codes (sign(x) + 1) / 2: 1 where x >= 0; gradient through the hardtanh STE."""
+    return (_SignSTE.apply(x) + 1.0) / 2.0
+
+
+def binary_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Linear attention with phi = {0, 1} sign codes: both MatMuls become additions.
+
+    ShiftAddViT (You et al., "ShiftAddViT: Mixture of Multiplication Primitives Towards Efficient
+    Vision Transformer", NeurIPS 2023) maps q and k to binary codes in Hamming space and uses them
+    in linear attention, so the MatMuls among q, k and v need only additions. Here, with
+    b_q = phi(q), b_k = phi(k) in {0, 1}^D per token:
+
+    * ``kv = b_k^T v`` (D x Dv per head): entry (d, e) is the sum of v[n, e] over the tokens n
+      whose bit d is set -- a masked accumulation of v rows, no multiplications;
+    * ``num = b_q kv``: row n is the sum of the kv rows selected by q_n's set bits -- additions;
+    * ``den = b_q . sum_n b_k``: sum_n b_k is a per-bit popcount, the dot product with b_q sums
+      the counts of q's set bits -- additions, and an integer;
+    * ``out = num / den``: the one remaining multiplication-class op, N * Dv divisions per head.
+
+    This is an adaptation: ShiftAddViT obtains the codes with learned hashing (KSH) of q and k,
+    and reparameterizes the remaining weight MatMuls with shifts; here the codes are the signs of
+    the already projected q and k, and the projections are the caller's.
+
+    The normalizer is a non-negative integer, and when it is 0 the numerator is 0 as well (no bit
+    of q_n meets a set bit of any key). It is clamped at 1 rather than offset by a small eps: the
+    value is unchanged wherever it is >= 1, an all-zero token yields 0, and the backward stays
+    bounded (a 1 / eps factor would send STE gradients of 1e6 into q for such tokens).
+    """
+    _check_qkv(q, k, v)
+    b_q, b_k = binary_codes(q), binary_codes(k)
+    kv = torch.einsum("bhnd,bhne->bhde", b_k, v)
+    num = torch.einsum("bhnd,bhde->bhne", b_q, kv)
+    den = torch.einsum("bhnd,bhd->bhn", b_q, b_k.sum(dim=2))
+    return num / den.clamp_min(1.0).unsqueeze(-1)
+
+
+# -- registry -----------------------------------------------------------------------------------
+ATTENTIONS: dict[str, Callable[..., torch.Tensor]] = {
+    "softmax": softmax_attention,
+    "linear": linear_attention,
+    "binary": binary_linear_attention,
+}
+
+
+def attention(kind: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+              **kwargs) -> torch.Tensor:
+    """The attention core ``kind`` (a key of :data:`ATTENTIONS`); kwargs go to that function."""
+    return _lookup(kind)(q, k, v, **kwargs)
+
+
+def _lookup(kind: str) -> Callable[..., torch.Tensor]:
+    try:
+        return ATTENTIONS[kind]
+    except KeyError:
+        raise ValueError(f"unknown attention {kind!r}; known: {sorted(ATTENTIONS)}") from None
+
+
+def count_attention_ops(kind: str, n_tokens: int, dim_per_head: int, heads: int) -> dict[str, int]:
+    """Multiplies and adds of the attention core for one sample, projections excluded.
+
+    With N tokens, D dims per head and H heads, counting a length-L dot product as L mults and
+    L - 1 adds, and exp and division as mults:
+
+    * softmax: q k^T is N^2 D mults and N^2 (D - 1) adds; exp and the normalizing division are
+      N^2 mults each; the row sums are N (N - 1) adds; A v is N^2 D mults and N (N - 1) D adds.
+      Per head: mults = 2 N^2 D + 2 N^2, adds = N^2 (D - 1) + N (N - 1) + N (N - 1) D. The
+      1 / sqrt(D) scale (foldable into the q projection) and the max-subtraction of a stable
+      softmax are not counted.
+    * linear: phi(k)^T v is N D^2 mults and (N - 1) D^2 adds; sum_n phi(k) is (N - 1) D adds;
+      phi(q) kv is N D^2 mults and N (D - 1) D adds; the normalizer phi(q) . sum is N D mults and
+      N (D - 1) adds; the division is N D mults. Per head: mults = 2 N D^2 + 2 N D,
+      adds = (N - 1) D^2 + (N - 1) D + N (D - 1) D + N (D - 1). The element-wise feature map and
+      the eps are not counted.
+    * binary: the same dataflow as linear, but every product has a {0, 1} operand and is a
+      select, so the q/k-side MatMuls and the normalizer are additions only: mults = N D (the
+      division), adds = the linear count's adds (the worst case, every code bit set; fewer set
+      bits mean fewer adds). The sign binarization (a comparison) is not counted.
+
+    All counts are multiplied by H.
+    """
+    _lookup(kind)
+    n, d, h = int(n_tokens), int(dim_per_head), int(heads)
+    if min(n, d, h) < 1:
+        raise ValueError(f"n_tokens, dim_per_head and heads must be >= 1, got {n}, {d}, {h}")
+    if kind == "softmax":
+        mults = 2 * n * n * d + 2 * n * n
+        adds = n * n * (d - 1) + n * (n - 1) + n * (n - 1) * d
+    else:
+        linear_adds = (n - 1) * d * d + (n - 1) * d + n * (d - 1) * d + n * (d - 1)
+        mults = 2 * n * d * d + 2 * n * d if kind == "linear" else n * d
+        adds = linear_adds
+    return {"mults": h * mults, "adds": h * adds}
