@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 
 import hwnas
 from hwnas.errors import HwnasError
+from hwnas.hwmodels.graph import op_graph
 from hwnas.spaces.dims import Arch
 from hwnas.spaces.evaluation import accuracy
 from hwnas.spaces.registry import space_entry
@@ -38,13 +39,9 @@ def package_versions() -> dict[str, str]:
 
 
 def quantization_policy(spec: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per layer: weight and activation bits, in execution order."""
-    layers = [("stem", spec["stem"])]
-    for block in spec["blocks"]:
-        layers += [(f"{block['name']}.{k}", v) for k, v in block["layers"].items()]
-    layers.append(("head", spec["head"]))
-    return [{"layer": name, "wbits": s["wbits"], "abits": s["abits"]} for name, s in layers] + [
-        {"layer": "classifier", "wbits": 32, "abits": 32}]
+    """Per op of the subnet, in execution order: kind, operator type and bits (32 = float)."""
+    return [{"op": i, "kind": op.kind, "type": op.op, "wbits": op.wbits, "abits": op.abits}
+            for i, op in enumerate(op_graph(spec)) if op.weight_count or op.kind == "attention"]
 
 
 def export_candidate(job, candidate_id: int, out: Path) -> Path:

@@ -172,3 +172,25 @@ def test_killed_search_resumes_without_losing_or_repeating(tiny_config_file, tmp
     assert (kept["accuracy"].values == before["accuracy"].values).all()
     history = job.attrs["train_history"]
     assert [h["epoch"] for h in history] == [0, 1, 2, 3]
+
+
+CHEAP = ["train.epochs=1", "train.recalibration_samples=64", "predictor.samples=12", "search.population=8",
+         "search.generations=2", "search.evaluate=3", "device.repeats=3", "device.warmup=1"]
+
+
+@pytest.mark.parametrize("config", ["digits-cnn-shiftadd", "digits-cnn-mixed", "digits-vit"])
+def test_every_shipped_config_trains_searches_queries_and_exports(config, tmp_path, capsys):
+    path = Path(__file__).resolve().parents[1] / "experiments" / f"{config}.yaml"
+    work = tmp_path / "w"
+    sets = [arg for item in CHEAP for arg in ("--set", item)]
+    assert main(["search", str(path), "--workdir", str(work), "--quiet", *sets]) == 0
+    capsys.readouterr()
+    assert main(["front", config, "--workdir", str(work), "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows and all(row["measured"] for row in rows)
+    best = str(rows[0]["id"])
+    assert main(["export", config, "--workdir", str(work), "--candidate", best, "--out", str(tmp_path / "e")]) == 0
+    model = hwnas.load_exported(tmp_path / "e")
+    import torch
+
+    assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)

@@ -69,7 +69,7 @@ def test_export_round_trip_equals_the_supernet(tiny_job, tmp_path):
     assert manifest["metrics"]["measured"]["export_test_accuracy"] == pytest.approx(best["accuracy"])
     assert manifest["seed"] == 0 and manifest["device"]["name"] == "local-cpu"
     assert {"torch", "pymoo", "optuna", "hwnas"} <= set(manifest["versions"])
-    assert [q["wbits"] for q in manifest["quantization"]][0] == 32
+    assert manifest["quantization"][0]["wbits"] == 32 and manifest["quantization"][0]["kind"] == "conv"
 
     model = hwnas.load_exported(out)
     assert isinstance(model, torch.nn.Module) and not model.training

@@ -24,7 +24,8 @@ class CostModel:
         cached = self._cache.get(arch)
         if cached is None:
             ops = self.ops(arch)
-            cached = {"latency_ms": self.lut.total_latency_ms(ops),
+            interpolate = getattr(self.space, "interpolated_field", None)
+            cached = {"latency_ms": self.lut.total_latency_ms(ops, interpolate),
                       "energy_mj": self.energy.energy_mj(ops), **count(ops)}
             self._cache[arch] = cached
         return cached

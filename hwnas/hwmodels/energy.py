@@ -73,9 +73,8 @@ class Horowitz45nm:
         """Energy of one op for one sample, in picojoules."""
         compute = op.macs * self.mac_pj(op.wbits, op.abits, op.op) + op.adds * self.add_pj(op.abits)
         weights = op.weight_count * op.weight_storage_bits * self.dram_pj_per_bit
-        oh, ow = op.out_hw
         act_bits = op.abits if op.abits < FLOAT_BITS else FLOAT_BITS
-        activations = (op.cin * op.h * op.w + op.cout * oh * ow) * act_bits * self.sram_pj_per_bit
+        activations = op.io_elements * act_bits * self.sram_pj_per_bit
         return compute + weights + activations
 
     def energy_mj(self, ops: list[OpSig]) -> float:

@@ -7,11 +7,12 @@ the exporter builds, so the costed network is the exported network.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from functools import cached_property
 from typing import Any, Iterable
 
 from hwnas.spaces.ops.quant import FLOAT_BITS
 
-OP_KINDS = ("conv", "dwconv", "add", "classifier")
+OP_KINDS = ("conv", "dwconv", "add", "classifier", "patch", "linear", "attention", "layernorm", "tokens")
 OPTIONAL_FIELDS = ("op",)  # fields added after the first table format; their default applies
 
 
@@ -45,48 +46,41 @@ class OpSig:
             pad = self.kernel // 2
             return ((self.h + 2 * pad - self.kernel) // self.stride + 1,
                     (self.w + 2 * pad - self.kernel) // self.stride + 1)
+        if self.kind == "patch":
+            return self.h // self.stride, self.w // self.stride
         return self.h, self.w
+
+    @cached_property
+    def counts(self) -> "OpCounts":
+        return COUNTERS[self.kind](self)
 
     @property
     def macs(self) -> int:
         """Multiply-accumulates of one sample."""
-        if self.kind in ("conv", "dwconv"):
-            oh, ow = self.out_hw
-            return self.cout * (self.cin // self.groups) * self.kernel**2 * oh * ow
-        if self.kind == "classifier":
-            return self.cin * self.cout
-        return 0
+        return self.counts.macs
 
     @property
     def adds(self) -> int:
-        """Additions that are not part of a MAC (residual adds, average pooling)."""
-        if self.kind == "add":
-            return self.cin * self.h * self.w
-        if self.kind == "classifier":
-            return self.cin * self.h * self.w
-        return 0
+        """Additions that are not part of a MAC (residual adds, pooling, normalization)."""
+        return self.counts.adds
 
     @property
     def weight_count(self) -> int:
-        if self.kind in ("conv", "dwconv"):
-            return self.cout * (self.cin // self.groups) * self.kernel**2
-        if self.kind == "classifier":
-            return self.cin * self.cout
-        return 0
+        return self.counts.weights
+
+    @property
+    def params(self) -> int:
+        return self.counts.params
+
+    @property
+    def io_elements(self) -> int:
+        """Activations read and written by the op, for the memory-traffic part of its energy."""
+        return self.counts.io
 
     @property
     def weight_storage_bits(self) -> int:
         """Bits stored per weight: a shift weight's sign and exponent fit in at most 8."""
         return min(self.wbits, 8) if self.op == "shift" else self.wbits
-
-    @property
-    def params(self) -> int:
-        """Weights plus the BN affine pair (conv) or the bias (classifier)."""
-        if self.kind in ("conv", "dwconv"):
-            return self.weight_count + 2 * self.cout
-        if self.kind == "classifier":
-            return self.weight_count + self.cout
-        return 0
 
     @property
     def bitops(self) -> int:
@@ -122,6 +116,77 @@ class OpSig:
         return cls(**kwargs)
 
 
+@dataclass(frozen=True)
+class OpCounts:
+    macs: int
+    adds: int
+    weights: int
+    params: int
+    io: int
+
+
+def _conv_counts(op: OpSig) -> OpCounts:
+    """A convolution followed by BN (whose affine pair counts as params, folded at inference)."""
+    oh, ow = op.out_hw
+    weights = op.cout * (op.cin // op.groups) * op.kernel**2
+    return OpCounts(weights * oh * ow, 0, weights, weights + 2 * op.cout,
+                    op.cin * op.h * op.w + op.cout * oh * ow)
+
+
+def _patch_counts(op: OpSig) -> OpCounts:
+    """Patch embedding: a kernel = stride convolution with bias, the class token and positions."""
+    oh, ow = op.out_hw
+    tokens = oh * ow + 1
+    weights = op.cout * op.cin * op.kernel**2
+    return OpCounts(weights * oh * ow, tokens * op.cout, weights, weights + op.cout + (tokens + 1) * op.cout,
+                    op.cin * op.h * op.w + tokens * op.cout)
+
+
+def _linear_counts(op: OpSig) -> OpCounts:
+    """A linear layer applied to ``h`` tokens (``cin`` -> ``cout``), with bias."""
+    return OpCounts(op.cin * op.cout * op.h, 0, op.cin * op.cout, op.cin * op.cout + op.cout,
+                    (op.cin + op.cout) * op.h)
+
+
+def _attention_counts(op: OpSig) -> OpCounts:
+    """The attention core: ``cin`` heads of width ``cout`` over ``h`` tokens, by kind (``op``)."""
+    from hwnas.spaces.ops.attention import count_attention_ops
+
+    c = count_attention_ops(op.op, op.h, op.cout, op.cin)
+    return OpCounts(c["mults"], c["adds"], 0, 0, 4 * op.cin * op.cout * op.h)
+
+
+def _layernorm_counts(op: OpSig) -> OpCounts:
+    n = op.cin * op.h
+    return OpCounts(2 * n, 3 * n, 0, 2 * op.cin, 2 * n)
+
+
+def _token_counts(op: OpSig) -> OpCounts:
+    """Token selection: class-token scores (``groups`` heads of width ``kernel``) and the package
+    token, a weighted average of the dropped tokens; ``cout`` patch tokens are kept."""
+    dropped = max(op.h - 1 - op.cout, 0)
+    scores = (op.h - 1) * op.groups * op.kernel
+    return OpCounts(scores + op.cin * dropped, scores + op.cin * dropped, 0, 0,
+                    op.cin * op.h + op.cin * (op.cout + 2))
+
+
+def _add_counts(op: OpSig) -> OpCounts:
+    n = op.cin * op.h * op.w
+    return OpCounts(0, n, 0, 0, 3 * n)
+
+
+def _classifier_counts(op: OpSig) -> OpCounts:
+    """Average pooling over ``h x w`` (one token: none) and a linear classifier with bias."""
+    pool = op.cin * op.h * op.w if op.h * op.w > 1 else 0
+    return OpCounts(op.cin * op.cout, pool, op.cin * op.cout, op.cin * op.cout + op.cout,
+                    op.cin * op.h * op.w + op.cout)
+
+
+COUNTERS = {"conv": _conv_counts, "dwconv": _conv_counts, "patch": _patch_counts, "linear": _linear_counts,
+            "attention": _attention_counts, "layernorm": _layernorm_counts, "tokens": _token_counts,
+            "add": _add_counts, "classifier": _classifier_counts}
+
+
 def _conv_op(layer: dict[str, Any], cin_hw: tuple[int, int]) -> OpSig:
     kind = "dwconv" if layer["groups"] > 1 and layer["groups"] == layer["cin"] else "conv"
     return OpSig(kind, layer["cin"], cin_hw[0], cin_hw[1], layer["cout"], layer["kernel"], layer["stride"],
@@ -130,6 +195,11 @@ def _conv_op(layer: dict[str, Any], cin_hw: tuple[int, int]) -> OpSig:
 
 
 def op_graph(spec: dict[str, Any]) -> list[OpSig]:
+    """The ops of a subnet spec, in execution order (dispatched on the spec's space type)."""
+    return GRAPH_BUILDERS[spec["type"]](spec)
+
+
+def cnn_op_graph(spec: dict[str, Any]) -> list[OpSig]:
     """The ops of a CNN subnet spec, in execution order."""
     ops = [_conv_op(spec["stem"], tuple(spec["stem"]["in_shape"][1:]))]
     for block in spec["blocks"]:
@@ -147,6 +217,38 @@ def op_graph(spec: dict[str, Any]) -> list[OpSig]:
     c, h, w = spec["classifier"]["in_shape"]
     ops.append(OpSig("classifier", c, h, w, spec["classifier"]["num_classes"]))
     return ops
+
+
+def vit_op_graph(spec: dict[str, Any]) -> list[OpSig]:
+    """The ops of a ViT subnet spec, in execution order (the order of StandaloneViT's modules).
+
+    Field use beyond the names: a linear op runs on ``h`` tokens; an attention op has ``cin``
+    heads of width ``cout`` and its kind in ``op``; a token op keeps ``cout`` patch tokens and
+    scores them with ``groups`` heads of width ``kernel``.
+    """
+    c, height, width = spec["input_shape"]
+    d, p = spec["dim"], spec["patch_size"]
+    ops = [OpSig("patch", c, height, width, d, kernel=p, stride=p)]
+    for b in spec["blocks"]:
+        n, inner, wb, ab = b["tokens"], b["heads"] * b["head_dim"], b["wbits"], b["abits"]
+        ops += [OpSig("layernorm", d, n, 1, d),
+                OpSig("linear", d, n, 1, 3 * inner, wbits=wb, abits=ab),
+                OpSig("attention", b["heads"], n, 1, b["head_dim"], op=b["attn"]),
+                OpSig("linear", inner, n, 1, d, wbits=wb, abits=ab),
+                OpSig("add", d, n, 1, d)]
+        if b["keep"] is not None:
+            ops.append(OpSig("tokens", d, n, 1, b["keep"], kernel=b["head_dim"], groups=b["heads"]))
+        n = b["out_tokens"]
+        ops += [OpSig("layernorm", d, n, 1, d),
+                OpSig("linear", d, n, 1, b["hidden"], wbits=wb, abits=ab, act="gelu"),
+                OpSig("linear", b["hidden"], n, 1, d, wbits=wb, abits=ab),
+                OpSig("add", d, n, 1, d)]
+    ops += [OpSig("layernorm", d, spec["final_tokens"], 1, d),
+            OpSig("classifier", d, 1, 1, spec["num_classes"])]
+    return ops
+
+
+GRAPH_BUILDERS = {"cnn": cnn_op_graph, "vit": vit_op_graph}
 
 
 def count(ops: Iterable[OpSig]) -> dict[str, float]:

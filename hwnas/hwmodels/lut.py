@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
 import pandas as pd
 
 from hwnas.errors import LookupTableError
@@ -26,6 +27,7 @@ VALUE_COLUMNS = ["latency_ms", "spread_ms", "repeats"]
 class LookupTable:
     device: dict[str, Any]
     entries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _neighbours: dict[str, tuple[int, dict]] = field(default_factory=dict, repr=False, compare=False)
 
     def __contains__(self, op: OpSig) -> bool:
         return op.key in self.entries
@@ -37,15 +39,35 @@ class LookupTable:
         self.entries[op.key] = {**op.to_row(), "latency_ms": float(latency_ms),
                                 "spread_ms": float(spread_ms), "repeats": int(repeats)}
 
-    def latency_ms(self, op: OpSig) -> float:
-        try:
-            return self.entries[op.key]["latency_ms"]
-        except KeyError:
-            raise LookupTableError(
-                f"lookup table for {self.device.get('name', '?')} has no entry for op {op.key}") from None
+    def latency_ms(self, op: OpSig, interpolate: str | None = None) -> float:
+        """The op's entry; with ``interpolate`` naming a field (the ViT's token count ``h``), a
+        missing op is priced linearly between the measured ops that differ from it only there."""
+        entry = self.entries.get(op.key)
+        if entry is not None:
+            return entry["latency_ms"]
+        if interpolate is not None:
+            estimate = self._interpolate(op, interpolate)
+            if estimate is not None:
+                return estimate
+        raise LookupTableError(f"lookup table for {self.device.get('name', '?')} has no entry for op {op.key}")
 
-    def total_latency_ms(self, ops: Iterable[OpSig]) -> float:
-        return sum(self.latency_ms(op) for op in ops)
+    def total_latency_ms(self, ops: Iterable[OpSig], interpolate: str | None = None) -> float:
+        return sum(self.latency_ms(op, interpolate) for op in ops)
+
+    def _interpolate(self, op: OpSig, field_name: str) -> float | None:
+        index = self._neighbours.get(field_name)
+        if index is None or index[0] != len(self.entries):
+            index = (len(self.entries), _index_by(self.entries, field_name))
+            self._neighbours[field_name] = index
+        points = index[1].get(_without(op.to_row(), field_name))
+        if not points or len(points) < 2:
+            return None
+        xs = np.array([p[0] for p in points], dtype=float)
+        ys = np.array([p[1] for p in points], dtype=float)
+        x = float(getattr(op, field_name))
+        lo = int(np.clip(np.searchsorted(xs, x) - 1, 0, len(xs) - 2))  # extrapolates from the end pairs
+        slope = (ys[lo + 1] - ys[lo]) / (xs[lo + 1] - xs[lo])
+        return max(float(ys[lo] + slope * (x - xs[lo])), 0.0)
 
     def missing(self, ops: Iterable[OpSig]) -> list[OpSig]:
         return [op for op in ops if op.key not in self.entries]
@@ -97,3 +119,15 @@ class LookupTable:
 
 def meta_path(csv_path: Path) -> Path:
     return csv_path.with_suffix(".json")
+
+
+def _without(row: dict[str, Any], field_name: str) -> tuple:
+    return tuple((k, row[k]) for k in SIG_COLUMNS if k != field_name)
+
+
+def _index_by(entries: dict[str, dict[str, Any]], field_name: str) -> dict[tuple, list[tuple[float, float]]]:
+    """Entries grouped by every signature field but one, sorted along that one."""
+    groups: dict[tuple, list[tuple[float, float]]] = {}
+    for row in entries.values():
+        groups.setdefault(_without(row, field_name), []).append((float(row[field_name]), row["latency_ms"]))
+    return {k: sorted(v) for k, v in groups.items()}

@@ -1,7 +1,8 @@
 """Accuracy predictor: a scikit-learn regressor on architecture features.
 
-Features are the numeric value of every active dimension (0 for inactive ones, so the features
-say what the subnet really is) and the log of its MACs, params and BitOps from the op graph.
+Features are the value of every active dimension (numbers as themselves, categories such as the
+operator type one-hot; zeros for inactive dimensions, so the features say what the subnet really
+is) and the log of its MACs, params and BitOps from the op graph.
 The regressor is chosen by name from :data:`REGRESSORS`. Fitting is deterministic for a seed, so
 a fitted predictor is persisted as its training samples (CSV) and refitted on load: no pickle.
 """
@@ -38,11 +39,22 @@ class ArchFeatures:
         rows = []
         for arch in archs:
             inactive = self.space.inactive_dims(arch)
-            values = [0.0 if d.name in inactive else float(arch[d.name]) for d in self.space.dims]
+            values: list[float] = []
+            for d in self.space.dims:
+                values += self._encode(d, None if d.name in inactive else arch[d.name])
             counts = count(op_graph(self.space.subnet_spec(arch)))
             rows.append(values + [np.log1p(counts["macs"]), np.log1p(counts["params"]),
                                   np.log1p(counts["bitops"])])
         return np.asarray(rows, dtype=float)
+
+
+    @staticmethod
+    def _encode(dim, value) -> list[float]:
+        """A number as itself, a category (an operator or attention kind) one-hot; inactive: zeros."""
+        numeric = all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in dim.choices)
+        if numeric:
+            return [0.0 if value is None else float(value)]
+        return [1.0 if value == c else 0.0 for c in dim.choices]
 
 
 class AccuracyPredictor(BaseEstimator, RegressorMixin):

@@ -225,8 +225,14 @@ class CNNSpace(SearchSpace):
             return f"{lo}" if lo == hi else f"{lo}-{hi}"
 
         mean = lambda key: sum(values(key)) / len(active)  # noqa: E731
-        return (f"d{'-'.join(map(str, depths))} e{mean('expand'):.1f} k{mean('kernel'):.1f} "
+        text = (f"d{'-'.join(map(str, depths))} e{mean('expand'):.1f} k{mean('kernel'):.1f} "
                 f"w{span('wbits')} a{span('abits')}")
+        if "op" in self.block_choices():  # e.g. "m2s1a0": blocks per operator type
+            ops = [self._block_value(arch, p, "op") for p in active]
+            text += " " + "".join(f"{o[0]}{ops.count(o)}" for o in self.config.op_types)
+        if "prune" in self.block_choices():
+            text += f" p{max(float(self._block_value(arch, p, 'prune')) for p in active):g}"
+        return text
 
     @property
     def depthwise_input_signed(self) -> bool:

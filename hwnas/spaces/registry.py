@@ -56,3 +56,4 @@ def build_space(space_config: BaseModel, input_shape: tuple[int, int, int], num_
 
 def _load_builtin_spaces() -> None:
     import hwnas.spaces.cnn  # noqa: F401  (registers "cnn")
+    import hwnas.spaces.vit  # noqa: F401  (registers "vit")

@@ -31,11 +31,13 @@ CHECKPOINT_VERSION = 1
 class SupernetTrainer:
     def __init__(self, supernet, data, config, seed: int, device: torch.device, batch_size: int,
                  checkpoint_path: str | Path | None = None,
-                 on_epoch: Callable[[int, int, dict[str, float]], None] | None = None):
+                 on_epoch: Callable[[int, int, dict[str, float]], None] | None = None,
+                 fixed_arch=None):
         self.supernet, self.data, self.config, self.seed = supernet, data, config, seed
         self.device, self.batch_size = device, batch_size
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
         self.on_epoch = on_epoch
+        self.fixed_arch = fixed_arch  # train this one subnet alone (the baseline a supernet is judged by)
         self.history: list[dict[str, float]] = []
         self.start_epoch = 0
         self.optimizer = self._make_optimizer()
@@ -95,6 +97,8 @@ class SupernetTrainer:
         return ops[: phase + 1]
 
     def _subnets(self, rng: np.random.Generator, allowed_ops: list[str] | None):
+        if self.fixed_arch is not None:
+            return [self.fixed_arch]
         space = self.supernet.space
         extra = [space.sample(rng) for _ in range(self.config.subnets_per_step - 2)]
         if allowed_ops is not None:

@@ -8,9 +8,12 @@ module counts exactly those.
 Method: ``torch.profiler.profile(activities=[CPU], profile_memory=True)`` records one
 ``"[memory]"`` event per allocation and per free made by PyTorch's CPU allocator, whose ``nbytes``
 is the signed change (positive: allocated, negative: freed). Taken in time order, the running sum
-of these deltas is the tensor memory allocated since profiling began, and its maximum is the peak
-above the starting point. Frees of tensors that existed before ``fn`` ran make the running sum dip
-below zero; the peak is therefore reported as at least 0.
+of these deltas is the tensor memory allocated since profiling began and still held, and its
+maximum is the peak above the starting point. The allocator does not report frees of blocks
+allocated before profiling began (it warns "Memory block of unknown size was allocated before the
+profiling started"), so memory that ``fn`` releases from earlier tensors is not credited against
+its own allocations: the result is the peak of what ``fn`` itself holds at once, an upper bound of
+the growth of tensor memory. It is at least 0.
 
 The events are read from the raw Kineto trace (``prof.profiler.kineto_results.events()``) rather
 than from ``prof.events()``: in this torch version the aggregated ``FunctionEvent`` list folds most

@@ -34,8 +34,9 @@ from torch.autograd.function import once_differentiable
 # Element count of the largest temporary tensor the chunked forward / backward create (2^19
 # float32 = 2 MiB), reused by every chunk of a call. Read at every call, so tests may monkeypatch
 # it. 2 MiB keeps one adder layer's forward + backward within about 2x the peak memory of the same
-# convolution's (x 8x32x16x16, w 64x32x3x3), and chunks this size stay mostly in the CPU caches:
-# 2^22 is several times slower on a 2-core CPU.
+# convolution's (x 8x32x16x16, w 64x32x3x3) and is about as fast as larger chunks (2^20..2^22
+# are within ~15%, 2^22 often slower as its buffer falls out of the caches); much smaller chunks
+# are slower from per-op overhead (2^16: ~2x).
 max_chunk_elements = 2**19
 
 _EPS = 1e-12  # keeps the adaptive scaling finite when a weight gradient is exactly zero

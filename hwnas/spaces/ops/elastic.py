@@ -67,13 +67,21 @@ class ElasticQConvBNAct(nn.Module):
 
     def active_weight(self) -> torch.Tensor:
         """The float weights the active subnet uses (before weight quantization)."""
-        start = (self.max_kernel - self.kernel) // 2
-        end = start + self.kernel
-        w = self.weight[:, :, start:end, start:end]
-        w = w[: self.cout] if self.out_index is None else w.index_select(0, self.out_index)
+        # Dimensions at their full size are not sliced at all: a slice's backward writes its
+        # gradient into a zero tensor of the full size, work the largest subnet should not pay.
+        w = self.weight
+        if self.kernel != self.max_kernel:
+            start = (self.max_kernel - self.kernel) // 2
+            w = w[:, :, start:start + self.kernel, start:start + self.kernel]
+        if self.out_index is not None:
+            w = w.index_select(0, self.out_index)
+        elif self.cout != self.max_cout:
+            w = w[: self.cout]
         if self.depthwise:
             return w
-        return w[:, : self.cin] if self.in_index is None else w.index_select(1, self.in_index)
+        if self.in_index is not None:
+            return w.index_select(1, self.in_index)
+        return w if self.cin == self.max_cin else w[:, : self.cin]
 
     def _transform_weight(self, w: torch.Tensor) -> torch.Tensor:
         if self.op == "shift":
@@ -94,6 +102,8 @@ class ElasticQConvBNAct(nn.Module):
     def _bn_params(self) -> tuple[torch.Tensor, ...]:
         bn, idx = self.bn, self.out_index
         if idx is None:
+            if self.cout == self.max_cout:
+                return bn.running_mean, bn.running_var, bn.weight, bn.bias
             c = self.cout
             return bn.running_mean[:c], bn.running_var[:c], bn.weight[:c], bn.bias[:c]
         return (bn.running_mean[idx], bn.running_var[idx], bn.weight.index_select(0, idx),

@@ -79,9 +79,10 @@ class ClassifierHead(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
-OP_MODULES = (QConvBNAct, ResidualAdd, ClassifierHead)
-
-
 def op_modules(model: nn.Module) -> list[nn.Module]:
     """The modules of a fixed model that each execute one op of its op graph, in graph order."""
-    return [m for m in model.modules() if isinstance(m, OP_MODULES)]
+    from hwnas.spaces.ops import vit_layers as v
+
+    kinds = (QConvBNAct, ResidualAdd, ClassifierHead, v.QLinear, v.TokenLayerNorm, v.AttentionCore,
+             v.TokenSelect, v.PatchEmbed, v.TokenClassifier)
+    return [m for m in model.modules() if isinstance(m, kinds)]

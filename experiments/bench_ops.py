@@ -1,0 +1,129 @@
+"""Benchmark of the compression operators and of weight sharing, all measured in this run.
+
+Prints ``name: value`` lines:
+- ``supernet_step_overhead`` (and ``_vit``): a training step (forward, backward, batch 64, one
+  thread) of the supernet with its largest subnet active, over the same step of that subnet
+  exported as a static model with trainable weights; medians of interleaved repeats. Goal <= 1.15.
+- ``adder_peak_memory_ratio``: peak memory of one adder convolution forward + backward over
+  ``F.conv2d`` forward + backward on the same shapes (PyTorch CPU allocations). Goal <= 4.
+  ``adder_time_ratio`` is the same comparison in wall time.
+- for each shipped config: the test accuracy of its largest and smallest subnets taken from the
+  supernet (after BN recalibration), next to the same architectures trained alone from scratch for
+  the same epochs with the same optimizer (``<config>_<largest|smallest>_supernet`` and ``_alone``).
+
+Usage: python experiments/bench_ops.py [--configs digits-cnn digits-vit ...] [--epochs N]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from hwnas.config import load_config
+from hwnas.pipeline import Components
+from hwnas.spaces.ops.adder import adder_conv2d
+from hwnas.spaces.trainer import SupernetTrainer
+from hwnas.utils.memory import peak_memory_bytes
+
+HERE = Path(__file__).parent
+CONFIGS = ["digits-cnn", "digits-cnn-shiftadd", "digits-cnn-mixed", "digits-vit"]
+
+
+def _median_step_times(steps: dict, repeats: int = 15) -> dict[str, float]:
+    """Interleaved repeats of each step function, so machine noise hits all of them alike."""
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(3):
+        for fn in steps.values():
+            fn()
+    for _ in range(repeats):
+        for name, fn in steps.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def step_overhead(config_name: str) -> float:
+    config = load_config(HERE / f"{config_name}.yaml")
+    parts = Components.build(config, torch.device("cpu"))
+    net = parts.supernet.train()
+    net.set_active(parts.space.largest())
+    static = net.extract().train()
+    if any(p.ndim == 4 for p in net.parameters()):
+        static.to(memory_format=torch.channels_last)
+    for p in static.parameters():
+        p.requires_grad_(True)
+    x = torch.stack([parts.data.train[i][0] for i in range(64)])
+    y = torch.stack([parts.data.train[i][1] for i in range(64)])
+
+    def step(model):
+        def run():
+            model.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
+        return run
+
+    times = _median_step_times({"supernet": step(net), "static": step(static)})
+    return times["supernet"] / times["static"]
+
+
+def adder_ratios() -> tuple[float, float]:
+    torch.manual_seed(0)
+    x = torch.randn(8, 32, 16, 16, requires_grad=True)
+    w = torch.randn(64, 32, 3, 3, requires_grad=True)
+
+    def conv():
+        F.conv2d(x, w, padding=1).sum().backward()
+
+    def adder():
+        adder_conv2d(x, w, padding=1).sum().backward()
+
+    conv(), adder()  # first-call allocations out of the way
+    memory = peak_memory_bytes(adder) / peak_memory_bytes(conv)
+    times = _median_step_times({"conv": conv, "adder": adder}, repeats=7)
+    return memory, times["adder"] / times["conv"]
+
+
+def accuracy_vs_alone(config_name: str, epochs: int | None) -> dict[str, float]:
+    config = load_config(HERE / f"{config_name}.yaml")
+    if epochs is not None:
+        config = load_config(config.to_dict() | {"train": config.train.model_dump() | {"epochs": epochs}})
+    parts = Components.build(config, torch.device("cpu"))
+    batch = config.data.batch_size
+    SupernetTrainer(parts.supernet, parts.data, config.train, config.seed, parts.compute, batch).train()
+    out = {}
+    for which in ("largest", "smallest"):
+        arch = getattr(parts.space, which)()
+        out[f"{config_name}_{which}_supernet"] = parts.evaluate(arch, "test")
+        alone = Components.build(config, torch.device("cpu"))
+        SupernetTrainer(alone.supernet, alone.data, config.train, config.seed, alone.compute, batch,
+                        fixed_arch=arch).train()
+        out[f"{config_name}_{which}_alone"] = alone.evaluate(arch, "test")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", nargs="+", default=CONFIGS, choices=CONFIGS)
+    parser.add_argument("--epochs", type=int, default=None, help="override every config's epochs")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print("threads: 1 (each ratio is measured side by side in this run)")
+    print(f"supernet_step_overhead: {step_overhead('digits-cnn'):.3f}")
+    print(f"supernet_step_overhead_vit: {step_overhead('digits-vit'):.3f}")
+    memory, speed = adder_ratios()
+    print(f"adder_peak_memory_ratio: {memory:.2f}")
+    print(f"adder_time_ratio: {speed:.1f}")
+    torch.set_num_threads(2)
+    for name in args.configs:
+        started = time.perf_counter()
+        for key, value in accuracy_vs_alone(name, args.epochs).items():
+            print(f"{key}: {value:.4f}")
+        print(f"{name}_bench_seconds: {time.perf_counter() - started:.0f}")
+
+
+if __name__ == "__main__":
+    main()
