@@ -54,6 +54,7 @@ class ViTSpaceConfig(BaseModel):
     weight_bits: BitChoices = Field([8, 32], min_length=1)
     act_bits: BitChoices = Field([8, 32], min_length=1)
     qkv_bias: bool = True
+    pow2_scales: bool = False
     pretrained: str | None = Field(None, description="a local timm checkpoint (.safetensors, .pth) to start from")
 
     @field_validator("embed_dims", "depths", "heads")
@@ -206,8 +207,8 @@ class ElasticBlock(Block):
         self.max_heads, self.head_dim = heads, space.head_dim
         self.quant = nn.ModuleDict()
         for name in LINEARS:
-            self.quant[f"{name}_w"] = ElasticLSQ(tuple(cfg.weight_bits), signed=True)
-            self.quant[f"{name}_a"] = ElasticLSQ(tuple(cfg.act_bits), signed=True)
+            self.quant[f"{name}_w"] = ElasticLSQ(tuple(cfg.weight_bits), signed=True, pow2=cfg.pow2_scales)
+            self.quant[f"{name}_a"] = ElasticLSQ(tuple(cfg.act_bits), signed=True, pow2=cfg.pow2_scales)
         self.spec: dict[str, Any] = {}
 
     def set_active(self, spec: dict[str, Any]) -> None:

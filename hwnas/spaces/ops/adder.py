@@ -72,6 +72,22 @@ def _blocks(sizes: Sequence[int], order: Sequence[int], limit: int) -> list[int]
     return blocks
 
 
+def _chunks(sizes: tuple[int, ...], blocks: Sequence[int], kh: int, kw: int) -> Iterator[tuple]:
+    """(kernel row, kernel column, then batch, group, row, in-channel, out-channel spans): every
+    chunk of the (n, g, o, c, rows) work of each kernel offset, one shared loop for forward and
+    backward."""
+    n, g, og, cg, ho = sizes
+    bn, bg, bo, bc, br = blocks
+    for i in range(kh):
+        for j in range(kw):
+            for sn in _spans(n, bn):
+                for sg in _spans(g, bg):
+                    for sr in _spans(ho, br):
+                        for sc in _spans(cg, bc):
+                            for so in _spans(og, bo):
+                                yield i, j, sn, sg, sr, sc, so
+
+
 def _tap(xp: torch.Tensor, i: int, j: int, out_hw: tuple[int, int], stride: tuple[int, int]):
     """The (N, C, Ho, Wo) strided view of the padded input seen by kernel offset (i, j).
 
@@ -126,22 +142,17 @@ def _adder_forward(x: torch.Tensor, w: torch.Tensor, stride=1, padding=0, groups
     out = x.new_zeros(n, g, og, ho, wo)
     # Temporary dims (n, g, o, c, row) x Wo; split output channels first (they only partition
     # the output), the reduced in-channels last (their partial sums cost extra additions).
-    bn, bg, bo, bc, br = _blocks((n, g, og, cg, ho), (2, 1, 0, 4, 3),
-                                 max(1, max_chunk_elements // wo))
-    scratch = x.new_empty(bn * bg * bo * bc * br * wo)
-    for i in range(kh):
-        for j in range(kw):
-            xv = _tap(xp, i, j, (ho, wo), (sh, sw)).unflatten(1, (g, cg))
-            for sn in _spans(n, bn):
-                for sg in _spans(g, bg):
-                    for sr in _spans(ho, br):
-                        for sc in _spans(cg, bc):
-                            xs = xv[sn, sg, sc, sr].unsqueeze(2)  # (n, g, 1, c, r, Wo)
-                            for so in _spans(og, bo):
-                                ws = wg[sg, so, sc, i, j][None, :, :, :, None, None]
-                                diff = torch.sub(xs, ws, out=_scratch(scratch, xs, ws))
-                                diff.abs_()
-                                out[sn, sg, so, sr].sub_(diff.sum(dim=3))
+    blocks = _blocks((n, g, og, cg, ho), (2, 1, 0, 4, 3), max(1, max_chunk_elements // wo))
+    scratch = x.new_empty(math.prod(blocks) * wo)
+    views = {}
+    for i, j, sn, sg, sr, sc, so in _chunks((n, g, og, cg, ho), blocks, kh, kw):
+        if (i, j) not in views:
+            views = {(i, j): _tap(xp, i, j, (ho, wo), (sh, sw)).unflatten(1, (g, cg))}
+        xs = views[(i, j)][sn, sg, sc, sr].unsqueeze(2)  # (n, g, 1, c, r, Wo)
+        ws = wg[sg, so, sc, i, j][None, :, :, :, None, None]
+        diff = torch.sub(xs, ws, out=_scratch(scratch, xs, ws))
+        diff.abs_()
+        out[sn, sg, so, sr].sub_(diff.sum(dim=3))
     return out.reshape(n, o, ho, wo)
 
 
@@ -157,25 +168,20 @@ def _adder_grad_input(x, w, grad_out, stride, padding, groups: int) -> torch.Ten
     wg = w.reshape(g, og, cg, kh, kw)
     gout = grad_out.reshape(n, g, og, ho, wo)
     # Here the out-channels are reduced: split in-channels first and out-channels last.
-    bn, bg, bo, bc, br = _blocks((n, g, og, cg, ho), (3, 1, 0, 4, 2),
-                                 max(1, max_chunk_elements // wo))
-    scratch = x.new_empty(bn * bg * bo * bc * br * wo)
-    for i in range(kh):
-        for j in range(kw):
-            xv = _tap(xp, i, j, (ho, wo), (sh, sw)).unflatten(1, (g, cg))
-            gv = _tap(gxp, i, j, (ho, wo), (sh, sw)).unflatten(1, (g, cg))
-            for sn in _spans(n, bn):
-                for sg in _spans(g, bg):
-                    for sr in _spans(ho, br):
-                        for sc in _spans(cg, bc):
-                            xs = xv[sn, sg, sc, sr].unsqueeze(2)  # (n, g, 1, c, r, Wo)
-                            acc = gv[sn, sg, sc, sr]  # a view: offsets never overlap within it
-                            for so in _spans(og, bo):
-                                ws = wg[sg, so, sc, i, j][None, :, :, :, None, None]
-                                ht = torch.sub(ws, xs, out=_scratch(scratch, xs, ws))
-                                ht.clamp_(-1.0, 1.0)
-                                ht.mul_(gout[sn, sg, so, sr].unsqueeze(3))
-                                acc += ht.sum(dim=2)
+    blocks = _blocks((n, g, og, cg, ho), (3, 1, 0, 4, 2), max(1, max_chunk_elements // wo))
+    scratch = x.new_empty(math.prod(blocks) * wo)
+    views = {}
+    for i, j, sn, sg, sr, sc, so in _chunks((n, g, og, cg, ho), blocks, kh, kw):
+        if (i, j) not in views:
+            views = {(i, j): (_tap(xp, i, j, (ho, wo), (sh, sw)).unflatten(1, (g, cg)),
+                              _tap(gxp, i, j, (ho, wo), (sh, sw)).unflatten(1, (g, cg)))}
+        xv, gv = views[(i, j)]
+        xs = xv[sn, sg, sc, sr].unsqueeze(2)  # (n, g, 1, c, r, Wo)
+        ws = wg[sg, so, sc, i, j][None, :, :, :, None, None]
+        ht = torch.sub(ws, xs, out=_scratch(scratch, xs, ws))
+        ht.clamp_(-1.0, 1.0)
+        ht.mul_(gout[sn, sg, so, sr].unsqueeze(3))
+        gv[sn, sg, sc, sr] += ht.sum(dim=2)  # a view: offsets never overlap within one tap
     if ph or pw:
         return gxp[:, :, ph: ph + h, pw: pw + wd].contiguous()
     return gxp
