@@ -17,6 +17,9 @@ from hwnas.spaces.ops.elastic import reset_bn_for_recalibration, restore_bn_mome
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, dataset, samples: int, batch_size: int,
                    device: torch.device | str = "cpu") -> None:
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        model.eval()  # layer norm keeps no statistics: nothing to recalibrate
+        return
     reset_bn_for_recalibration(model)
     model.train()
     for x, _ in iterate_batches(dataset, batch_size, shuffle=False, limit=samples):
