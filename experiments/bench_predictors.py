@@ -1,0 +1,83 @@
+"""Benchmark of latency predictors against end-to-end measurement on this machine.
+
+Profiles the default CNN space's lookup table on local-cpu, then measures random subnets of it end
+to end (each exported as a standalone model, eager PyTorch, batch 1, one thread, median of
+repeats): ``--fit`` of them to fit the predictors that learn, and ``--held-out`` others, none used
+in fitting, to score every predictor. Latency does not depend on weight values, so the subnets
+are exported from an untrained supernet. Prints ``name: value`` lines for each predictor:
+FLOPs-proportional, lookup-table sum, and the sum with a learned correction.
+
+Usage: python experiments/bench_predictors.py [--fit 60] [--held-out 200] [--workdir DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hwnas.config import load_config
+from hwnas.hwmodels.devices import LocalCPU
+from hwnas.hwmodels.graph import op_graph
+from hwnas.hwmodels.profiler import build_lookup_table
+from hwnas.predictors.latency import FlopsLatencyPredictor, LearnedLatencyPredictor, TableSumPredictor
+from hwnas.predictors.quality import regression_quality
+from hwnas.spaces.cnn import StandaloneCNN
+from hwnas.spaces.registry import build_space, space_entry
+
+CONFIG = Path(__file__).with_name("digits-cnn.yaml")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fit", type=int, default=60)
+    parser.add_argument("--held-out", type=int, default=200)
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args()
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="hwnas-bench-pred-"))
+    config = load_config(CONFIG)
+    space = build_space(config.space, (1, 8, 8), 10)
+    device = LocalCPU(config.device)
+
+    started = time.perf_counter()
+    table, _, _ = build_lookup_table(device, space, StandaloneCNN, workdir / "luts")
+    print(f"profile_seconds: {time.perf_counter() - started:.1f}")
+
+    rng = np.random.default_rng(1)
+    archs = list(dict.fromkeys(space.sample(rng) for _ in range(3 * (args.fit + args.held_out))))
+    archs = archs[: args.fit + args.held_out]
+    torch.manual_seed(0)
+    supernet = space_entry("cnn").build_supernet(space).eval()
+    graphs, measured = [], []
+    started = time.perf_counter()
+    for arch in archs:
+        supernet.set_active(arch)
+        with torch.no_grad():
+            supernet(torch.zeros(2, 1, 8, 8))  # give every quantizer its step, as training would
+        graphs.append(op_graph(space.subnet_spec(arch)))
+        measured.append(device.time_model(supernet.extract(), (1, 8, 8))[0])
+    measured = np.array(measured)
+    print(f"measure_seconds: {time.perf_counter() - started:.1f}")
+    print(f"subnets_fit: {args.fit}")
+    print(f"subnets_held_out: {len(archs) - args.fit}")
+    print(f"held_out_latency_ms_range: {measured[args.fit:].min():.3f}-{measured[args.fit:].max():.3f}")
+
+    fit_graphs, fit_y = graphs[: args.fit], measured[: args.fit]
+    test_graphs, test_y = graphs[args.fit:], measured[args.fit:]
+    predictors = {
+        "flops": FlopsLatencyPredictor().fit(fit_graphs, fit_y),
+        "table_sum": TableSumPredictor(table).fit(fit_graphs, fit_y),
+        "learned": LearnedLatencyPredictor(table, seed=0).fit(fit_graphs, fit_y),
+    }
+    for name, predictor in predictors.items():
+        q = regression_quality(test_y, predictor.predict(test_graphs))
+        print(f"{name}_within_10pct: {q['within_10pct']:.3f}")
+        print(f"{name}_kendall_tau: {q['kendall_tau']:.3f}")
+        print(f"{name}_mape: {q['mape']:.4f}")
+
+
+if __name__ == "__main__":
+    main()

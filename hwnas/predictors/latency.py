@@ -1,0 +1,84 @@
+"""Latency predictors: FLOPs-proportional, lookup-table sum, and the sum with a learned correction.
+
+Summing per-op table entries misses what a runtime does between ops (dispatch, memory traffic,
+fusion). :class:`LearnedLatencyPredictor` keeps the table sum as its base and learns, from
+end-to-end measurements of a few sampled subnets, the ratio of measured to summed latency as a
+function of architecture features (the sum itself, op and block counts, MACs, params, token
+counts), with a scikit-learn gradient-boosted model. It never predicts from scratch: where the
+correction has little data it stays near the table sum.
+
+All three share the scikit-learn ``fit`` / ``predict`` API over lists of op graphs, so a
+benchmark can compare them on the same held-out subnets.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.ensemble import GradientBoostingRegressor
+
+from hwnas.hwmodels.graph import OpSig, count
+from hwnas.hwmodels.lut import LookupTable
+
+Graph = Sequence[OpSig]
+
+
+class FlopsLatencyPredictor(BaseEstimator, RegressorMixin):
+    """Latency proportional to FLOPs, with the one scale factor fitted by least squares."""
+
+    def fit(self, graphs: Sequence[Graph], y) -> "FlopsLatencyPredictor":
+        flops = np.array([count(g)["flops"] for g in graphs], dtype=float)
+        y = np.asarray(y, dtype=float)
+        self.scale_ = float(flops @ y / max(flops @ flops, 1e-30))
+        return self
+
+    def predict(self, graphs: Sequence[Graph]) -> np.ndarray:
+        return np.array([count(g)["flops"] for g in graphs], dtype=float) * self.scale_
+
+
+class TableSumPredictor(BaseEstimator, RegressorMixin):
+    """The plain lookup-table sum (fitting does nothing: the table is the model)."""
+
+    def __init__(self, table: LookupTable | None = None, interpolate: str | None = None):
+        self.table = table
+        self.interpolate = interpolate
+
+    def fit(self, graphs: Sequence[Graph], y=None) -> "TableSumPredictor":
+        return self
+
+    def predict(self, graphs: Sequence[Graph]) -> np.ndarray:
+        return np.array([self.table.total_latency_ms(g, self.interpolate) for g in graphs])
+
+
+def graph_features(graph: Graph, table_sum: float) -> list[float]:
+    """What a runtime's overhead depends on: how many ops of each kind run, and how big they are."""
+    c = count(graph)
+    kinds = [op.kind for op in graph]
+    return [table_sum, float(len(graph)), float(kinds.count("add")), float(kinds.count("dwconv")),
+            float(sum(op.abits < 32 for op in graph)), np.log1p(c["macs"]), np.log1p(c["params"]),
+            float(sum(op.h * op.w * op.cin for op in graph)) / 1e3]
+
+
+class LearnedLatencyPredictor(BaseEstimator, RegressorMixin):
+    """Table sum x a learned correction factor (fitted on end-to-end measurements)."""
+
+    def __init__(self, table: LookupTable | None = None, interpolate: str | None = None, seed: int = 0):
+        self.table = table
+        self.interpolate = interpolate
+        self.seed = seed
+
+    def _features(self, graphs: Sequence[Graph]) -> tuple[np.ndarray, np.ndarray]:
+        sums = np.array([self.table.total_latency_ms(g, self.interpolate) for g in graphs])
+        return np.array([graph_features(g, s) for g, s in zip(graphs, sums)]), sums
+
+    def fit(self, graphs: Sequence[Graph], y) -> "LearnedLatencyPredictor":
+        X, sums = self._features(graphs)
+        ratio = np.asarray(y, dtype=float) / np.maximum(sums, 1e-12)
+        self.model_ = GradientBoostingRegressor(n_estimators=200, max_depth=2, learning_rate=0.05,
+                                                subsample=0.8, random_state=self.seed).fit(X, ratio)
+        return self
+
+    def predict(self, graphs: Sequence[Graph]) -> np.ndarray:
+        X, sums = self._features(graphs)
+        return sums * self.model_.predict(X)
