@@ -95,7 +95,7 @@ def search(
                  reporter=Reporter() if quiet else RichReporter(err))
     frame = job.front()
     _print_front(job, frame, Format.table, f"Validated Pareto front of {job.name} "
-                 f"({len(frame)} of {len(job.candidates())} measured candidates)")
+                 f"({len(frame)} of {len(job.candidates())} evaluated candidates)")
     out.print(f"job: {job.name}   store: {job.store.display}   status: {job.status}", soft_wrap=True,
               highlight=False, markup=False)
 
@@ -116,6 +116,22 @@ def jobs(store: Optional[str] = StoreOpt, workdir: str = WorkdirOpt) -> None:
         out.print(table)
     else:
         out.print(f"no jobs in {job_store.display}", soft_wrap=True, highlight=False, markup=False)
+
+
+@app.command()
+def devices() -> None:
+    """List the devices a config can name in device.name. Example: hwnas devices"""
+    from hwnas.config import DeviceConfig
+    from hwnas.hwmodels.devices import list_devices
+
+    table = Table(show_edge=False, pad_edge=False)
+    for col in ("name", "kind", "about"):
+        table.add_column(col)
+    for row in list_devices(DeviceConfig()):
+        table.add_row(row["name"], row["kind"], row["about"])
+    out.print(table)
+    out.print("Describe your own hardware in a YAML like hwnas/devices/edge-accel-45nm.yaml and set "
+              "device.spec to its path.", soft_wrap=True, highlight=False, markup=False)
 
 
 @app.command()

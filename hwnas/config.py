@@ -52,6 +52,7 @@ class DeviceConfig(_Section):
     warmup: int = Field(10, ge=0, le=10000)
     repeats: int = Field(30, ge=3, le=100000)
     energy_model: str = "horowitz-45nm"
+    spec: str | None = Field(None, description="YAML roofline model of an analytical device (see hwnas devices)")
 
 
 class PredictorConfig(_Section):

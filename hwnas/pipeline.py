@@ -235,14 +235,19 @@ class SearchJob:
 
     def profile(self, parts: Components) -> CostModel:
         device = build_device(self.config.device)
-        build_standalone = space_entry(self.config.space.type).build_standalone
-        with self.reporter.task(f"profile {device.name}", len(parts.space.covering_archs())) as advance:
-            table, path, measured = build_lookup_table(device, parts.space, build_standalone,
-                                                       self.workdir / "luts", progress=lambda i, n: advance(i))
+        if device.measures:
+            build_standalone = space_entry(self.config.space.type).build_standalone
+            with self.reporter.task(f"profile {device.name}", len(parts.space.covering_archs())) as advance:
+                table, path, measured = build_lookup_table(device, parts.space, build_standalone,
+                                                           self.workdir / "luts", progress=lambda i, n: advance(i))
+        else:  # an analytical device prices every op from its model: nothing to measure
+            table, path, measured = device.lookup_table(parts.space), None, 0
         table.save(self.paths.lut)
         self.study.set_user_attr("device_description", table.device)
-        self.study.set_user_attr("lut", {"entries": len(table), "measured_now": measured, "cache": str(path)})
-        return CostModel(parts.space, table, energy_model(self.config.device.energy_model))
+        self.study.set_user_attr("lut", {"entries": len(table), "measured_now": measured,
+                                         "cache": str(path) if path else None})
+        energy = getattr(device, "energy", None) or energy_model(self.config.device.energy_model)
+        return CostModel(parts.space, table, energy)
 
     def _sample_archs(self, space) -> list[Arch]:
         rng = np.random.default_rng([self.config.seed, 1])
@@ -323,14 +328,17 @@ class SearchJob:
                 arch = parts.space.validate(Arch.from_json(row["arch"]).to_dict())
                 subnet = parts.recalibrated_subnet(arch)
                 test_accuracy = accuracy(subnet, parts.data.test)
-                latency, spread = device.time_model(subnet, parts.data.input_shape)
                 costs = cost_model.costs(arch)
+                if device.measures:
+                    latency, spread = device.time_model(subnet, parts.data.input_shape)
+                else:  # an analytical device: its model is the only latency there is
+                    latency, spread = costs["latency_ms"], 0.0
                 metrics = {"accuracy": test_accuracy, "latency_ms": latency, "latency_spread_ms": spread,
                            "energy_mj": costs["energy_mj"], "params": costs["params"], "flops": costs["flops"],
                            "macs": costs["macs"], "bitops": costs["bitops"], "weight_kb": costs["weight_kb"],
                            "predicted_accuracy": float(row["predicted_accuracy"]),
                            "predicted_latency_ms": float(row["predicted_latency_ms"]),
-                           "measured": True, "evaluated_at": now()}
+                           "measured": bool(device.measures), "evaluated_at": now()}
                 self.store.add_candidate(self.study, parts.space, arch, metrics)
                 advance()
 

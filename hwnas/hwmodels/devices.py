@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import os
 import platform
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
 from hwnas.errors import ConfigError
-from hwnas.hwmodels.graph import OpSig
+from hwnas.hwmodels.graph import OpSig, op_graph
+from hwnas.hwmodels.lut import LookupTable
+from hwnas.hwmodels.roofline import RooflineModel
 from hwnas.hwmodels.timing import pinned_threads, time_call, time_ops_in_network
 from hwnas.spaces.ops.layers import op_modules
 from hwnas.utils.io import stable_hash
@@ -36,6 +39,7 @@ class LocalCPU:
     """This machine's CPU running eager PyTorch, pinned to ``threads`` threads."""
 
     kind = "measured"
+    measures = True  # real evaluation times every candidate end to end here
 
     def __init__(self, config):
         self.config = config
@@ -80,6 +84,33 @@ class LocalCPU:
         return self._time(model.eval().cpu(), (x,))
 
 
+class AnalyticalDevice:
+    """Hardware described by a roofline model: costs are computed, never measured."""
+
+    kind = "analytical"
+    measures = False  # real evaluation measures accuracy; latency stays the model's prediction
+
+    def __init__(self, config, model: RooflineModel):
+        self.config, self.model, self.name = config, model, model.spec.name
+        self.energy = model.energy
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.model.describe(), "batch_size": 1}
+
+    def fingerprint(self) -> str:
+        return stable_hash(self.describe())
+
+    def lookup_table(self, space) -> LookupTable:
+        """Every op of the space priced by the model (what a measured device's profiler measures)."""
+        table = LookupTable(device=self.describe())
+        for arch in space.covering_archs():
+            for op in op_graph(space.subnet_spec(arch)):
+                if op not in table:
+                    table.add(op, 1e3 * self.model.op_seconds(op), 0.0, 0)
+        return table
+
+
+SHIPPED_DEVICES = Path(__file__).resolve().parents[1] / "devices"
 DEVICES: dict[str, Callable[[Any], Any]] = {"local-cpu": LocalCPU}
 
 
@@ -87,11 +118,32 @@ def register_device(name: str, factory: Callable[[Any], Any]) -> None:
     DEVICES[name] = factory
 
 
+def shipped_specs() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(SHIPPED_DEVICES.glob("*.yaml"))}
+
+
 def build_device(config):
-    try:
-        factory = DEVICES[config.name]
-    except KeyError:
-        raise ConfigError(f"device.name: unknown device {config.name!r}; known: {sorted(DEVICES)}") from None
-    return factory(config)
+    """A built-in device, a shipped analytical one by name, or the one ``device.spec`` describes."""
+    if config.spec is not None:
+        model = RooflineModel.from_yaml(config.spec)
+        if model.spec.name != config.name:
+            raise ConfigError(f"device.name {config.name!r} does not match the name {model.spec.name!r} "
+                              f"in {config.spec}")
+        return AnalyticalDevice(config, model)
+    if config.name in DEVICES:
+        return DEVICES[config.name](config)
+    if config.name in shipped_specs():
+        return AnalyticalDevice(config, RooflineModel.from_yaml(shipped_specs()[config.name]))
+    known = sorted(DEVICES) + sorted(shipped_specs())
+    raise ConfigError(f"device.name: unknown device {config.name!r}; known: {known} (or give device.spec)")
+
+
+def list_devices(config) -> list[dict[str, Any]]:
+    """Every device chosen by name: built-in measured ones and the shipped analytical ones."""
+    rows = [{"name": name, "kind": "measured", "about": f"{processor_name()}, eager PyTorch"} for name in DEVICES]
+    for name, path in shipped_specs().items():
+        model = RooflineModel.from_yaml(path)
+        rows.append({"name": name, "kind": "analytical", "about": model.spec.description})
+    return rows
 
 

@@ -1,0 +1,1 @@
+"""Analytical device descriptions shipped with hwnas (YAML roofline models), chosen by name."""
