@@ -119,6 +119,39 @@ def jobs(store: Optional[str] = StoreOpt, workdir: str = WorkdirOpt) -> None:
 
 
 @app.command()
+def report(
+    job_name: str = typer.Argument(..., metavar="JOB"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+    store: Optional[str] = StoreOpt,
+    workdir: str = WorkdirOpt,
+) -> None:
+    """Print a job's predictor quality on holdout subnets, its device and stage times.
+
+    Example: hwnas report digits-cnn
+    """
+    from hwnas.job import open_job
+
+    job = open_job(job_name, store=store, workdir=workdir)
+    rows = job.predictor_quality()
+    if as_json:
+        print(json.dumps({"job": job.name, "predictors": rows, "device": job.attrs.get("device_description"),
+                          "stage_seconds": job.attrs.get("stage_seconds")}, indent=2, default=str))
+        return
+    table = Table(title=f"Predictor quality of {job.name} (holdout subnets)", title_justify="left",
+                  show_edge=False, pad_edge=False)
+    for col in ("predictor", "n", "kendall tau", "rmse", "mape", "within 10%"):
+        table.add_column(col, justify="left" if col == "predictor" else "right")
+    for r in rows:
+        table.add_row(r["predictor"], str(r["n"]), f"{r['kendall_tau']:.3f}", f"{r['rmse']:.4f}",
+                      f"{r['mape']:.3f}", f"{r['within_10pct']:.2f}")
+    out.print(table)
+    device = job.attrs.get("device_description", {})
+    out.print(f"device: {device.get('name', '?')} ({device.get('kind', '?')})   stages: " + ", ".join(
+        f"{k} {v:.0f}s" for k, v in job.attrs.get("stage_seconds", {}).items()), soft_wrap=True,
+        highlight=False, markup=False)
+
+
+@app.command()
 def devices() -> None:
     """List the devices a config can name in device.name. Example: hwnas devices"""
     from hwnas.config import DeviceConfig

@@ -49,6 +49,17 @@ class Job:
 
         return build_space(self.config.space, tuple(self.attrs["input_shape"]), int(self.attrs["num_classes"]))
 
+    def predictor_quality(self) -> list[dict[str, Any]]:
+        """Every fitted predictor's holdout quality: Kendall tau, RMSE, MAPE, share within 10 %."""
+        rows = [{"predictor": f"accuracy ({self.config.predictor.model})",
+                 **self.attrs.get("predictor_quality", {}).get("accuracy", {})}]
+        latency = self.attrs.get("latency_predictor")
+        if latency:
+            for name in ("table_sum", "learned"):
+                chosen = " *" if latency["chosen"] == name else ""
+                rows.append({"predictor": f"latency {name.replace('_', ' ')}{chosen}", **latency[name]})
+        return [r for r in rows if "kendall_tau" in r]
+
     def candidates(self) -> pd.DataFrame:
         """Every really evaluated candidate, one row each (``id`` is the candidate id)."""
         return self.store.candidates(self.study)

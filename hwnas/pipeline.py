@@ -28,8 +28,10 @@ from hwnas.errors import ConfigError, HwnasError, JobError
 from hwnas.hwmodels.cost import CostModel
 from hwnas.hwmodels.devices import build_device
 from hwnas.hwmodels.energy import energy_model
+from hwnas.hwmodels.graph import op_graph
 from hwnas.hwmodels.profiler import build_lookup_table
 from hwnas.predictors.accuracy import ArchFeatures, fit_with_holdout
+from hwnas.predictors.latency import LearnedLatencyPredictor, select_latency_predictor
 from hwnas.progress import Reporter
 from hwnas.search.engine import run_search, select_for_evaluation
 from hwnas.search.problem import SubnetProblem, budgets_of
@@ -95,6 +97,10 @@ class JobPaths:
     @property
     def predicted_front(self) -> Path:
         return self.root / "predicted_front.csv"
+
+    @property
+    def latency_samples(self) -> Path:
+        return self.root / "latency_samples.csv"
 
     @property
     def config(self) -> Path:
@@ -247,7 +253,41 @@ class SearchJob:
         self.study.set_user_attr("lut", {"entries": len(table), "measured_now": measured,
                                          "cache": str(path) if path else None})
         energy = getattr(device, "energy", None) or energy_model(self.config.device.energy_model)
-        return CostModel(parts.space, table, energy)
+        latency = None
+        if device.measures and self.config.device.correction_samples > 0:
+            latency = self.fit_latency(parts, device, table)
+        return CostModel(parts.space, table, energy, latency)
+
+    def fit_latency(self, parts: Components, device, table):
+        """Measure sampled subnets end to end and keep the better of the table sum and the table
+        sum with a learned correction, judged on a holdout (both qualities are stored)."""
+        n = self.config.device.correction_samples
+        rng = np.random.default_rng([self.config.seed, 2])
+        archs = list(dict.fromkeys(parts.space.sample(rng) for _ in range(3 * n)))[:n]
+        done: dict[str, float] = {}
+        if self.paths.latency_samples.exists():
+            frame = pd.read_csv(self.paths.latency_samples)
+            done = dict(zip(frame["arch"], frame["latency_ms"]))
+        todo = [a for a in archs if a.to_json() not in done]
+        with self.reporter.task("measure subnets", len(archs)) as advance:
+            advance(len(archs) - len(todo))
+            for i, arch in enumerate(todo, start=1):
+                parts.supernet.set_active(arch)
+                done[arch.to_json()] = device.time_model(parts.supernet.extract().cpu(), parts.data.input_shape)[0]
+                advance()
+                if i % 10 == 0 or i == len(todo):
+                    frame = pd.DataFrame({"arch": list(done), "latency_ms": list(done.values())})
+                    with atomic_path(self.paths.latency_samples) as tmp:
+                        frame.to_csv(tmp, index=False)
+        graphs = [op_graph(parts.space.subnet_spec(a)) for a in archs]
+        y = np.array([done[a.to_json()] for a in archs])
+        choice, quality = select_latency_predictor(table, graphs, y, getattr(parts.space, "interpolated_field", None),
+                                                   self.config.predictor.holdout, self.config.seed)
+        self.study.set_user_attr("latency_predictor", {"chosen": choice, "samples": len(archs), **quality})
+        self.reporter.info(f"latency predictor: {choice} (holdout MAPE table sum "
+                           f"{quality['table_sum']['mape']:.3f}, learned {quality['learned']['mape']:.3f})")
+        return None if choice == "table_sum" else LearnedLatencyPredictor(
+            table, getattr(parts.space, "interpolated_field", None), self.config.seed).fit(graphs, y)
 
     def _sample_archs(self, space) -> list[Arch]:
         rng = np.random.default_rng([self.config.seed, 1])

@@ -21,7 +21,7 @@ TINY = {
         "expand_ratios": [2, 3], "kernel_sizes": [3, 5], "weight_bits": [4, 32], "act_bits": [4, 32],
     },
     "train": {"epochs": 2, "subnets_per_step": 3, "recalibration_samples": 128},
-    "device": {"warmup": 2, "repeats": 5},
+    "device": {"warmup": 2, "repeats": 5, "correction_samples": 10},
     "predictor": {"samples": 24, "model": "rf"},
     "search": {"population": 12, "generations": 3, "evaluate": 5},
 }

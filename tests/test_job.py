@@ -138,3 +138,23 @@ def test_an_imagefolder_dataset_runs_through_training_and_export(tmp_path, tiny_
     assert job.attrs["input_shape"] == [3, 8, 8] and job.attrs["num_classes"] == 3
     out = job.export(tmp_path / "e", candidate=int(job.front().iloc[0]["id"]))
     assert hwnas.load_exported(out)(torch.zeros(1, 3, 8, 8)).shape == (1, 3)
+
+
+def test_latency_predictor_is_chosen_on_a_holdout_and_reported(tiny_job, capsys):
+    from hwnas.cli import main
+
+    job, workdir = tiny_job
+    latency = job.attrs["latency_predictor"]
+    assert latency["samples"] == 10 and latency["chosen"] in ("table_sum", "learned")
+    better = min(("table_sum", "learned"), key=lambda k: latency[k]["mape"])
+    assert latency["chosen"] == better
+    samples = (JobPaths(job.job_dir).root / "latency_samples.csv").read_text().strip().splitlines()
+    assert len(samples) == 11
+    assert main(["report", "tiny", "--workdir", str(workdir)]) == 0
+    text = capsys.readouterr().out
+    assert "accuracy (rf)" in text and "latency table sum" in text and "latency learned" in text
+    assert main(["report", "tiny", "--workdir", str(workdir), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert {r["predictor"].rstrip(" *") for r in report["predictors"]} == {
+        "accuracy (rf)", "latency table sum", "latency learned"}
+    assert all(0 <= r["within_10pct"] <= 1 for r in report["predictors"])

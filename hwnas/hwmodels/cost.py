@@ -12,8 +12,11 @@ from hwnas.spaces.dims import Arch
 
 
 class CostModel:
-    def __init__(self, space, lut: LookupTable, energy):
-        self.space, self.lut, self.energy = space, lut, energy
+    """``latency`` is an optional fitted latency predictor (``predict(graphs)``); without one the
+    latency is the lookup-table sum, which is always reported as ``latency_table_ms`` too."""
+
+    def __init__(self, space, lut: LookupTable, energy, latency=None):
+        self.space, self.lut, self.energy, self.latency = space, lut, energy, latency
         self._cache: dict[Arch, dict[str, Any]] = {}
 
     def ops(self, arch: Arch) -> list[OpSig]:
@@ -25,7 +28,9 @@ class CostModel:
         if cached is None:
             ops = self.ops(arch)
             interpolate = getattr(self.space, "interpolated_field", None)
-            cached = {"latency_ms": self.lut.total_latency_ms(ops, interpolate),
+            table_ms = self.lut.total_latency_ms(ops, interpolate)
+            latency = table_ms if self.latency is None else float(self.latency.predict([ops])[0])
+            cached = {"latency_ms": latency, "latency_table_ms": table_ms,
                       "energy_mj": self.energy.energy_mj(ops), **count(ops)}
             self._cache[arch] = cached
         return cached

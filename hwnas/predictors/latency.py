@@ -82,3 +82,24 @@ class LearnedLatencyPredictor(BaseEstimator, RegressorMixin):
     def predict(self, graphs: Sequence[Graph]) -> np.ndarray:
         X, sums = self._features(graphs)
         return sums * self.model_.predict(X)
+
+
+def select_latency_predictor(table: LookupTable, graphs: Sequence[Graph], y, interpolate: str | None,
+                             holdout: float, seed: int) -> tuple[str, dict[str, dict[str, float]]]:
+    """Fit the learned correction on part of the measurements and score it and the plain table sum
+    on the rest; return the name of the one with the lower holdout MAPE and both qualities."""
+    from hwnas.predictors.quality import regression_quality
+
+    y = np.asarray(y, dtype=float)
+    order = np.random.default_rng(seed).permutation(len(y))
+    n_test = max(2, int(round(holdout * len(y))))
+    test, train = order[:n_test], order[n_test:]
+    pick = lambda idx: [graphs[i] for i in idx]  # noqa: E731
+    quality = {"table_sum": regression_quality(y[test], TableSumPredictor(table, interpolate).predict(pick(test)))}
+    if len(train) >= 5:
+        learned = LearnedLatencyPredictor(table, interpolate, seed).fit(pick(train), y[train])
+        quality["learned"] = regression_quality(y[test], learned.predict(pick(test)))
+    else:
+        quality["learned"] = {**quality["table_sum"], "mape": float("inf")}
+    choice = "learned" if quality["learned"]["mape"] < quality["table_sum"]["mape"] else "table_sum"
+    return choice, quality
