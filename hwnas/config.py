@@ -53,7 +53,7 @@ class DeviceConfig(_Section):
     repeats: int = Field(30, ge=3, le=100000)
     energy_model: str = "horowitz-45nm"
     spec: str | None = Field(None, description="YAML roofline model of an analytical device (see hwnas devices)")
-    correction_samples: int = Field(40, ge=0, le=100000,
+    correction_samples: int = Field(0, ge=0, le=100000,
                                     description="subnets measured end to end to learn the table's correction")
 
 
