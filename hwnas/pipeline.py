@@ -264,30 +264,41 @@ class SearchJob:
         n = self.config.device.correction_samples
         rng = np.random.default_rng([self.config.seed, 2])
         archs = list(dict.fromkeys(parts.space.sample(rng) for _ in range(3 * n)))[:n]
-        done: dict[str, float] = {}
-        if self.paths.latency_samples.exists():
-            frame = pd.read_csv(self.paths.latency_samples)
-            done = dict(zip(frame["arch"], frame["latency_ms"]))
-        todo = [a for a in archs if a.to_json() not in done]
-        with self.reporter.task("measure subnets", len(archs)) as advance:
-            advance(len(archs) - len(todo))
-            for i, arch in enumerate(todo, start=1):
-                parts.supernet.set_active(arch)
-                done[arch.to_json()] = device.time_model(parts.supernet.extract().cpu(), parts.data.input_shape)[0]
-                advance()
-                if i % 10 == 0 or i == len(todo):
-                    frame = pd.DataFrame({"arch": list(done), "latency_ms": list(done.values())})
-                    with atomic_path(self.paths.latency_samples) as tmp:
-                        frame.to_csv(tmp, index=False)
+
+        def measure(arch: Arch) -> float:
+            parts.supernet.set_active(arch)
+            return device.time_model(parts.supernet.extract().cpu(), parts.data.input_shape)[0]
+
+        y = self._measure_resumably(archs, self.paths.latency_samples, "latency_ms", measure, "measure subnets", 10)
         graphs = [op_graph(parts.space.subnet_spec(a)) for a in archs]
-        y = np.array([done[a.to_json()] for a in archs])
-        choice, quality = select_latency_predictor(table, graphs, y, getattr(parts.space, "interpolated_field", None),
-                                                   self.config.predictor.holdout, self.config.seed)
+        interpolate = getattr(parts.space, "interpolated_field", None)
+        choice, quality = select_latency_predictor(table, graphs, y, interpolate, self.config.predictor.holdout,
+                                                   self.config.seed)
         self.study.set_user_attr("latency_predictor", {"chosen": choice, "samples": len(archs), **quality})
         self.reporter.info(f"latency predictor: {choice} (holdout MAPE table sum "
                            f"{quality['table_sum']['mape']:.3f}, learned {quality['learned']['mape']:.3f})")
-        return None if choice == "table_sum" else LearnedLatencyPredictor(
-            table, getattr(parts.space, "interpolated_field", None), self.config.seed).fit(graphs, y)
+        if choice == "table_sum":
+            return None
+        return LearnedLatencyPredictor(table, interpolate, self.config.seed).fit(graphs, y)
+
+    def _measure_resumably(self, archs: list[Arch], path: Path, column: str, measure, description: str,
+                           flush_every: int) -> np.ndarray:
+        """``measure(arch)`` for every arch, flushed to ``path`` (a CSV of arch and ``column``)
+        every ``flush_every`` archs, so a killed job measures nothing twice; values in arch order."""
+        done: dict[str, float] = {}
+        if path.exists():
+            frame = pd.read_csv(path)
+            done = dict(zip(frame["arch"], frame[column]))
+        todo = [a for a in archs if a.to_json() not in done]
+        with self.reporter.task(description, len(archs)) as advance:
+            advance(len(archs) - len(todo))
+            for i, arch in enumerate(todo, start=1):
+                done[arch.to_json()] = measure(arch)
+                advance()
+                if i % flush_every == 0 or i == len(todo):
+                    with atomic_path(path) as tmp:
+                        pd.DataFrame({"arch": list(done), column: list(done.values())}).to_csv(tmp, index=False)
+        return np.array([done[a.to_json()] for a in archs])
 
     def _sample_archs(self, space) -> list[Arch]:
         rng = np.random.default_rng([self.config.seed, 1])
@@ -301,31 +312,15 @@ class SearchJob:
     def fit_predictor(self, parts: Components):
         cfg = self.config.predictor
         archs = self._sample_archs(parts.space)
-        done: dict[str, float] = {}
-        if self.paths.samples.exists():
-            frame = pd.read_csv(self.paths.samples)
-            done = dict(zip(frame["arch"], frame["val_accuracy"]))
-        todo = [a for a in archs if a.to_json() not in done]
-        with self.reporter.task("sample subnets", len(archs)) as advance:
-            advance(len(archs) - len(todo))
-            for i, arch in enumerate(todo, start=1):
-                done[arch.to_json()] = parts.evaluate(arch, "val")
-                advance()
-                if i % 25 == 0 or i == len(todo):
-                    self._save_samples(done)
+        y = self._measure_resumably(archs, self.paths.samples, "val_accuracy",
+                                    lambda arch: parts.evaluate(arch, "val"), "sample subnets", 25)
         features = ArchFeatures(parts.space)
         X = features.transform(archs)
-        y = np.array([done[a.to_json()] for a in archs])
         predictor, quality = fit_with_holdout(X, y, cfg.model, cfg.holdout, self.config.seed)
         self.study.set_user_attr("predictor_quality", {"accuracy": quality})
         self.reporter.info(f"accuracy predictor ({cfg.model}): holdout Kendall tau "
                            f"{quality['kendall_tau']:.3f}, RMSE {quality['rmse']:.4f} on {quality['n']} subnets")
         return predictor, features
-
-    def _save_samples(self, done: dict[str, float]) -> None:
-        frame = pd.DataFrame({"arch": list(done), "val_accuracy": list(done.values())})
-        with atomic_path(self.paths.samples) as tmp:
-            frame.to_csv(tmp, index=False)
 
     def search(self, parts: Components, cost_model: CostModel, predictor, features) -> list[dict]:
         if self.paths.predicted_front.exists():

@@ -12,7 +12,6 @@ from typing import Any, Iterable
 
 from hwnas.spaces.ops.quant import FLOAT_BITS
 
-OP_KINDS = ("conv", "dwconv", "add", "classifier", "patch", "linear", "attention", "layernorm", "tokens")
 OPTIONAL_FIELDS = ("op",)  # fields added after the first table format; their default applies
 
 
