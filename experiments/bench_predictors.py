@@ -43,7 +43,7 @@ def main() -> None:
     device = LocalCPU(config.device)
 
     started = time.perf_counter()
-    table, _, _ = build_lookup_table(device, space, StandaloneCNN, workdir / "luts")
+    table = build_lookup_table(device, space, StandaloneCNN, workdir / "luts").table
     print(f"profile_seconds: {time.perf_counter() - started:.1f}")
 
     rng = np.random.default_rng(1)

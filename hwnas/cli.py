@@ -1,4 +1,4 @@
-"""The ``hwnas`` command: search, jobs, front, export.
+"""The ``hwnas`` command: search, jobs, report, devices, import-table, profile, front, export.
 
 Errors a user can cause print one line (``error: ...``) and exit with code 2, or 1 when nothing
 meets a budget; they never print a traceback.
@@ -152,19 +152,122 @@ def report(
 
 
 @app.command()
-def devices() -> None:
+def devices(workdir: str = WorkdirOpt) -> None:
     """List the devices a config can name in device.name. Example: hwnas devices"""
     from hwnas.config import DeviceConfig
     from hwnas.hwmodels.devices import list_devices
 
+    columns = ("name", "kind", "processor", "runtime", "threads", "batch", "input", "date", "about")
     table = Table(show_edge=False, pad_edge=False)
-    for col in ("name", "kind", "about"):
-        table.add_column(col)
-    for row in list_devices(DeviceConfig()):
-        table.add_row(row["name"], row["kind"], row["about"])
-    out.print(table)
-    out.print("Describe your own hardware in a YAML like hwnas/devices/edge-accel-45nm.yaml and set "
-              "device.spec to its path.", soft_wrap=True, highlight=False, markup=False)
+    for col in columns:
+        table.add_column(col, no_wrap=col != "about", max_width=48 if col == "about" else None)
+    for row in list_devices(DeviceConfig(), workdir):
+        table.add_row(*(str(row[k]) for k in columns))
+    Console(width=max(out.width, 150)).print(table)
+    out.print("Describe your own hardware in a YAML like hwnas/devices/edge-accel-45nm.yaml and set device.spec "
+              "to its path, or bring a lookup table measured on it with hwnas import-table.", soft_wrap=True,
+              highlight=False, markup=False)
+
+
+class TableFormat(str, Enum):
+    hwnas = "hwnas"
+    ofa = "ofa"
+    bitwidth = "bitwidth"
+
+
+@app.command("import-table")
+def import_table(
+    source: Path = typer.Argument(..., help="the table file (YAML, JSON or CSV)"),
+    name: str = typer.Option(..., "--name", help="the device name configs will use in device.name"),
+    fmt: TableFormat = typer.Option(..., "--format", help="hwnas (the native schema), ofa or bitwidth keys"),
+    processor: str = typer.Option("?", "--processor", help="where the table was measured"),
+    runtime: str = typer.Option("?", "--runtime", help="runtime it was measured with (tflite, onnxruntime, ...)"),
+    runtime_version: str = typer.Option("", "--runtime-version"),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1),
+    batch_size: int = typer.Option(1, "--batch-size", min=1),
+    resolution: Optional[str] = typer.Option(None, "--resolution", help="input resolution of the measured nets"),
+    date: Optional[str] = typer.Option(None, "--date", help="when it was measured [default: today]"),
+    workdir: str = WorkdirOpt,
+) -> None:
+    """Bring a lookup table measured elsewhere as a table device.
+
+    Example: hwnas import-table pixel1_lut.yaml --format ofa --name pixel1 --processor "Pixel 1 CPU"
+    """
+    import datetime as dt
+    import warnings
+
+    from hwnas.hwmodels.devices import tables_dir
+    from hwnas.hwmodels.table_formats import import_table as read_table
+    from hwnas.pipeline import check_job_name
+
+    check_job_name(name)
+    meta = {"name": name, "kind": "table", "processor": processor, "runtime": runtime,
+            "runtime_version": runtime_version, "threads": threads, "batch_size": batch_size,
+            "resolution": resolution, "date": date or dt.date.today().isoformat(), "source": str(source),
+            "format": fmt.value}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = read_table(source, fmt.value, {k: v for k, v in meta.items() if v not in (None, "")})
+    for w in caught:
+        err.print(f"warning: {w.message}", highlight=False, markup=False, soft_wrap=True)
+    target = tables_dir(workdir) / f"{name}.csv"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    table.save(target)
+    energy = "with energy" if table.has_energy else "latency only (energy from device.energy_model)"
+    out.print(f"imported {len(table)} entries ({table.granularity} granularity, {energy}) as device {name}: "
+              f"{target}\nuse it with: --set device.name={name}", soft_wrap=True, highlight=False, markup=False)
+
+
+@app.command()
+def profile(
+    device_name: str = typer.Option("local-cpu", "--device", help="a measured device (see hwnas devices)"),
+    space_config: Optional[Path] = typer.Option(None, "--space", help="config whose space and data to cover "
+                                                "[default: the embedded default]"),
+    overrides: list[str] = typer.Option([], "--set", help="override a config key: --set device.repeats=50"),
+    refresh: bool = typer.Option(False, "--refresh", help="also retry entries flagged high-spread"),
+    workdir: Optional[str] = typer.Option(None, "--workdir", help="where tables live [default: config's]"),
+) -> None:
+    """Measure every distinct op a space can produce on a device, into its lookup table.
+
+    Resumable: rerun the same command after a kill. Example: hwnas profile --device local-cpu --space experiments/digits-cnn.yaml
+    """
+    from hwnas.config import load_config
+    from hwnas.data import load_data
+    from hwnas.errors import ConfigError
+    from hwnas.hwmodels.devices import build_device
+    from hwnas.hwmodels.profiler import HIGH_SPREAD
+    from hwnas.pipeline import profile_device
+    from hwnas.progress import RichReporter
+    from hwnas.spaces.registry import build_space
+
+    config = load_config(space_config, [*overrides, f"device.name={device_name}"])
+    work = Path(workdir or config.workdir)
+    device = build_device(config.device, work)
+    if not device.measures:
+        raise ConfigError(f"device {device.name!r} is a {device.kind} device: it has nothing to measure")
+    d = config.data
+    data = load_data(d.dataset, d.root, d.image_size, d.val_fraction, d.test_fraction, d.split_seed)
+    space = build_space(config.space, data.input_shape, data.num_classes)
+    result = profile_device(device, space, config.space.type, work, RichReporter(err), config.device.max_spread,
+                            refresh=refresh)
+    rows = list(result.table.entries.values())
+    summary = Table(title=f"{device.name}: {len(rows)} ops of the {config.space.type} space", title_justify="left",
+                    show_edge=False, pad_edge=False)
+    for col in ("kind", "entries", "median ms (min-max)", "median spread", "high-spread"):
+        summary.add_column(col, justify="left" if col == "kind" else "right")
+    for kind in sorted({r["kind"] for r in rows}):
+        group = [r for r in rows if r["kind"] == kind]
+        lat = sorted(r["latency_ms"] for r in group)
+        spreads = sorted(r["spread_ms"] / r["latency_ms"] if r["latency_ms"] else 0.0 for r in group)
+        summary.add_row(kind, str(len(group)), f"{lat[len(lat) // 2]:.4f} ({lat[0]:.4f}-{lat[-1]:.4f})",
+                        f"{100 * spreads[len(spreads) // 2]:.1f}%", str(sum(r["note"] == HIGH_SPREAD for r in group)))
+    out.print(summary)
+    c = config.device
+    out.print(f"table: {result.path}\nmeasured now {result.measured}, re-measured {result.remeasured} noisy, "
+              f"flagged high-spread {result.flagged} (spread above {c.max_spread:.0%} of the median after retries)\n"
+              f"method: each op timed inside its network, {c.threads} thread(s), batch {c.batch_size}, "
+              f"{c.warmup} warmup runs, median and interquartile range of {c.repeats} runs", soft_wrap=True,
+              highlight=False, markup=False)
 
 
 @app.command()

@@ -55,6 +55,10 @@ class DeviceConfig(_Section):
     spec: str | None = Field(None, description="YAML roofline model of an analytical device (see hwnas devices)")
     correction_samples: int = Field(0, ge=0, le=100000,
                                     description="subnets measured end to end to learn the table's correction")
+    table: str | None = Field(None, description="lookup table of a table device (hwnas schema, see hwnas import-table)")
+    interpolate_missing: bool = Field(False, description="price ops a table lacks from its neighbours, with a warning")
+    max_spread: float = Field(0.25, gt=0, le=10,
+                              description="re-measure table entries whose interquartile range exceeds this share of the median")
 
 
 class PredictorConfig(_Section):

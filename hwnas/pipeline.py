@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import re
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from hwnas.hwmodels.cost import CostModel
 from hwnas.hwmodels.devices import build_device
 from hwnas.hwmodels.energy import energy_model
 from hwnas.hwmodels.graph import op_graph
-from hwnas.hwmodels.profiler import build_lookup_table
+from hwnas.hwmodels.profiler import ProfileResult, build_lookup_table
 from hwnas.predictors.accuracy import ArchFeatures, fit_with_holdout
 from hwnas.predictors.latency import LearnedLatencyPredictor, select_latency_predictor
 from hwnas.progress import Reporter
@@ -152,6 +153,16 @@ class Components:
         return self.supernet.extract().cpu().eval()
 
 
+def profile_device(device, space, space_type: str, workdir: Path, reporter: Reporter, max_spread: float,
+                   refresh: bool = False) -> ProfileResult:
+    """Build or refresh a measured device's table in ``workdir/luts`` (see hwnas.hwmodels.profiler)."""
+    build_standalone = space_entry(space_type).build_standalone
+    with reporter.task(f"profile {device.name}", len(space.covering_archs())) as advance:
+        return build_lookup_table(device, space, build_standalone, workdir / "luts",
+                                  progress=lambda i, n: advance(i, total=n), max_spread=max_spread,
+                                  refresh=refresh)
+
+
 class SearchJob:
     """Runs the stages of one job; see the module docstring for how it resumes."""
 
@@ -240,18 +251,24 @@ class SearchJob:
         self.reporter.info(f"supernet test accuracy: largest {largest:.4f}, smallest {smallest:.4f}")
 
     def profile(self, parts: Components) -> CostModel:
-        device = build_device(self.config.device)
+        device = build_device(self.config.device, self.workdir)
+        lut_info: dict[str, Any] = {"cache": None, "measured_now": 0}
         if device.measures:
-            build_standalone = space_entry(self.config.space.type).build_standalone
-            with self.reporter.task(f"profile {device.name}", len(parts.space.covering_archs())) as advance:
-                table, path, measured = build_lookup_table(device, parts.space, build_standalone,
-                                                           self.workdir / "luts", progress=lambda i, n: advance(i))
-        else:  # an analytical device prices every op from its model: nothing to measure
-            table, path, measured = device.lookup_table(parts.space), None, 0
+            result = profile_device(device, parts.space, self.config.space.type, self.workdir, self.reporter,
+                                    self.config.device.max_spread)
+            table = result.table
+            lut_info = {"cache": str(result.path), "measured_now": result.measured,
+                        "remeasured": result.remeasured, "flagged_high_spread": result.flagged}
+        else:  # a table or analytical device prices every op without measuring
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                table = device.lookup_table(parts.space)
+            for w in caught:
+                self.reporter.info(f"warning: {w.message}")
+            lut_info["interpolated"] = sum(r["note"] == "interpolated" for r in table.entries.values())
         table.save(self.paths.lut)
         self.study.set_user_attr("device_description", table.device)
-        self.study.set_user_attr("lut", {"entries": len(table), "measured_now": measured,
-                                         "cache": str(path) if path else None})
+        self.study.set_user_attr("lut", {"entries": len(table), **lut_info})
         energy = getattr(device, "energy", None) or energy_model(self.config.device.energy_model)
         latency = None
         if device.measures and self.config.device.correction_samples > 0:
@@ -354,7 +371,7 @@ class SearchJob:
         return chosen
 
     def evaluate(self, parts: Components, cost_model: CostModel, chosen: list[dict]) -> None:
-        device = build_device(self.config.device)
+        device = build_device(self.config.device, self.workdir)
         stored = set(self.store.candidates(self.study)["arch"])
         todo = [c for c in chosen if c["arch"] not in stored]
         with self.reporter.task("evaluate for real", len(chosen)) as advance:

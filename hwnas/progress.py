@@ -39,8 +39,10 @@ class RichReporter(Reporter):
         with Progress(*columns, console=self.console, transient=False) as progress:
             task_id = progress.add_task(description, total=total, note="")
 
-            def advance(completed: int | None = None, note: str | None = None) -> None:
+            def advance(completed: int | None = None, note: str | None = None, total: int | None = None) -> None:
                 kwargs = {} if note is None else {"note": note}
+                if total is not None:
+                    kwargs["total"] = total
                 if completed is None:
                     progress.advance(task_id)
                     progress.update(task_id, **kwargs)
@@ -48,8 +50,9 @@ class RichReporter(Reporter):
                     progress.update(task_id, completed=completed, **kwargs)
 
             yield advance
-            if total is not None:
-                progress.update(task_id, completed=total)
+            final = progress.tasks[0].total
+            if final is not None:
+                progress.update(task_id, completed=final)
 
     def info(self, message: str) -> None:
         self.console.print(message, highlight=False)

@@ -28,8 +28,8 @@ def table(tiny_space, tmp_path_factory):
     space, cfg = tiny_space
     device = LocalCPU(cfg.device)
     cache = tmp_path_factory.mktemp("luts")
-    table, path, measured = build_lookup_table(device, space, StandaloneCNN, cache)
-    return table, path, measured, device, cache
+    result = build_lookup_table(device, space, StandaloneCNN, cache)
+    return result.table, result.path, result.measured, device, cache
 
 
 def test_profiler_covers_every_op_of_every_subnet(tiny_space, table):
@@ -47,8 +47,9 @@ def test_cached_table_is_reused_without_measuring(tiny_space, table):
     space, _ = tiny_space
     lut, path, measured, device, cache = table
     assert measured == len(lut)
-    again, path2, measured2 = build_lookup_table(device, space, StandaloneCNN, cache)
-    assert path2 == path and measured2 == 0 and again.entries.keys() == lut.entries.keys()
+    again = build_lookup_table(device, space, StandaloneCNN, cache)
+    assert again.path == path and again.measured == 0 and again.networks == 0
+    assert again.table.entries.keys() == lut.entries.keys()
 
 
 def test_lut_sum_equals_sum_of_its_entries(tiny_space, table):
@@ -78,7 +79,7 @@ def test_missing_entry_names_the_op(tiny_space):
 
 
 @pytest.mark.parametrize("content,message", [
-    ("key,kind\nx,conv\n", "lacks column 'cin'"),
+    ("key,kind\nx,conv\n", "lacks column 'latency_ms'"),
     ("", "unreadable"),
     ("\x00\x01\x02garbage", "lacks column"),
 ])

@@ -6,14 +6,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from hwnas.hwmodels.graph import OpSig, count, op_graph
+from hwnas.hwmodels.graph import OpSig, block_graph, count, op_graph
 from hwnas.hwmodels.lut import LookupTable
 from hwnas.spaces.dims import Arch
 
 
+def cost_units(spec: dict[str, Any], table: LookupTable) -> list[OpSig]:
+    """What a table prices a subnet by: its blocks for a block table (OFA-style), else its ops."""
+    return block_graph(spec) if table.granularity == "block" else op_graph(spec)
+
+
 class CostModel:
     """``latency`` is an optional fitted latency predictor (``predict(graphs)``); without one the
-    latency is the lookup-table sum, which is always reported as ``latency_table_ms`` too."""
+    latency is the lookup-table sum, which is always reported as ``latency_table_ms`` too. Energy
+    comes from the table when every row has one, else from ``energy`` (an analytical model)."""
 
     def __init__(self, space, lut: LookupTable, energy, latency=None):
         self.space, self.lut, self.energy, self.latency = space, lut, energy, latency
@@ -26,11 +32,13 @@ class CostModel:
         arch = self.space.validate(arch)
         cached = self._cache.get(arch)
         if cached is None:
-            ops = self.ops(arch)
+            spec = self.space.subnet_spec(arch)
+            ops = op_graph(spec)
+            units = cost_units(spec, self.lut)
             interpolate = getattr(self.space, "interpolated_field", None)
-            table_ms = self.lut.total_latency_ms(ops, interpolate)
-            latency = table_ms if self.latency is None else float(self.latency.predict([ops])[0])
-            cached = {"latency_ms": latency, "latency_table_ms": table_ms,
-                      "energy_mj": self.energy.energy_mj(ops), **count(ops)}
+            table_ms = self.lut.total_latency_ms(units, interpolate)
+            latency = table_ms if self.latency is None else float(self.latency.predict([units])[0])
+            energy = self.lut.total_energy_mj(units) if self.lut.has_energy else self.energy.energy_mj(ops)
+            cached = {"latency_ms": latency, "latency_table_ms": table_ms, "energy_mj": energy, **count(ops)}
             self._cache[arch] = cached
         return cached

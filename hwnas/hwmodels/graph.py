@@ -12,12 +12,18 @@ from typing import Any, Iterable
 
 from hwnas.spaces.ops.quant import FLOAT_BITS
 
-OPTIONAL_FIELDS = ("op",)  # fields added after the first table format; their default applies
+OPTIONAL_FIELDS = ("op", "mid")  # fields added after the first table format; their default applies
+BLOCK_KINDS = ("mbconv",)  # kinds only a block-granularity graph has (see block_graph)
 
 
 @dataclass(frozen=True)
 class OpSig:
-    """One op: kind, input shape (cin, h, w), output channels, kernel, stride, groups, bits."""
+    """One op: kind, input shape (cin, h, w), output channels, kernel, stride, groups, bits.
+
+    ``mid`` is used by the block-granularity kind ``mbconv`` only (an inverted-residual block:
+    1x1 expand to ``mid`` channels, ``kernel`` x ``kernel`` depthwise, 1x1 project, and the
+    residual add when stride is 1 and ``cin == cout``); it is 0 for every other kind.
+    """
 
     kind: str
     cin: int
@@ -32,12 +38,11 @@ class OpSig:
     act: str = "none"
     act_signed: bool = True
     op: str = "mult"
+    mid: int = 0
 
     @property
     def key(self) -> str:
-        op = "" if self.op == "mult" else f"-{self.op}"
-        return (f"{self.kind}{op}-in{self.cin}x{self.h}x{self.w}-out{self.cout}-k{self.kernel}-s{self.stride}"
-                f"-g{self.groups}-w{self.wbits}a{self.abits}-{self.act}-{'s' if self.act_signed else 'u'}")
+        return signature_key(self.to_row())
 
     @property
     def out_hw(self) -> tuple[int, int]:
@@ -47,6 +52,8 @@ class OpSig:
                     (self.w + 2 * pad - self.kernel) // self.stride + 1)
         if self.kind == "patch":
             return self.h // self.stride, self.w // self.stride
+        if self.kind == "mbconv":
+            return _conv_out(self.h, self.kernel, self.stride), _conv_out(self.w, self.kernel, self.stride)
         return self.h, self.w
 
     @cached_property
@@ -115,6 +122,22 @@ class OpSig:
         return cls(**kwargs)
 
 
+def signature_key(row: dict[str, Any]) -> str:
+    """The key string of a signature row; a field that is None (a table wildcard) prints as ``*``."""
+    v = {k: "*" if row.get(k) is None else row[k] for k in ("kind", "cin", "h", "w", "cout", "kernel", "stride",
+                                                             "groups", "wbits", "abits", "act", "op")}
+    signed = row.get("act_signed")
+    sign = "*" if signed is None else ("s" if signed else "u")
+    op = "" if row.get("op", "mult") == "mult" else f"-{v['op']}"
+    mid = f"-m{row['mid'] if row.get('mid') is not None else '*'}" if row.get("kind") == "mbconv" else ""
+    return (f"{v['kind']}{op}-in{v['cin']}x{v['h']}x{v['w']}-out{v['cout']}{mid}-k{v['kernel']}-s{v['stride']}"
+            f"-g{v['groups']}-w{v['wbits']}a{v['abits']}-{v['act']}-{sign}")
+
+
+def _conv_out(size: int, kernel: int, stride: int) -> int:
+    return (size + 2 * (kernel // 2) - kernel) // stride + 1
+
+
 @dataclass(frozen=True)
 class OpCounts:
     macs: int
@@ -181,9 +204,30 @@ def _classifier_counts(op: OpSig) -> OpCounts:
                     op.cin * op.h * op.w + op.cout)
 
 
+def _mbconv_counts(op: OpSig) -> OpCounts:
+    """The sum of the block's ops."""
+    parts = mbconv_ops(op)
+    return OpCounts(*(sum(getattr(p.counts, f) for p in parts) for f in ("macs", "adds", "weights", "params", "io")))
+
+
+def mbconv_ops(op: OpSig) -> list[OpSig]:
+    """The ops of an ``mbconv`` block signature, as the op graph lists them."""
+    bits = dict(wbits=op.wbits, abits=op.abits, op=op.op)
+    ops = []
+    if op.mid != op.cin:
+        ops.append(OpSig("conv", op.cin, op.h, op.w, op.mid, act="relu6", act_signed=True, **bits))
+    ops.append(OpSig("dwconv", op.mid, op.h, op.w, op.mid, op.kernel, op.stride, op.mid, act="relu6",
+                     act_signed=op.act_signed, **bits))
+    oh, ow = op.out_hw
+    ops.append(OpSig("conv", op.mid, oh, ow, op.cout, act="none", act_signed=False, **bits))
+    if op.stride == 1 and op.cin == op.cout:
+        ops.append(OpSig("add", op.cout, oh, ow, op.cout))
+    return ops
+
+
 COUNTERS = {"conv": _conv_counts, "dwconv": _conv_counts, "patch": _patch_counts, "linear": _linear_counts,
             "attention": _attention_counts, "layernorm": _layernorm_counts, "tokens": _token_counts,
-            "add": _add_counts, "classifier": _classifier_counts}
+            "add": _add_counts, "classifier": _classifier_counts, "mbconv": _mbconv_counts}
 
 
 def _conv_op(layer: dict[str, Any], cin_hw: tuple[int, int]) -> OpSig:
@@ -248,6 +292,24 @@ def vit_op_graph(spec: dict[str, Any]) -> list[OpSig]:
 
 
 GRAPH_BUILDERS = {"cnn": cnn_op_graph, "vit": vit_op_graph}
+
+
+def block_graph(spec: dict[str, Any]) -> list[OpSig]:
+    """A CNN subnet at block granularity, the unit of OFA-style lookup tables: the stem conv, one
+    ``mbconv`` per block (see :class:`OpSig`), the head conv and the classifier (pooling and linear)."""
+    if spec["type"] != "cnn":
+        raise ValueError(f"block-granularity tables cover CNN spaces only, not {spec['type']!r}")
+    units = [_conv_op(spec["stem"], tuple(spec["stem"]["in_shape"][1:]))]
+    for block in spec["blocks"]:
+        c, h, w = block["in_shape"]
+        dw, project = block["layers"]["depthwise"], block["layers"]["project"]
+        units.append(OpSig("mbconv", c, h, w, project["cout"], dw["kernel"], dw["stride"], 1, dw["wbits"],
+                           dw["abits"], dw["act"], dw["act_signed"], dw.get("op", "mult"), mid=dw["cout"]))
+    head = spec["head"]
+    units.append(_conv_op(head, tuple(head["in_shape"][1:])))
+    c, h, w = spec["classifier"]["in_shape"]
+    units.append(OpSig("classifier", c, h, w, spec["classifier"]["num_classes"]))
+    return units
 
 
 def count(ops: Iterable[OpSig]) -> dict[str, float]:

@@ -1,8 +1,22 @@
-"""Lookup tables: per-op latency on one device, as CSV with a JSON of device metadata beside it.
+"""Lookup tables: per-op latency (and optionally energy) on one device.
 
-Columns: ``key`` (the op signature string), the :class:`~hwnas.hwmodels.graph.OpSig` fields,
-``latency_ms`` (median), ``spread_ms`` (interquartile range) and ``repeats``. The predicted
-latency of a subnet is the sum of its ops' entries; a missing op is an error that names it.
+The schema (CSV, or JSON ``{"device": {...}, "entries": [row, ...]}``; a CSV keeps its device
+metadata in a JSON file beside it) has one row per op signature:
+
+- signature columns, the fields of :class:`~hwnas.hwmodels.graph.OpSig`: ``kind`` (required), ``cin``,
+  ``h``, ``w``, ``cout``, ``kernel``, ``stride``, ``groups``, ``wbits``, ``abits``, ``act``, ``act_signed``,
+  ``op`` (mult, shift or adder; an absent column means mult), ``mid`` (the expanded width of an
+  ``mbconv`` block; absent means 0). A blank cell, or an absent column, is a wildcard that matches any
+  value, for tables measured by tools that do not record a field (an OFA table has no bit-widths);
+- ``latency_ms`` (required), and optionally ``energy_mj``, ``spread_ms`` (interquartile range of the
+  repeats), ``repeats`` and ``note`` (``high-spread``: the spread stayed high after re-measuring;
+  ``interpolated``: estimated from neighbouring entries, not measured);
+- ``key``, the signature as a string, written for readers and ignored on load.
+
+An op is priced by its exact row, else by the matching wildcard row that fixes the most fields.
+A subnet's latency is the sum over its ops (or its blocks, for a table of ``mbconv`` rows, see
+:attr:`LookupTable.granularity`). A missing op is an error that names it, unless its latency is
+asked to be estimated from neighbours (:meth:`LookupTable.estimate`).
 """
 from __future__ import annotations
 
@@ -16,35 +30,73 @@ import numpy as np
 import pandas as pd
 
 from hwnas.errors import LookupTableError
-from hwnas.hwmodels.graph import OpSig
+from hwnas.hwmodels.graph import OpSig, signature_key
 from hwnas.utils.io import atomic_path, write_json_atomic
 
 SIG_COLUMNS = [f.name for f in fields(OpSig)]
-VALUE_COLUMNS = ["latency_ms", "spread_ms", "repeats"]
+SIG_DEFAULTS = {"op": "mult", "mid": 0}  # an absent column of these means the default, not a wildcard
+VALUE_COLUMNS = ["latency_ms", "energy_mj", "spread_ms", "repeats", "note"]
+INT_FIELDS = {f.name for f in fields(OpSig) if f.type == "int"}
+INTERPOLABLE = ("h", "cout", "cin", "mid")  # fields a missing op may be interpolated along, in order
 
 
 @dataclass
 class LookupTable:
     device: dict[str, Any]
     entries: dict[str, dict[str, Any]] = field(default_factory=dict)
-    _neighbours: dict[str, tuple[int, dict]] = field(default_factory=dict, repr=False, compare=False)
+    _index: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __contains__(self, op: OpSig) -> bool:
-        return op.key in self.entries
+        return self.entry(op) is not None
 
     def __len__(self) -> int:
         return len(self.entries)
 
-    def add(self, op: OpSig, latency_ms: float, spread_ms: float, repeats: int) -> None:
-        self.entries[op.key] = {**op.to_row(), "latency_ms": float(latency_ms),
-                                "spread_ms": float(spread_ms), "repeats": int(repeats)}
+    def add(self, op: OpSig, latency_ms: float, spread_ms: float = 0.0, repeats: int = 0,
+            energy_mj: float | None = None, note: str = "") -> None:
+        self.add_row({**op.to_row(), "latency_ms": latency_ms, "spread_ms": spread_ms, "repeats": repeats,
+                      "energy_mj": energy_mj, "note": note})
+
+    def add_row(self, row: dict[str, Any]) -> None:
+        """Add (or replace) a row whose signature fields may be None (wildcards)."""
+        sig = {k: row.get(k) for k in SIG_COLUMNS}
+        if sig["kind"] is None:
+            raise LookupTableError("a lookup-table row needs its op kind")
+        energy = row.get("energy_mj")
+        self.entries[signature_key(sig)] = {
+            **sig, "latency_ms": float(row["latency_ms"]), "spread_ms": float(row.get("spread_ms") or 0.0),
+            "repeats": int(row.get("repeats") or 0), "energy_mj": None if energy is None else float(energy),
+            "note": str(row.get("note") or "")}
+        self._index.clear()
+
+    # -- lookup --------------------------------------------------------------------------------
+    def entry(self, op: OpSig) -> dict[str, Any] | None:
+        """The op's exact row, else the matching wildcard row fixing the most fields."""
+        found = self.entries.get(op.key)
+        if found is not None:
+            return found
+        for names, rows in self._patterns():
+            found = rows.get(tuple(getattr(op, n) for n in names))
+            if found is not None:
+                return found
+        return None
+
+    def _patterns(self) -> list[tuple[tuple[str, ...], dict[tuple, dict]]]:
+        if "patterns" not in self._index:
+            groups: dict[tuple[str, ...], dict[tuple, dict]] = {}
+            for row in self.entries.values():
+                names = tuple(k for k in SIG_COLUMNS if row[k] is not None)
+                if len(names) < len(SIG_COLUMNS):
+                    groups.setdefault(names, {}).setdefault(tuple(row[n] for n in names), row)
+            self._index["patterns"] = sorted(groups.items(), key=lambda kv: (-len(kv[0]), kv[0]))
+        return self._index["patterns"]
 
     def latency_ms(self, op: OpSig, interpolate: str | None = None) -> float:
         """The op's entry; with ``interpolate`` naming a field (the ViT's token count ``h``), a
         missing op is priced linearly between the measured ops that differ from it only there."""
-        entry = self.entries.get(op.key)
-        if entry is not None:
-            return entry["latency_ms"]
+        found = self.entry(op)
+        if found is not None:
+            return found["latency_ms"]
         if interpolate is not None:
             estimate = self._interpolate(op, interpolate)
             if estimate is not None:
@@ -54,12 +106,48 @@ class LookupTable:
     def total_latency_ms(self, ops: Iterable[OpSig], interpolate: str | None = None) -> float:
         return sum(self.latency_ms(op, interpolate) for op in ops)
 
+    @property
+    def has_energy(self) -> bool:
+        """Whether every row gives an energy, so the table, not a model, prices energy."""
+        if "has_energy" not in self._index:
+            self._index["has_energy"] = bool(self.entries) and all(
+                r["energy_mj"] is not None for r in self.entries.values())
+        return self._index["has_energy"]
+
+    def total_energy_mj(self, ops: Iterable[OpSig]) -> float:
+        total = 0.0
+        for op in ops:
+            found = self.entry(op)
+            if found is None or found["energy_mj"] is None:
+                raise LookupTableError(f"lookup table for {self.device.get('name', '?')} has no energy for op {op.key}")
+            total += found["energy_mj"]
+        return total
+
+    @property
+    def granularity(self) -> str:
+        """``block`` when the table prices whole inverted-residual blocks (OFA-style), else ``op``."""
+        if "granularity" not in self._index:
+            self._index["granularity"] = "block" if any(r["kind"] == "mbconv" for r in self.entries.values()) else "op"
+        return self._index["granularity"]
+
+    def missing(self, ops: Iterable[OpSig]) -> list[OpSig]:
+        return [op for op in ops if self.entry(op) is None]
+
+    # -- estimates -----------------------------------------------------------------------------
+    def estimate(self, op: OpSig) -> tuple[float, str] | None:
+        """(latency, how) for a missing op, interpolated linearly along the first field of
+        :data:`INTERPOLABLE` that has two or more exact rows differing from the op only there."""
+        for name in INTERPOLABLE:
+            value = self._interpolate(op, name)
+            if value is not None:
+                return value, f"interpolated along {name}"
+        return None
+
     def _interpolate(self, op: OpSig, field_name: str) -> float | None:
-        index = self._neighbours.get(field_name)
-        if index is None or index[0] != len(self.entries):
-            index = (len(self.entries), _index_by(self.entries, field_name))
-            self._neighbours[field_name] = index
-        points = index[1].get(_without(op.to_row(), field_name))
+        index = self._index.get(("along", field_name))
+        if index is None:
+            index = self._index[("along", field_name)] = _index_by(self.entries, field_name)
+        points = index.get(_without(op.to_row(), field_name))
         if not points or len(points) < 2:
             return None
         xs = np.array([p[0] for p in points], dtype=float)
@@ -69,56 +157,137 @@ class LookupTable:
         slope = (ys[lo + 1] - ys[lo]) / (xs[lo + 1] - xs[lo])
         return max(float(ys[lo] + slope * (x - xs[lo])), 0.0)
 
-    def missing(self, ops: Iterable[OpSig]) -> list[OpSig]:
-        return [op for op in ops if op.key not in self.entries]
+    # -- files ---------------------------------------------------------------------------------
+    def rows(self) -> list[dict[str, Any]]:
+        return [{"key": k, **row} for k, row in sorted(self.entries.items())]
 
-    # -- files -------------------------------------------------------------------------------
-    def save(self, csv_path: str | Path) -> None:
-        csv_path = Path(csv_path)
-        frame = pd.DataFrame([{"key": k, **row} for k, row in sorted(self.entries.items())],
-                             columns=["key", *SIG_COLUMNS, *VALUE_COLUMNS])
-        with atomic_path(csv_path) as tmp:
+    def save(self, path: str | Path, meta: dict[str, Any] | None = None) -> None:
+        """A ``.json`` path gets the JSON schema; any other a CSV with its metadata JSON beside."""
+        path = Path(path)
+        extra = meta or {}
+        if path.suffix == ".json":
+            write_json_atomic(path, {"device": self.device, **extra, "entries": self.rows()})
+            return
+        frame = pd.DataFrame(self.rows(), columns=["key", *SIG_COLUMNS, *VALUE_COLUMNS])
+        with atomic_path(path) as tmp:
             frame.to_csv(tmp, index=False)
-        write_json_atomic(meta_path(csv_path), {"device": self.device, "entries": len(self.entries)})
+        write_json_atomic(meta_path(path), {"device": self.device, **extra, "entries": len(self.entries)})
 
     @classmethod
-    def load(cls, csv_path: str | Path) -> "LookupTable":
-        csv_path = Path(csv_path)
-        try:
-            frame = pd.read_csv(csv_path, dtype={"key": str, "kind": str, "act": str})
-        except FileNotFoundError:
-            raise LookupTableError(f"lookup table {csv_path} does not exist") from None
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
-            raise LookupTableError(f"lookup table {csv_path} is unreadable: {str(exc).splitlines()[0]}") from None
-        missing = [c for c in ["key", *SIG_COLUMNS, "latency_ms"] if c not in frame.columns]
-        if missing:
-            raise LookupTableError(f"lookup table {csv_path} lacks column {missing[0]!r}")
-        device: dict[str, Any] = {}
-        meta = meta_path(csv_path)
-        if meta.exists():
-            try:
-                device = json.loads(meta.read_text())["device"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise LookupTableError(f"lookup table metadata {meta} is unreadable") from None
+    def load(cls, path: str | Path) -> "LookupTable":
+        path = Path(path)
+        if not path.exists():
+            raise LookupTableError(f"lookup table {path} does not exist")
+        if path.suffix == ".json":
+            device, records = _read_json_table(path)
+            columns = set().union(*(r.keys() for r in records)) if records else set()
+        else:
+            frame = _read_csv(path)
+            records, columns = frame.to_dict("records"), set(frame.columns)
+            device = read_meta(path).get("device", {})
+        for required in ("kind", "latency_ms"):
+            if required not in columns:
+                raise LookupTableError(f"lookup table {path} lacks column {required!r}")
         table = cls(device=device)
-        for i, row in enumerate(frame.to_dict("records"), start=2):
-            try:
-                op = OpSig.from_row(row)
-                latency = float(row["latency_ms"])
-            except (ValueError, TypeError, KeyError):
-                raise LookupTableError(f"lookup table {csv_path} line {i}: malformed entry") from None
-            if not math.isfinite(latency) or latency < 0:
-                raise LookupTableError(f"lookup table {csv_path} line {i}: latency_ms {row['latency_ms']!r} "
-                                       "is not a non-negative number")
-            if op.key in table.entries:
-                raise LookupTableError(f"lookup table {csv_path} line {i}: duplicate entry {op.key}")
-            spread = row.get("spread_ms", 0.0)
-            table.add(op, latency, 0.0 if pd.isna(spread) else float(spread), int(row.get("repeats", 0) or 0))
+        for i, record in enumerate(records, start=2 if path.suffix != ".json" else 1):
+            where = f"lookup table {path} {'line' if path.suffix != '.json' else 'entry'} {i}"
+            row = parse_row(record, where)
+            key = signature_key(row)
+            if key in table.entries:
+                raise LookupTableError(f"{where}: duplicate entry {key}")
+            table.add_row(row)
         return table
 
 
+def parse_row(record: dict[str, Any], where: str) -> dict[str, Any]:
+    """A schema row from a CSV or JSON record: typed signature fields (None for a wildcard) and
+    checked values; an error names the place and the field."""
+    row: dict[str, Any] = {}
+    for name in SIG_COLUMNS:
+        value = record.get(name, SIG_DEFAULTS.get(name))
+        if _blank(value):
+            row[name] = None
+            continue
+        try:
+            if name in INT_FIELDS:
+                number = float(value)
+                if not number.is_integer():
+                    raise ValueError
+                row[name] = int(number)
+            elif name == "act_signed":
+                text = str(value).strip().lower()
+                if text not in ("true", "false", "1", "0", "1.0", "0.0"):
+                    raise ValueError
+                row[name] = text in ("true", "1", "1.0")
+            else:
+                row[name] = str(value)
+        except (TypeError, ValueError):
+            raise LookupTableError(f"{where}: {name} {value!r} is not a valid value") from None
+    if row["kind"] is None:
+        raise LookupTableError(f"{where}: kind is empty")
+    for name in ("latency_ms", "energy_mj", "spread_ms"):
+        value = record.get(name)
+        if _blank(value):
+            if name == "latency_ms":
+                raise LookupTableError(f"{where}: latency_ms is empty")
+            row[name] = None
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = float("nan")
+        if not math.isfinite(number) or number < 0:
+            raise LookupTableError(f"{where}: {name} {value!r} is not a non-negative number")
+        row[name] = number
+    row["repeats"] = 0 if _blank(record.get("repeats")) else int(float(record["repeats"]))
+    row["note"] = "" if _blank(record.get("note")) else str(record["note"])
+    return row
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or (
+        isinstance(value, str) and value.strip() in ("", "*"))
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, dtype={"key": str, "kind": str, "act": str, "op": str, "note": str,
+                                         "act_signed": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
+        raise LookupTableError(f"lookup table {path} is unreadable: {str(exc).splitlines()[0]}") from None
+
+
+def _read_json_table(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    try:
+        tree = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+        raise LookupTableError(f"lookup table {path} is unreadable: {str(exc).splitlines()[0]}") from None
+    if not isinstance(tree, dict) or not isinstance(tree.get("entries"), list) or not all(
+            isinstance(r, dict) for r in tree["entries"]):
+        raise LookupTableError(f"lookup table {path}: expected {{\"device\": {{...}}, \"entries\": [rows]}}")
+    device = tree.get("device") or {}
+    if not isinstance(device, dict):
+        raise LookupTableError(f"lookup table {path}: device must be a mapping")
+    return device, tree["entries"]
+
+
 def meta_path(csv_path: Path) -> Path:
-    return csv_path.with_suffix(".json")
+    return Path(csv_path).with_suffix(".json")
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """The metadata of a table: the JSON beside a CSV, or a JSON table's own keys but its rows."""
+    path = Path(path)
+    source = path if path.suffix == ".json" else meta_path(path)
+    if not source.exists():
+        return {}
+    try:
+        tree = json.loads(source.read_text())
+        if not isinstance(tree, dict) or not isinstance(tree.get("device", {}), dict):
+            raise TypeError
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError):
+        raise LookupTableError(f"lookup table metadata {source} is unreadable") from None
+    return {k: v for k, v in tree.items() if not (k == "entries" and isinstance(v, list))}
 
 
 def _without(row: dict[str, Any], field_name: str) -> tuple:
@@ -126,8 +295,10 @@ def _without(row: dict[str, Any], field_name: str) -> tuple:
 
 
 def _index_by(entries: dict[str, dict[str, Any]], field_name: str) -> dict[tuple, list[tuple[float, float]]]:
-    """Entries grouped by every signature field but one, sorted along that one."""
+    """Exact rows grouped by every signature field but one, sorted along that one."""
     groups: dict[tuple, list[tuple[float, float]]] = {}
     for row in entries.values():
+        if any(row[k] is None for k in SIG_COLUMNS):
+            continue
         groups.setdefault(_without(row, field_name), []).append((float(row[field_name]), row["latency_ms"]))
     return {k: sorted(v) for k, v in groups.items()}

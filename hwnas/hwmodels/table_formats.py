@@ -1,0 +1,209 @@
+"""Importers (and exporters back) for the lookup-table formats users already have.
+
+- ``ofa``: the block-keyed tables of ProxylessNAS / Once-for-All, a YAML or JSON mapping from
+  ``expanded_conv-input:HxWxC-output:HxWxC-expand:E-kernel:K-stride:S-idskip:I`` (optionally
+  ``-se:0-hs:H``), ``Conv-input:...-output:...`` (the 3x3 stem), ``Conv_1-input:...-output:...``
+  (the 1x1 head) and ``Logits-input:HxWxC-output:N`` (pooling and classifier) to ``{mean, std,
+  count}`` in milliseconds (or a bare number). Blocks become ``mbconv`` rows, so a table of this
+  format prices subnets block by block (:func:`hwnas.hwmodels.graph.block_graph`). Bit-widths are
+  not in the keys: they are wildcards. ``hs:1`` (hard-swish) rows and squeeze-excite (``se:1``)
+  rows describe blocks hwnas spaces do not have; they are skipped with a warning naming them.
+- ``bitwidth``: convolution tables keyed ``(cin, cout, H, k, stride, pad, groups)-W{w}A{a}``, as
+  mixed-precision quantization work measures them, mapping to a latency in ms or to
+  ``{latency_ms, energy_mj}``. Activation and operator fields are wildcards; hwnas convolutions
+  pad ``k // 2``, so any other padding is refused.
+
+Files are YAML or JSON mappings, or a CSV with ``key`` and ``latency_ms`` (and optional
+``energy_mj``) columns.
+"""
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+import yaml
+
+from hwnas.errors import LookupTableError
+from hwnas.hwmodels.lut import LookupTable, parse_row
+
+OFA_KEY = re.compile(r"^(?P<type>[A-Za-z][A-Za-z0-9_]*)-input:(?P<inp>\d+x\d+x\d+)"
+                     r"(?:-output:(?P<out>\d+(?:x\d+x\d+)?))?(?P<rest>(?:-[a-z]+:[0-9.]+)*)$")
+BITWIDTH_KEY = re.compile(r"^\(\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*,"
+                          r"\s*(\d+)\s*\)\s*-\s*W(\d+)A(\d+)$")
+
+
+def read_mapping(path: str | Path) -> dict[str, Any]:
+    """A key -> value mapping from a YAML / JSON file or a CSV with ``key`` and value columns."""
+    path = Path(path)
+    if not path.exists():
+        raise LookupTableError(f"table {path} does not exist")
+    try:
+        if path.suffix.lower() == ".csv":
+            frame = pd.read_csv(path, dtype={"key": str})
+            if "key" not in frame.columns or "latency_ms" not in frame.columns:
+                raise LookupTableError(f"table {path}: a CSV needs 'key' and 'latency_ms' columns")
+            values = [c for c in ("latency_ms", "energy_mj") if c in frame.columns]
+            return {r["key"]: {c: r[c] for c in values if pd.notna(r[c])} for r in frame.to_dict("records")}
+        tree = yaml.safe_load(path.read_text()) if path.suffix.lower() in (".yaml", ".yml") else json.loads(
+            path.read_text())
+    except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError, pd.errors.ParserError,
+            pd.errors.EmptyDataError) as exc:
+        raise LookupTableError(f"table {path} is unreadable: {str(exc).splitlines()[0]}") from None
+    if not isinstance(tree, dict):
+        raise LookupTableError(f"table {path}: expected a mapping of keys to latencies")
+    return tree
+
+
+def _values(key: str, value: Any) -> dict[str, Any]:
+    """latency_ms, spread_ms, repeats and energy_mj from a bare number or a mapping."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return {"latency_ms": value}
+    if not isinstance(value, dict):
+        raise LookupTableError(f"entry {key!r}: expected a latency in ms or a mapping, got {value!r}")
+    latency = next((value[k] for k in ("mean", "latency_ms", "latency") if k in value), None)
+    if latency is None:
+        raise LookupTableError(f"entry {key!r}: no latency (mean, latency_ms or latency)")
+    return {"latency_ms": latency, "spread_ms": value.get("std"), "repeats": value.get("count"),
+            "energy_mj": value.get("energy_mj", value.get("energy"))}
+
+
+def _shape(text: str) -> list[int]:
+    return [int(v) for v in text.split("x")]
+
+
+# -- OFA / ProxylessNAS block keys -----------------------------------------------------------------
+def ofa_row(key: str) -> dict[str, Any] | None:
+    """The schema signature of an OFA key; None for a layer type hwnas spaces do not have."""
+    m = OFA_KEY.match(key.strip())
+    if not m:
+        raise LookupTableError(f"entry {key!r} is not an OFA-style key "
+                               "(expanded_conv-input:HxWxC-output:HxWxC-expand:E-kernel:K-stride:S-idskip:I)")
+    kind, (h, w, cin) = m["type"], _shape(m["inp"])
+    extra = {k: float(v) for k, v in (part.split(":") for part in m["rest"].split("-")[1:])}
+    if kind == "Logits" and m["out"] and "x" not in m["out"]:
+        return {"kind": "classifier", "cin": cin, "h": h, "w": w, "cout": int(m["out"]), "kernel": 1, "stride": 1,
+                "groups": 1}
+    if not m["out"] or "x" not in m["out"]:
+        return None
+    oh, ow, cout = _shape(m["out"])
+    if kind in ("Conv", "Conv_1"):
+        kernel, stride = (3, h // oh) if kind == "Conv" else (1, 1)
+        return {"kind": "conv", "cin": cin, "h": h, "w": w, "cout": cout, "kernel": kernel, "stride": stride,
+                "groups": 1}
+    if kind != "expanded_conv":
+        return None
+    missing = [k for k in ("expand", "kernel", "stride", "idskip") if k not in extra]
+    if missing:
+        raise LookupTableError(f"entry {key!r} lacks {missing[0]}")
+    if extra.get("se", 0) or extra.get("hs", 0):
+        return None
+    stride, kernel = int(extra["stride"]), int(extra["kernel"])
+    if int(extra["idskip"]) != int(stride == 1 and cin == cout):
+        raise LookupTableError(f"entry {key!r}: idskip:{int(extra['idskip'])} but hwnas blocks add the input "
+                               "exactly when stride is 1 and input and output channels match")
+    row = {"kind": "mbconv", "cin": cin, "h": h, "w": w, "cout": cout, "kernel": kernel, "stride": stride,
+           "groups": 1, "mid": int(round(cin * extra["expand"]))}
+    if "hs" in extra:
+        row["act"] = "relu6"
+    return row
+
+
+def ofa_key(row: dict[str, Any]) -> str:
+    """The OFA key of a schema row (the inverse of :func:`ofa_row`)."""
+    shape = lambda *v: "x".join(str(int(x)) for x in v)  # noqa: E731
+    kind = row["kind"]
+    if kind == "classifier":
+        return f"Logits-input:{shape(row['h'], row['w'], row['cin'])}-output:{int(row['cout'])}"
+    if kind == "conv" and row["kernel"] in (1, 3):
+        oh = (row["h"] + 2 * (row["kernel"] // 2) - row["kernel"]) // row["stride"] + 1
+        ow = (row["w"] + 2 * (row["kernel"] // 2) - row["kernel"]) // row["stride"] + 1
+        name = "Conv" if row["kernel"] == 3 else "Conv_1"
+        return f"{name}-input:{shape(row['h'], row['w'], row['cin'])}-output:{shape(oh, ow, row['cout'])}"
+    if kind == "mbconv":
+        pad, k, s = row["kernel"] // 2, row["kernel"], row["stride"]
+        oh, ow = (row["h"] + 2 * pad - k) // s + 1, (row["w"] + 2 * pad - k) // s + 1
+        expand = row["mid"] / row["cin"]
+        e = f"{int(expand)}" if float(expand).is_integer() else f"{expand:g}"
+        key = (f"expanded_conv-input:{shape(row['h'], row['w'], row['cin'])}-output:{shape(oh, ow, row['cout'])}"
+               f"-expand:{e}-kernel:{k}-stride:{s}-idskip:{int(s == 1 and row['cin'] == row['cout'])}")
+        return key + ("-se:0-hs:0" if row.get("act") == "relu6" else "")
+    raise LookupTableError(f"entry {row.get('key', kind)} has no OFA-style key (OFA tables hold 3x3 stem and "
+                           "1x1 head convs, expanded_conv blocks and Logits)")
+
+
+# -- bit-width keys --------------------------------------------------------------------------------
+def bitwidth_row(key: str) -> dict[str, Any]:
+    m = BITWIDTH_KEY.match(key.strip())
+    if not m:
+        raise LookupTableError(f"entry {key!r} is not a bit-width key ((cin, cout, H, k, stride, pad, groups)-W{{w}}A{{a}})")
+    cin, cout, h, k, stride, pad, groups, wbits, abits = (int(v) for v in m.groups())
+    if pad != k // 2:
+        raise LookupTableError(f"entry {key!r}: padding {pad} with kernel {k}; hwnas convolutions pad kernel // 2")
+    if groups < 1 or cin % groups or cout % groups:
+        raise LookupTableError(f"entry {key!r}: groups {groups} must divide cin {cin} and cout {cout}")
+    kind = "dwconv" if groups > 1 and groups == cin else "conv"
+    return {"kind": kind, "cin": cin, "h": h, "w": h, "cout": cout, "kernel": k, "stride": stride,
+            "groups": groups, "wbits": wbits, "abits": abits}
+
+
+def bitwidth_key(row: dict[str, Any]) -> str:
+    if row["kind"] not in ("conv", "dwconv") or row.get("wbits") is None or row.get("abits") is None \
+            or row["h"] != row["w"]:
+        raise LookupTableError(f"entry {row.get('key', row['kind'])} has no bit-width key (square convolutions "
+                               "with both bit-widths only)")
+    return (f"({row['cin']}, {row['cout']}, {row['h']}, {row['kernel']}, {row['stride']}, {row['kernel'] // 2}, "
+            f"{row['groups']})-W{row['wbits']}A{row['abits']}")
+
+
+# -- tables ----------------------------------------------------------------------------------------
+FORMATS: dict[str, Callable[[str], dict[str, Any] | None]] = {"ofa": ofa_row, "bitwidth": bitwidth_row}
+KEYERS: dict[str, Callable[[dict[str, Any]], str]] = {"ofa": ofa_key, "bitwidth": bitwidth_key}
+
+
+def import_mapping(mapping: dict[str, Any], fmt: str, device: dict[str, Any]) -> LookupTable:
+    """A lookup table from a key -> value mapping of format ``fmt`` (see the module docstring)."""
+    if fmt not in FORMATS:
+        raise LookupTableError(f"unknown table format {fmt!r}; known: {sorted(FORMATS)} (or hwnas)")
+    table, skipped = LookupTable(device=dict(device)), []
+    for key, value in mapping.items():
+        sig = FORMATS[fmt](str(key))
+        if sig is None:
+            skipped.append(str(key))
+            continue
+        row = parse_row({**sig, **_values(str(key), value)}, f"entry {key!r}")
+        table.add_row(row)
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} entries of layers hwnas spaces do not have, e.g. {skipped[0]}",
+                      stacklevel=2)
+    if not table.entries:
+        raise LookupTableError(f"no {fmt} entry could be imported")
+    return table
+
+
+def export_mapping(table: LookupTable, fmt: str) -> dict[str, Any]:
+    """The table as a key -> value mapping of format ``fmt`` (what :func:`import_mapping` reads)."""
+    if fmt not in KEYERS:
+        raise LookupTableError(f"unknown table format {fmt!r}; known: {sorted(KEYERS)}")
+    out: dict[str, Any] = {}
+    for row in table.entries.values():
+        if fmt == "ofa":
+            value: Any = {"count": row["repeats"], "mean": row["latency_ms"], "std": row["spread_ms"]}
+        else:
+            value = {"latency_ms": row["latency_ms"]}
+            if row["energy_mj"] is not None:
+                value["energy_mj"] = row["energy_mj"]
+        out[KEYERS[fmt](row)] = value
+    return out
+
+
+def import_table(path: str | Path, fmt: str, device: dict[str, Any]) -> LookupTable:
+    """A table file of format ``hwnas`` (the native schema), ``ofa`` or ``bitwidth``."""
+    if fmt == "hwnas":
+        table = LookupTable.load(path)
+        table.device = {**table.device, **device}
+        return table
+    return import_mapping(read_mapping(path), fmt, device)
