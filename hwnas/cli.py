@@ -39,7 +39,7 @@ class Format(str, Enum):
 
 
 FRONT_COLUMNS = ["id", "accuracy", "latency_ms", "energy_mj", "params", "flops", "bitops", "weight_kb",
-                 "predicted_accuracy", "predicted_latency_ms", "measured", "arch"]
+                 "predicted_accuracy", "predicted_accuracy_std", "predicted_latency_ms", "measured", "arch"]
 
 
 def _front_table(job, frame, title: str) -> Table:
@@ -145,6 +145,11 @@ def report(
         table.add_row(r["predictor"], str(r["n"]), f"{r['kendall_tau']:.3f}", f"{r['rmse']:.4f}",
                       f"{r['mape']:.3f}", f"{r['within_10pct']:.2f}")
     out.print(table)
+    for r in rows:
+        if "uncertainty_spearman" in r:
+            out.print(f"{r['predictor']} uncertainty: mean std {r['mean_std']:.4f}, Spearman of std with |error| "
+                      f"{r['uncertainty_spearman']:.2f} (above 0: the std flags its worse guesses)", soft_wrap=True,
+                      highlight=False, markup=False)
     device = job.attrs.get("device_description", {})
     out.print(f"device: {device.get('name', '?')} ({device.get('kind', '?')})   stages: " + ", ".join(
         f"{k} {v:.0f}s" for k, v in job.attrs.get("stage_seconds", {}).items()), soft_wrap=True,

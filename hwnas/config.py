@@ -62,7 +62,7 @@ class DeviceConfig(_Section):
 
 
 class PredictorConfig(_Section):
-    model: str = "gbrt"
+    model: str = "ensemble"
     samples: int = Field(400, ge=10, le=100000)
     holdout: float = Field(0.2, gt=0, lt=0.9)
 
@@ -74,6 +74,8 @@ class SearchConfig(_Section):
     population: int = Field(64, ge=4, le=100000)
     generations: int = Field(40, ge=1, le=100000)
     evaluate: int = Field(24, ge=1, le=100000, description="predicted-front candidates evaluated for real")
+    uncertainty_weight: float = Field(1.0, ge=0, le=100, description="pick candidates to evaluate by accuracy "
+                                      "mean + this x the predictor's std (an ensemble's); 0: the mean")
     max_latency_ms: float | None = Field(None, gt=0)
     max_energy_mj: float | None = Field(None, gt=0)
     min_accuracy: float | None = Field(None, ge=0, le=1)

@@ -291,7 +291,9 @@ class SearchJob:
         interpolate = getattr(parts.space, "interpolated_field", None)
         choice, quality = select_latency_predictor(table, graphs, y, interpolate, self.config.predictor.holdout,
                                                    self.config.seed)
-        self.study.set_user_attr("latency_predictor", {"chosen": choice, "samples": len(archs), **quality})
+        record = {"chosen": choice, "samples": len(archs), "holdout": self.config.predictor.holdout, **quality}
+        self.study.set_user_attr("latency_predictor", record)
+        table.save(self.paths.lut, meta={"latency_correction": record})  # kept with the device's table
         self.reporter.info(f"latency predictor: {choice} (holdout MAPE table sum "
                            f"{quality['table_sum']['mape']:.3f}, learned {quality['learned']['mape']:.3f})")
         if choice == "table_sum":
@@ -335,8 +337,10 @@ class SearchJob:
         X = features.transform(archs)
         predictor, quality = fit_with_holdout(X, y, cfg.model, cfg.holdout, self.config.seed)
         self.study.set_user_attr("predictor_quality", {"accuracy": quality})
-        self.reporter.info(f"accuracy predictor ({cfg.model}): holdout Kendall tau "
-                           f"{quality['kendall_tau']:.3f}, RMSE {quality['rmse']:.4f} on {quality['n']} subnets")
+        uncertainty = (f", uncertainty vs error Spearman {quality['uncertainty_spearman']:.2f}"
+                       if "uncertainty_spearman" in quality else "")
+        self.reporter.info(f"accuracy predictor ({cfg.model}): holdout Kendall tau {quality['kendall_tau']:.3f}, "
+                           f"RMSE {quality['rmse']:.4f} on {quality['n']} subnets{uncertainty}")
         return predictor, features
 
     def search(self, parts: Components, cost_model: CostModel, predictor, features) -> list[dict]:
@@ -356,6 +360,14 @@ class SearchJob:
                              f"accuracy {cheapest['accuracy']:.4f}")
         X, F = X[feasible], F[feasible]
         archs = [parts.space.decode(x) for x in X]
+        std = np.zeros(len(archs))
+        if predictor.has_uncertainty:
+            std = predictor.predict_with_std(features.transform(archs))[1]
+        if cfg.uncertainty_weight > 0 and "accuracy" in cfg.objectives and std.any():
+            # Choose what to evaluate by an optimistic accuracy (mean + weight x std): a subnet the
+            # predictor is unsure about gets its chance to prove it belongs on the front.
+            F = F.copy()
+            F[:, cfg.objectives.index("accuracy")] -= cfg.uncertainty_weight * std
         picked = [archs[i] for i in select_for_evaluation(F, cfg.evaluate)]
         # The space's extremes anchor the front: the most accurate and the cheapest end of it are
         # measured even when the predictor ranks them poorly (if they meet the budgets).
@@ -363,9 +375,10 @@ class SearchJob:
             if anchor not in picked and problem.feasible(anchor):
                 picked.append(anchor)
         rows = problem.rows(picked)
-        chosen = [{"arch": arch.to_json(), "predicted_accuracy": r["accuracy"],
+        picked_std = predictor.predict_with_std(features.transform(picked))[1]
+        chosen = [{"arch": arch.to_json(), "predicted_accuracy": r["accuracy"], "predicted_accuracy_std": float(s),
                    "predicted_latency_ms": r["latency_ms"], "predicted_energy_mj": r["energy_mj"]}
-                  for arch, r in zip(picked, rows)]
+                  for arch, r, s in zip(picked, rows, picked_std)]
         with atomic_path(self.paths.predicted_front) as tmp:
             pd.DataFrame(chosen).to_csv(tmp, index=False)
         return chosen
@@ -389,6 +402,7 @@ class SearchJob:
                            "energy_mj": costs["energy_mj"], "params": costs["params"], "flops": costs["flops"],
                            "macs": costs["macs"], "bitops": costs["bitops"], "weight_kb": costs["weight_kb"],
                            "predicted_accuracy": float(row["predicted_accuracy"]),
+                           "predicted_accuracy_std": float(row.get("predicted_accuracy_std", 0.0)),
                            "predicted_latency_ms": float(row["predicted_latency_ms"]),
                            "measured": bool(device.measures), "evaluated_at": now()}
                 self.store.add_candidate(self.study, parts.space, arch, metrics)

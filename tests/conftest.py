@@ -22,7 +22,7 @@ TINY = {
     },
     "train": {"epochs": 2, "subnets_per_step": 3, "recalibration_samples": 128},
     "device": {"warmup": 2, "repeats": 5, "correction_samples": 10},
-    "predictor": {"samples": 24, "model": "rf"},
+    "predictor": {"samples": 24, "model": "ensemble"},
     "search": {"population": 12, "generations": 3, "evaluate": 5},
 }
 

@@ -140,6 +140,14 @@ def test_an_imagefolder_dataset_runs_through_training_and_export(tmp_path, tiny_
     assert hwnas.load_exported(out)(torch.zeros(1, 3, 8, 8)).shape == (1, 3)
 
 
+def test_ensemble_uncertainty_reaches_the_candidates(tiny_job):
+    job, _ = tiny_job
+    frame = job.candidates()
+    assert (frame["predicted_accuracy_std"] >= 0).all() and (frame["predicted_accuracy_std"] > 0).any()
+    quality = job.attrs["predictor_quality"]["accuracy"]
+    assert quality["mean_std"] > 0 and -1 <= quality["uncertainty_spearman"] <= 1
+
+
 def test_latency_predictor_is_chosen_on_a_holdout_and_reported(tiny_job, capsys):
     from hwnas.cli import main
 
@@ -150,11 +158,16 @@ def test_latency_predictor_is_chosen_on_a_holdout_and_reported(tiny_job, capsys)
     assert latency["chosen"] == better
     samples = (JobPaths(job.job_dir).root / "latency_samples.csv").read_text().strip().splitlines()
     assert len(samples) == 11
+    from hwnas.hwmodels.lut import read_meta
+
+    kept = read_meta(JobPaths(job.job_dir).lut)["latency_correction"]  # recorded with the device's table
+    assert kept["samples"] == 10 and kept["learned"] == latency["learned"]
     assert main(["report", "tiny", "--workdir", str(workdir)]) == 0
     text = capsys.readouterr().out
-    assert "accuracy (rf)" in text and "latency table sum" in text and "latency learned" in text
+    assert "accuracy (ensemble)" in text and "latency table sum" in text and "latency learned" in text
+    assert "accuracy (ensemble) uncertainty: mean std" in text
     assert main(["report", "tiny", "--workdir", str(workdir), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert {r["predictor"].rstrip(" *") for r in report["predictors"]} == {
-        "accuracy (rf)", "latency table sum", "latency learned"}
+        "accuracy (ensemble)", "latency table sum", "latency learned"}
     assert all(0 <= r["within_10pct"] <= 1 for r in report["predictors"])

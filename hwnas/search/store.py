@@ -27,7 +27,8 @@ optuna.logging.set_verbosity(logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 CANDIDATE_COLUMNS = ["id", "arch", "accuracy", "latency_ms", "energy_mj", "params", "flops", "macs",
-                     "bitops", "weight_kb", "predicted_accuracy", "predicted_latency_ms", "measured"]
+                     "bitops", "weight_kb", "predicted_accuracy", "predicted_accuracy_std", "predicted_latency_ms",
+                     "measured"]
 
 
 def default_store_url(workdir: str | Path) -> str:
