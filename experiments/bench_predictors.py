@@ -7,7 +7,11 @@ in fitting, to score every predictor. Latency does not depend on weight values, 
 are exported from an untrained supernet. Prints ``name: value`` lines for each predictor:
 FLOPs-proportional, lookup-table sum, and the sum with a learned correction.
 
-Usage: python experiments/bench_predictors.py [--fit 60] [--held-out 200] [--workdir DIR]
+``--device local-cpu-torchscript`` runs the same comparison on the TorchScript runtime, where the
+frozen whole-model graph differs from the per-op table more. The learned predictor is also fitted
+on the first 15 and 30 of the fitting subnets, to show how many end-to-end measurements it needs.
+
+Usage: python experiments/bench_predictors.py [--fit 60] [--held-out 200] [--device NAME] [--workdir DIR]
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ import numpy as np
 import torch
 
 from hwnas.config import load_config
-from hwnas.hwmodels.devices import LocalCPU
+from hwnas.hwmodels.devices import build_device
 from hwnas.hwmodels.graph import op_graph
 from hwnas.hwmodels.profiler import build_lookup_table
 from hwnas.predictors.latency import FlopsLatencyPredictor, LearnedLatencyPredictor, TableSumPredictor
@@ -36,11 +40,13 @@ def main() -> None:
     parser.add_argument("--fit", type=int, default=60)
     parser.add_argument("--held-out", type=int, default=200)
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--device", default="local-cpu", help="a measured device (see hwnas devices)")
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="hwnas-bench-pred-"))
-    config = load_config(CONFIG)
+    config = load_config(CONFIG, [f"device.name={args.device}"])
     space = build_space(config.space, (1, 8, 8), 10)
-    device = LocalCPU(config.device)
+    device = build_device(config.device)
+    print(f"device: {device.name} ({device.describe()['runtime']}, {device.describe()['processor']})")
 
     started = time.perf_counter()
     table = build_lookup_table(device, space, StandaloneCNN, workdir / "luts").table
@@ -77,6 +83,12 @@ def main() -> None:
         print(f"{name}_within_10pct: {q['within_10pct']:.3f}")
         print(f"{name}_kendall_tau: {q['kendall_tau']:.3f}")
         print(f"{name}_mape: {q['mape']:.4f}")
+    for n in (15, 30):
+        if n < args.fit:
+            q = regression_quality(test_y, LearnedLatencyPredictor(table, seed=0).fit(
+                fit_graphs[:n], fit_y[:n]).predict(test_graphs))
+            print(f"learned_fit{n}_within_10pct: {q['within_10pct']:.3f}")
+            print(f"learned_fit{n}_mape: {q['mape']:.4f}")
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ def test_devices_are_chosen_by_name_or_spec(tmp_path):
     assert build_device(DeviceConfig(name="toy", spec=str(path))).model.spec.name == "toy"
     with pytest.raises(ConfigError, match="does not match the name 'toy'"):
         build_device(DeviceConfig(name="other", spec=str(path)))
-    with pytest.raises(ConfigError, match=r"unknown device 'tpu'; known: \['local-cpu', 'edge-accel-45nm'\]"):
+    with pytest.raises(ConfigError, match=r"unknown device 'tpu'; known: \['local-cpu', 'local-cpu-torchscript', 'edge-accel-45nm'\]"):
         build_device(DeviceConfig(name="tpu"))
 
 

@@ -170,8 +170,14 @@ class TableDevice:
         return table
 
 
+def _torchscript_cpu(config):
+    from hwnas.hwmodels.torchscript import TorchScriptCPU
+
+    return TorchScriptCPU(config)
+
+
 SHIPPED_DEVICES = Path(__file__).resolve().parents[1] / "devices"
-DEVICES: dict[str, Callable[[Any], Any]] = {"local-cpu": LocalCPU}
+DEVICES: dict[str, Callable[[Any], Any]] = {"local-cpu": LocalCPU, "local-cpu-torchscript": _torchscript_cpu}
 TABLE_SUFFIXES = (".csv", ".json")
 
 
