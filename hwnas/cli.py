@@ -58,7 +58,7 @@ def _front_table(job, frame, title: str) -> Table:
 
 
 def _print_front(job, frame, fmt: Format, title: str) -> None:
-    rows = frame.reindex(columns=FRONT_COLUMNS)
+    rows = frame.reindex(columns=FRONT_COLUMNS + [c for c in frame.columns if "@" in c])  # other devices' figures
     if fmt == Format.json:
         records = rows.to_dict("records")
         for rec in records:
@@ -76,11 +76,14 @@ def _print_front(job, frame, fmt: Format, title: str) -> None:
 def search(
     config: Optional[Path] = typer.Argument(None, help="YAML config; omitted: the embedded default (digits-cnn)"),
     name: Optional[str] = typer.Option(None, "--name", help="job name [default: the config's name]"),
+    resume: Optional[str] = typer.Option(None, "--resume", help="continue the named job with its stored config"),
     store: Optional[str] = StoreOpt,
     workdir: Optional[str] = typer.Option(None, "--workdir", help="directory of job artifacts [default: config's]"),
     seed: Optional[int] = typer.Option(None, "--seed", min=0, help="random seed [default: config's]"),
     overrides: list[str] = typer.Option([], "--set", help="override a config key: --set train.epochs=5"),
     compute: Optional[Compute] = typer.Option(None, "--compute", help="where to train and evaluate"),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="evaluate candidates on N local Ray workers"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="evaluate on this Ray cluster"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
     """Train the supernet, profile the device, fit predictors, search, validate the front.
@@ -90,8 +93,16 @@ def search(
     from hwnas.pipeline import launch
     from hwnas.progress import Reporter, RichReporter
 
+    if resume is not None:
+        if config is not None or overrides:
+            raise HwnasError("--resume takes the job's stored config: give no config file or --set")
+        from hwnas.job import open_job
+
+        stored = open_job(resume, store=store, workdir=workdir or "runs")
+        config, name, workdir = stored.attrs["config"], resume, workdir or str(stored.config.workdir)
     job = launch(config, name=name, store=store, workdir=workdir, seed=seed,
-                 compute=compute.value if compute else None, overrides=overrides,
+                 compute=compute.value if compute else None, overrides=overrides, workers=workers,
+                 ray_address=ray_address,
                  reporter=Reporter() if quiet else RichReporter(err))
     frame = job.front()
     _print_front(job, frame, Format.table, f"Validated Pareto front of {job.name} "
@@ -108,10 +119,12 @@ def jobs(store: Optional[str] = StoreOpt, workdir: str = WorkdirOpt) -> None:
     job_store = JobStore(store or default_store_url(workdir), create=False)
     rows = job_store.list_jobs()
     table = Table(show_edge=False, pad_edge=False)
-    for col in ("name", "status", "space", "device", "candidates", "created"):
+    for col in ("name", "status", "space", "device", "evaluated", "hypervolume", "created"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["name"], r["status"], r["space"], r["device"], str(r["candidates"]), r["created"])
+        evaluated = f"{r['candidates']}/{r['budget']}" if r.get("budget") else str(r["candidates"])
+        hv = f"{r['hypervolume']:.4f}" if r.get("hypervolume") is not None else "-"
+        table.add_row(r["name"], r["status"], r["space"], r["device"], evaluated, hv, r["created"])
     if rows:
         out.print(table)
     else:

@@ -69,11 +69,13 @@ class PredictorConfig(_Section):
 
 class SearchConfig(_Section):
     algorithm: str = "nsga2"
-    objectives: list[Literal["accuracy", "latency", "energy"]] = Field(
-        default_factory=lambda: ["accuracy", "latency", "energy"], min_length=2)
+    objectives: list[str] = Field(default_factory=lambda: ["accuracy", "latency", "energy"], min_length=2,
+                                  description="accuracy, latency, energy, params, flops, bitops; latency@DEVICE, energy@DEVICE")
     population: int = Field(64, ge=4, le=100000)
     generations: int = Field(40, ge=1, le=100000)
-    evaluate: int = Field(24, ge=1, le=100000, description="predicted-front candidates evaluated for real")
+    evaluate: int = Field(24, ge=1, le=100000, description="budget of real evaluations (plus the space's extremes)")
+    batch: int = Field(8, ge=1, le=100000, description="real evaluations per predictor-in-the-loop round")
+    patience: int = Field(2, ge=1, le=1000, description="rounds without real-front hypervolume growth before stopping")
     uncertainty_weight: float = Field(1.0, ge=0, le=100, description="pick candidates to evaluate by accuracy "
                                       "mean + this x the predictor's std (an ensemble's); 0: the mean")
     max_latency_ms: float | None = Field(None, gt=0)
@@ -87,6 +89,10 @@ class SearchConfig(_Section):
             raise ValueError("objectives must not repeat")
         if "accuracy" not in v:
             raise ValueError("objectives must include accuracy")
+        from hwnas.search.problem import parse_objective
+
+        for name in v:
+            parse_objective(name)
         return v
 
     @field_validator("max_latency_ms", "max_energy_mj", "min_accuracy")
@@ -102,6 +108,8 @@ class Config(_Section):
     seed: int = Field(0, ge=0, le=2**31 - 1)
     compute: Literal["auto", "cpu", "cuda"] = "auto"
     workdir: str = "runs"
+    workers: int = Field(1, ge=1, le=1024, description="processes evaluating candidates (>1: a local Ray)")
+    ray_address: str | None = Field(None, description="join this Ray cluster for evaluation")
     store: str | None = None
     data: DataConfig = Field(default_factory=DataConfig)
     space: Any = None
@@ -138,7 +146,7 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
     """One line naming the first failing field: ``train.epochs: Input should be ... (got -1)``."""
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in ((prefix,) if prefix else ()) + tuple(err["loc"]))
-    msg = err["msg"]
+    msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         msg = "unknown key"
     elif "input" in err and not isinstance(err["input"], (dict, list)):

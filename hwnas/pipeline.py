@@ -34,8 +34,6 @@ from hwnas.hwmodels.profiler import ProfileResult, build_lookup_table
 from hwnas.predictors.accuracy import ArchFeatures, fit_with_holdout
 from hwnas.predictors.latency import LearnedLatencyPredictor, select_latency_predictor
 from hwnas.progress import Reporter
-from hwnas.search.engine import run_search, select_for_evaluation
-from hwnas.search.problem import SubnetProblem, budgets_of
 from hwnas.search.store import JobStore, default_store_url
 from hwnas.spaces.dims import Arch
 from hwnas.spaces.evaluation import accuracy, evaluate_subnet, recalibrate_bn
@@ -70,7 +68,7 @@ def resolve_compute(compute: str) -> torch.device:
 def config_hash(config: Config) -> str:
     """What determines a job's results: everything but where it is stored and where it computes."""
     tree = config.to_dict()
-    for key in ("name", "workdir", "store", "compute"):
+    for key in ("name", "workdir", "store", "compute", "workers", "ray_address"):
         tree.pop(key, None)
     return stable_hash(tree)
 
@@ -94,10 +92,6 @@ class JobPaths:
     @property
     def samples(self) -> Path:
         return self.root / "accuracy_samples.csv"
-
-    @property
-    def predicted_front(self) -> Path:
-        return self.root / "predicted_front.csv"
 
     @property
     def latency_samples(self) -> Path:
@@ -211,9 +205,9 @@ class SearchJob:
             self.study.set_user_attr("num_classes", parts.data.num_classes)
             self._timed("train", self.train, parts)
             cost_model = self._timed("profile", self.profile, parts)
-            predictor, features = self._timed("predictor", self.fit_predictor, parts)
-            chosen = self._timed("search", self.search, parts, cost_model, predictor, features)
-            self._timed("evaluate", self.evaluate, parts, cost_model, chosen)
+            extra_costs = self._timed("profile", self.extra_cost_models, parts)
+            fitted = self._timed("predictor", self.fit_predictor, parts)
+            self.search(parts, cost_model, extra_costs, fitted)
         except HwnasError:
             self.study.set_user_attr("status", "failed")
             raise
@@ -274,6 +268,21 @@ class SearchJob:
         if device.measures and self.config.device.correction_samples > 0:
             latency = self.fit_latency(parts, device, table)
         return CostModel(parts.space, table, energy, latency)
+
+    def extra_cost_models(self, parts: Components) -> dict[str, CostModel]:
+        """Cost models of the devices named in objectives such as ``energy@edge-accel-45nm``."""
+        from hwnas.config import DeviceConfig
+        from hwnas.search.problem import extra_devices
+
+        models = {}
+        for name in extra_devices(self.config.search.objectives):
+            device = build_device(DeviceConfig(name=name), self.workdir)
+            if device.measures:
+                raise ConfigError(f"search.objectives: {name} is a measured device; objectives on another device "
+                                  "need a table or analytical one (profile it and import its table)")
+            energy = getattr(device, "energy", None) or energy_model(self.config.device.energy_model)
+            models[name] = CostModel(parts.space, device.lookup_table(parts.space), energy)
+        return models
 
     def fit_latency(self, parts: Components, device, table):
         """Measure sampled subnets end to end and keep the better of the table sum and the table
@@ -341,78 +350,29 @@ class SearchJob:
                        if "uncertainty_spearman" in quality else "")
         self.reporter.info(f"accuracy predictor ({cfg.model}): holdout Kendall tau {quality['kendall_tau']:.3f}, "
                            f"RMSE {quality['rmse']:.4f} on {quality['n']} subnets{uncertainty}")
-        return predictor, features
+        return predictor, features, (archs, y)
 
-    def search(self, parts: Components, cost_model: CostModel, predictor, features) -> list[dict]:
-        if self.paths.predicted_front.exists():
-            return pd.read_csv(self.paths.predicted_front).to_dict("records")
-        cfg = self.config.search
-        budgets = budgets_of(cfg)
-        problem = SubnetProblem(parts.space, cfg.objectives,
-                                lambda archs: predictor.predict(features.transform(archs)), cost_model, budgets)
-        with self.reporter.task(f"search ({cfg.algorithm})", cfg.generations) as advance:
-            X, F, feasible = run_search(problem, cfg.algorithm, cfg.population, cfg.generations,
-                                        self.config.seed, on_generation=lambda g: advance(g))
-        if not feasible.any():
-            cheapest = problem.rows([parts.space.smallest()])[0]
-            raise HwnasError(f"no subnet meets the search budgets {budgets}; the smallest subnet predicts "
-                             f"latency {cheapest['latency_ms']:.4f} ms, energy {cheapest['energy_mj']:.6f} mJ, "
-                             f"accuracy {cheapest['accuracy']:.4f}")
-        X, F = X[feasible], F[feasible]
-        archs = [parts.space.decode(x) for x in X]
-        std = np.zeros(len(archs))
-        if predictor.has_uncertainty:
-            std = predictor.predict_with_std(features.transform(archs))[1]
-        if cfg.uncertainty_weight > 0 and "accuracy" in cfg.objectives and std.any():
-            # Choose what to evaluate by an optimistic accuracy (mean + weight x std): a subnet the
-            # predictor is unsure about gets its chance to prove it belongs on the front.
-            F = F.copy()
-            F[:, cfg.objectives.index("accuracy")] -= cfg.uncertainty_weight * std
-        picked = [archs[i] for i in select_for_evaluation(F, cfg.evaluate)]
-        # The space's extremes anchor the front: the most accurate and the cheapest end of it are
-        # measured even when the predictor ranks them poorly (if they meet the budgets).
-        for anchor in (parts.space.largest(), parts.space.smallest()):
-            if anchor not in picked and problem.feasible(anchor):
-                picked.append(anchor)
-        rows = problem.rows(picked)
-        picked_std = predictor.predict_with_std(features.transform(picked))[1]
-        chosen = [{"arch": arch.to_json(), "predicted_accuracy": r["accuracy"], "predicted_accuracy_std": float(s),
-                   "predicted_latency_ms": r["latency_ms"], "predicted_energy_mj": r["energy_mj"]}
-                  for arch, r, s in zip(picked, rows, picked_std)]
-        with atomic_path(self.paths.predicted_front) as tmp:
-            pd.DataFrame(chosen).to_csv(tmp, index=False)
-        return chosen
+    def search(self, parts: Components, cost_model: CostModel, extra_costs: dict, fitted) -> None:
+        """Predictor-in-the-loop rounds (see :mod:`hwnas.rounds`); real evaluation time is the
+        ``evaluate`` stage's, the rest the ``search`` stage's."""
+        from hwnas.rounds import SearchRounds
 
-    def evaluate(self, parts: Components, cost_model: CostModel, chosen: list[dict]) -> None:
+        predictor, features, samples = fitted
         device = build_device(self.config.device, self.workdir)
-        stored = set(self.store.candidates(self.study)["arch"])
-        todo = [c for c in chosen if c["arch"] not in stored]
-        with self.reporter.task("evaluate for real", len(chosen)) as advance:
-            advance(len(chosen) - len(todo))
-            for row in todo:
-                arch = parts.space.validate(Arch.from_json(row["arch"]).to_dict())
-                subnet = parts.recalibrated_subnet(arch)
-                test_accuracy = accuracy(subnet, parts.data.test)
-                costs = cost_model.costs(arch)
-                if device.measures:
-                    latency, spread = device.time_model(subnet, parts.data.input_shape)
-                else:  # an analytical device: its model is the only latency there is
-                    latency, spread = costs["latency_ms"], 0.0
-                metrics = {"accuracy": test_accuracy, "latency_ms": latency, "latency_spread_ms": spread,
-                           "energy_mj": costs["energy_mj"], "params": costs["params"], "flops": costs["flops"],
-                           "macs": costs["macs"], "bitops": costs["bitops"], "weight_kb": costs["weight_kb"],
-                           "predicted_accuracy": float(row["predicted_accuracy"]),
-                           "predicted_accuracy_std": float(row.get("predicted_accuracy_std", 0.0)),
-                           "predicted_latency_ms": float(row["predicted_latency_ms"]),
-                           "measured": bool(device.measures), "evaluated_at": now()}
-                self.store.add_candidate(self.study, parts.space, arch, metrics)
-                advance()
+        rounds = SearchRounds(self, parts, cost_model, extra_costs, predictor, features, samples, device)
+        started = time.perf_counter()
+        try:
+            rounds.run()
+        finally:
+            total = time.perf_counter() - started
+            self.seconds["evaluate"] = self.seconds.get("evaluate", 0.0) + rounds.evaluate_seconds
+            self.seconds["search"] = self.seconds.get("search", 0.0) + total - rounds.evaluate_seconds
 
 
 def launch(config: Config | str | Path | dict | None = None, *, name: str | None = None,
            store: str | None = None, workdir: str | Path | None = None, seed: int | None = None,
            compute: str | None = None, overrides: list[str] | tuple[str, ...] = (),
-           reporter: Reporter | None = None):
+           reporter: Reporter | None = None, workers: int | None = None, ray_address: str | None = None):
     """Run (or resume) a search job and return its :class:`~hwnas.job.Job`.
 
     ``config`` is a :class:`Config`, a YAML path, a dict tree, or None for the embedded default.
@@ -431,6 +391,10 @@ def launch(config: Config | str | Path | dict | None = None, *, name: str | None
         updates["workdir"] = str(workdir)
     if store is not None:
         updates["store"] = store
+    if workers is not None:
+        updates["workers"] = workers
+    if ray_address is not None:
+        updates["ray_address"] = ray_address
     if updates:
         config = load_config(config.to_dict() | updates)
     job_name = check_job_name(name or config.name)

@@ -15,8 +15,9 @@ def test_job_is_done_with_measured_candidates(tiny_job):
     job, workdir = tiny_job
     assert job.status == "done"
     frame = job.candidates()
-    chosen = (JobPaths(job.job_dir).predicted_front).read_text().strip().splitlines()[1:]
-    assert len(frame) == len(chosen) and job.config.search.evaluate <= len(frame) <= job.config.search.evaluate + 2
+    rounds = job.attrs["search_rounds"]
+    assert sum(r["picked"] for r in rounds["rounds"]) == len(frame) == rounds["rounds"][-1]["evaluated"]
+    assert len(frame) <= job.config.search.evaluate + 2 and rounds["stopped"]
     space = job.space()
     assert {space.largest().to_json(), space.smallest().to_json()} <= set(frame["arch"])  # the anchors
     assert frame["measured"].all()

@@ -246,20 +246,43 @@ def cnn_op_graph(spec: dict[str, Any]) -> list[OpSig]:
     """The ops of a CNN subnet spec, in execution order."""
     ops = [_conv_op(spec["stem"], tuple(spec["stem"]["in_shape"][1:]))]
     for block in spec["blocks"]:
-        hw = tuple(block["in_shape"][1:])
-        for name in ("expand", "depthwise", "project"):
-            if name in block["layers"]:
-                op = _conv_op(block["layers"][name], hw)
-                ops.append(op)
-                hw = op.out_hw
-        if block["residual"]:
-            last = ops[-1]
-            ops.append(OpSig("add", last.cout, hw[0], hw[1], last.cout))
+        ops += cnn_block_ops(block)
     head = spec["head"]
     ops.append(_conv_op(head, tuple(head["in_shape"][1:])))
     c, h, w = spec["classifier"]["in_shape"]
     ops.append(OpSig("classifier", c, h, w, spec["classifier"]["num_classes"]))
     return ops
+
+
+def cnn_block_ops(block: dict[str, Any]) -> list[OpSig]:
+    """The ops of one block of a CNN subnet spec (``spec["blocks"][k]``), in execution order."""
+    ops: list[OpSig] = []
+    hw = tuple(block["in_shape"][1:])
+    for name in ("expand", "depthwise", "project"):
+        if name in block["layers"]:
+            op = _conv_op(block["layers"][name], hw)
+            ops.append(op)
+            hw = op.out_hw
+    if block["residual"]:
+        last = ops[-1]
+        ops.append(OpSig("add", last.cout, hw[0], hw[1], last.cout))
+    return ops
+
+
+def cnn_fixed_ops(spec: dict[str, Any]) -> list[OpSig]:
+    """The ops of a CNN subnet spec outside its blocks: stem conv, head conv and classifier."""
+    head, (c, h, w) = spec["head"], spec["classifier"]["in_shape"]
+    return [_conv_op(spec["stem"], tuple(spec["stem"]["in_shape"][1:])),
+            _conv_op(head, tuple(head["in_shape"][1:])),
+            OpSig("classifier", c, h, w, spec["classifier"]["num_classes"])]
+
+
+def mbconv_unit(block: dict[str, Any]) -> OpSig:
+    """One block of a CNN subnet spec as a block-granularity ``mbconv`` signature."""
+    c, h, w = block["in_shape"]
+    dw, project = block["layers"]["depthwise"], block["layers"]["project"]
+    return OpSig("mbconv", c, h, w, project["cout"], dw["kernel"], dw["stride"], 1, dw["wbits"],
+                 dw["abits"], dw["act"], dw["act_signed"], dw.get("op", "mult"), mid=dw["cout"])
 
 
 def vit_op_graph(spec: dict[str, Any]) -> list[OpSig]:
@@ -301,10 +324,7 @@ def block_graph(spec: dict[str, Any]) -> list[OpSig]:
         raise ValueError(f"block-granularity tables cover CNN spaces only, not {spec['type']!r}")
     units = [_conv_op(spec["stem"], tuple(spec["stem"]["in_shape"][1:]))]
     for block in spec["blocks"]:
-        c, h, w = block["in_shape"]
-        dw, project = block["layers"]["depthwise"], block["layers"]["project"]
-        units.append(OpSig("mbconv", c, h, w, project["cout"], dw["kernel"], dw["stride"], 1, dw["wbits"],
-                           dw["abits"], dw["act"], dw["act_signed"], dw.get("op", "mult"), mid=dw["cout"]))
+        units.append(mbconv_unit(block))
     head = spec["head"]
     units.append(_conv_op(head, tuple(head["in_shape"][1:])))
     c, h, w = spec["classifier"]["in_shape"]

@@ -1,14 +1,21 @@
 """The pymoo problem: integer encodings in, predicted objectives and budget constraints out.
 
-Objectives are minimized, so accuracy enters as ``-accuracy``. Budgets are pymoo inequality
-constraints (``g <= 0`` is feasible), so an impossible budget ends the search with no feasible
-candidate instead of a rejection loop that never ends. :class:`CanonicalRepair` rounds every
-offspring and rewrites its inactive dimensions to their canonical value, so encodings of the same
-subnet are one individual and pymoo's duplicate elimination removes them.
+Objectives are minimized, so accuracy enters as ``-accuracy``. An objective is ``accuracy``,
+``latency``, ``energy``, ``params``, ``flops`` or ``bitops``; ``latency@NAME`` and ``energy@NAME``
+take the figure from another device (a table or analytical one), so one search can trade
+latency on this CPU against energy on an accelerator. Budgets are pymoo inequality constraints
+(``g <= 0`` is feasible), so an impossible budget ends the search with no feasible candidate
+instead of a rejection loop that never ends. :class:`CanonicalRepair` rounds every offspring and
+rewrites its inactive dimensions to their canonical value, so encodings of the same subnet are one
+individual and pymoo's duplicate elimination removes them.
+
+Whole populations are scored at once: for spaces whose costs decompose by block (the CNN space)
+:class:`~hwnas.search.vectorized.VectorizedCosts` computes costs and predictor features with
+numpy; otherwise each distinct subnet is costed once and memoized.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from pymoo.core.problem import Problem
@@ -16,7 +23,30 @@ from pymoo.core.repair import Repair
 
 from hwnas.spaces.dims import Arch
 
-OBJECTIVE_COLUMNS = {"accuracy": "accuracy", "latency": "latency_ms", "energy": "energy_mj"}
+BASE_COLUMNS = {"accuracy": "accuracy", "latency": "latency_ms", "energy": "energy_mj", "params": "params",
+                "flops": "flops", "bitops": "bitops"}
+PER_DEVICE = ("latency", "energy")
+
+
+def objective_column(name: str) -> str:
+    """The metric column of an objective: ``latency`` -> ``latency_ms``, ``energy@acc`` -> ``energy_mj@acc``."""
+    base, _, device = name.partition("@")
+    column = BASE_COLUMNS[base]
+    return f"{column}@{device}" if device else column
+
+
+def parse_objective(name: str) -> tuple[str, str | None]:
+    """(base, device or None); raises ValueError naming what is wrong."""
+    base, at, device = name.partition("@")
+    if base not in BASE_COLUMNS:
+        raise ValueError(f"unknown objective {name!r}; known: {list(BASE_COLUMNS)}, or latency@DEVICE / energy@DEVICE")
+    if at and (base not in PER_DEVICE or not device):
+        raise ValueError(f"objective {name!r}: only latency and energy take @DEVICE")
+    return base, device or None
+
+
+def extra_devices(objectives: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(d for d in (parse_objective(o)[1] for o in objectives) if d))
 
 
 def budgets_of(config) -> dict[str, float]:
@@ -31,21 +61,26 @@ def budgets_of(config) -> dict[str, float]:
     return out
 
 
-def objective_matrix(rows: Sequence[dict], objectives: Sequence[str]) -> np.ndarray:
-    """Minimization matrix of the objectives for a sequence of metric rows."""
+def objective_matrix(rows: Sequence[dict] | Mapping[str, np.ndarray], objectives: Sequence[str]) -> np.ndarray:
+    """Minimization matrix of the objectives for metric rows (or a dict of column arrays)."""
     cols = []
     for name in objectives:
-        values = np.array([float(r[OBJECTIVE_COLUMNS[name]]) for r in rows])
+        column = objective_column(name)
+        values = (np.asarray(rows[column], dtype=float) if isinstance(rows, Mapping)
+                  else np.array([float(r[column]) for r in rows]))
         cols.append(-values if name == "accuracy" else values)
-    return np.column_stack(cols) if cols else np.zeros((len(rows), 0))
+    n = len(next(iter(rows.values()))) if isinstance(rows, Mapping) else len(rows)
+    return np.column_stack(cols) if cols else np.zeros((n, 0))
 
 
-def constraint_matrix(rows: Sequence[dict], budgets: dict[str, float]) -> np.ndarray:
+def constraint_matrix(rows: Sequence[dict] | Mapping[str, np.ndarray], budgets: dict[str, float]) -> np.ndarray:
     cols = []
     for column, bound in budgets.items():
-        values = np.array([float(r[column]) for r in rows])
+        values = (np.asarray(rows[column], dtype=float) if isinstance(rows, Mapping)
+                  else np.array([float(r[column]) for r in rows]))
         cols.append(bound - values if column == "accuracy" else values - bound)
-    return np.column_stack(cols) if cols else np.zeros((len(rows), 0))
+    n = len(next(iter(rows.values()))) if isinstance(rows, Mapping) else len(rows)
+    return np.column_stack(cols) if cols else np.zeros((n, 0))
 
 
 class CanonicalRepair(Repair):
@@ -59,24 +94,65 @@ class CanonicalRepair(Repair):
 
 
 class SubnetProblem(Problem):
-    """Evaluates a whole population per call with the predictors and the cost model."""
+    """Predicted accuracy (mean and std), costs on the job's device and any extra devices."""
 
-    def __init__(self, space, objectives: Sequence[str], predict_accuracy: Callable[[list[Arch]], np.ndarray],
-                 cost_model, budgets: dict[str, float]):
+    def __init__(self, space, objectives: Sequence[str], predictor, features, cost_model,
+                 budgets: dict[str, float], extra_costs: dict[str, object] | None = None):
+        from hwnas.search.vectorized import VectorizedCosts
+
         self.space, self.objectives = space, list(objectives)
-        self.predict_accuracy, self.cost_model, self.budgets = predict_accuracy, cost_model, budgets
+        self.predictor, self.features, self.cost_model, self.budgets = predictor, features, cost_model, budgets
+        self.extra_costs = dict(extra_costs or {})
+        models = [cost_model, *self.extra_costs.values()]
+        self.fast = ([VectorizedCosts(space, m) for m in models]
+                     if all(VectorizedCosts.supported(space, m) for m in models) else None)
         super().__init__(n_var=len(space), n_obj=len(self.objectives), n_ieq_constr=len(budgets),
                          xl=np.zeros(len(space)), xu=space.upper_bounds.astype(float), vtype=int)
 
+    def metrics(self, X: np.ndarray) -> dict[str, np.ndarray]:
+        """Every metric column for encodings ``X`` (n x dims), plus ``accuracy_std``."""
+        X = np.asarray(X, dtype=int)
+        if self.fast is not None:
+            out = self.fast[0].costs(X)
+            for (device, _), fast in zip(self.extra_costs.items(), self.fast[1:]):
+                extra = fast.costs(X)
+                out[f"latency_ms@{device}"], out[f"energy_mj@{device}"] = extra["latency_ms"], extra["energy_mj"]
+            feats = self.fast[0].features(X)
+        else:
+            archs = [self.space.decode(x) for x in X]
+            out = self._cost_columns(archs)
+            feats = self.features.transform(archs)
+        out["accuracy"], out["accuracy_std"] = self.predictor.predict_with_std(feats)
+        return out
+
+    def _cost_columns(self, archs: list[Arch]) -> dict[str, np.ndarray]:
+        rows = [self.cost_model.costs(a) for a in archs]
+        out = {k: np.array([r[k] for r in rows], dtype=float) for k in rows[0]} if rows else {}
+        for device, model in self.extra_costs.items():
+            extra = [model.costs(a) for a in archs]
+            out[f"latency_ms@{device}"] = np.array([r["latency_ms"] for r in extra])
+            out[f"energy_mj@{device}"] = np.array([r["energy_mj"] for r in extra])
+        return out
+
     def rows(self, archs: list[Arch]) -> list[dict]:
-        accuracy = self.predict_accuracy(archs)
-        return [{**self.cost_model.costs(a), "accuracy": float(acc)} for a, acc in zip(archs, accuracy)]
+        """Predicted metrics of ``archs``, one dict each."""
+        if not archs:
+            return []
+        columns = self.metrics(np.array([self.space.encode(a) for a in archs]))
+        return [{k: float(v[i]) for k, v in columns.items()} for i in range(len(archs))]
 
     def feasible(self, arch: Arch) -> bool:
         return bool((constraint_matrix(self.rows([arch]), self.budgets) <= 0).all())
 
+    def uncertainty(self, X) -> np.ndarray:
+        """Per-objective standard deviation: the accuracy predictor's; costs are taken as exact."""
+        std = np.zeros((len(X), len(self.objectives)))
+        if "accuracy" in self.objectives:
+            std[:, self.objectives.index("accuracy")] = self.metrics(X)["accuracy_std"]
+        return std
+
     def _evaluate(self, X, out, *args, **kwargs):
-        rows = self.rows([self.space.decode(x) for x in X])
-        out["F"] = objective_matrix(rows, self.objectives)
+        columns = self.metrics(X)
+        out["F"] = objective_matrix(columns, self.objectives)
         if self.budgets:
-            out["G"] = constraint_matrix(rows, self.budgets)
+            out["G"] = constraint_matrix(columns, self.budgets)

@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from hwnas.errors import HwnasError, JobError
-from hwnas.search.problem import OBJECTIVE_COLUMNS
+from hwnas.search.problem import objective_column
 from hwnas.spaces.dims import Arch
 
 optuna.logging.set_verbosity(logging.WARNING)
@@ -98,7 +98,9 @@ class JobStore:
             attrs = summary.user_attrs
             rows.append({"name": summary.study_name, "status": attrs.get("status", "?"),
                          "space": attrs.get("space", "?"), "device": attrs.get("device", "?"),
-                         "candidates": summary.n_trials, "created": attrs.get("created", "")})
+                         "candidates": summary.n_trials, "created": attrs.get("created", ""),
+                         "budget": (attrs.get("progress") or {}).get("budget"),
+                         "hypervolume": (attrs.get("progress") or {}).get("hypervolume")})
         return rows
 
     # -- candidates ------------------------------------------------------------------------
@@ -106,7 +108,7 @@ class JobStore:
     def add_candidate(study: optuna.Study, space, arch: Arch, metrics: dict[str, Any]) -> int:
         """Commit one really evaluated candidate; return its id (the trial number)."""
         objectives = study.user_attrs["objectives"]
-        values = [float(metrics[OBJECTIVE_COLUMNS[o]]) for o in objectives]
+        values = [float(metrics[objective_column(o)]) for o in objectives]
         distributions = {d.name: optuna.distributions.CategoricalDistribution(list(d.choices)) for d in space.dims}
         trial = optuna.trial.create_trial(
             params=arch.to_dict(), distributions=distributions, values=values,
@@ -115,12 +117,16 @@ class JobStore:
         return _last_number(study, arch)
 
     @staticmethod
-    def candidates(study: optuna.Study) -> pd.DataFrame:
-        rows = []
+    def candidates(study: optuna.Study, extra: tuple[str, ...] = ()) -> pd.DataFrame:
+        """One row per committed candidate: the standard columns, any per-device objective
+        columns (``energy_mj@DEVICE``) and the ``extra`` attributes asked for."""
+        rows, device_columns = [], []
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
             attrs = t.user_attrs
-            rows.append({"id": t.number, **{c: attrs.get(c) for c in CANDIDATE_COLUMNS if c != "id"}})
-        frame = pd.DataFrame(rows, columns=CANDIDATE_COLUMNS)
+            device_columns += [k for k in attrs if "@" in k and k not in device_columns]
+            rows.append({"id": t.number, **{c: attrs.get(c) for c in CANDIDATE_COLUMNS if c != "id"},
+                         **{c: attrs.get(c) for c in extra}, **{k: v for k, v in attrs.items() if "@" in k}})
+        frame = pd.DataFrame(rows, columns=[*CANDIDATE_COLUMNS, *extra, *device_columns])
         frame["measured"] = frame["measured"].astype(bool)
         return frame
 

@@ -1,0 +1,188 @@
+"""A job's search stage: predictor-in-the-loop rounds over the supernet, committed as they go.
+
+Round ``r`` refits the accuracy predictor on the supernet samples plus the real evaluations of
+rounds ``< r`` (in a fixed order, so a replayed round after a kill picks the same batch), searches
+on the predictors, and evaluates a batch for real: BN recalibrated, test and validation accuracy,
+latency measured on a measured device, costs on every device. Each candidate is committed to
+the store with its round as soon as it is evaluated; a rerun skips what is stored. The stopping
+rule watches the hypervolume of the real front on *validation* accuracy, so the test split never
+steers the search. See :mod:`hwnas.search.loop` for the rules.
+"""
+from __future__ import annotations
+
+import json
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from hwnas.errors import HwnasError
+from hwnas.predictors.accuracy import AccuracyPredictor
+from hwnas.search.executors import SerialExecutor, make_executor
+from hwnas.search.loop import LoopSettings, objective_bounds, run_loop
+from hwnas.search.problem import SubnetProblem, budgets_of, objective_matrix
+from hwnas.spaces.dims import Arch
+from hwnas.spaces.evaluation import accuracy
+
+
+def subnet_accuracies(parts, arch_json: str) -> dict[str, float]:
+    """Test and validation accuracy of one subnet after BN recalibration, on one thread: float sums
+    depend on the thread count, and a quantizer can round such a difference into another
+    prediction, so pinning makes every worker (and a serial run) give the same answer."""
+    from hwnas.hwmodels.timing import pinned_threads
+
+    arch = parts.space.validate(Arch.from_json(arch_json).to_dict())
+    with pinned_threads(1):
+        subnet = parts.recalibrated_subnet(arch)
+        return {"accuracy": accuracy(subnet, parts.data.test), "val_accuracy": accuracy(subnet, parts.data.val)}
+
+
+def accuracy_worker(config_tree: dict, weights: str, cwd: str) -> Callable[[str], dict[str, float]]:
+    """Run once per Ray worker: rebuild the job's data and supernet from its config and weights
+    (in the driver's working directory, where the config's relative paths point)."""
+    import os
+
+    from hwnas.config import Config
+    from hwnas.pipeline import Components
+
+    os.chdir(cwd)
+    parts = Components.build(Config.model_validate(config_tree), torch.device("cpu"))
+    parts.load_weights(Path(weights))
+    return partial(subnet_accuracies, parts)
+
+
+class SearchRounds:
+    def __init__(self, job, parts, cost_model, extra_costs: dict[str, Any], predictor, features,
+                 samples: tuple[list[Arch], np.ndarray], device):
+        self.job, self.parts, self.cost_model, self.extra_costs = job, parts, cost_model, extra_costs
+        self.predictor, self.features, self.device = predictor, features, device
+        self.sample_archs, self.sample_y = samples
+        self.cfg = job.config.search
+        self.budgets = budgets_of(self.cfg)
+        self.problems: dict[int, SubnetProblem] = {}
+        self.evaluate_seconds = 0.0
+
+    # -- what the loop asks ------------------------------------------------------------------
+    def stored(self) -> list[dict]:
+        frame = self.job.store.candidates(self.job.study, extra=("round", "val_accuracy"))
+        return frame.to_dict("records")
+
+    def done(self, r: int | None) -> tuple[list[Arch], np.ndarray]:
+        rows = [c for c in self.stored() if r is None or int(c["round"]) < r]
+        rows.sort(key=lambda c: (int(c["round"]), c["arch"]))
+        real = [{**c, "accuracy": c["val_accuracy"]} for c in rows]
+        F = objective_matrix(real, self.cfg.objectives) if rows else np.zeros((0, len(self.cfg.objectives)))
+        return [Arch.from_json(c["arch"]) for c in rows], F
+
+    def make_problem(self, r: int) -> SubnetProblem:
+        predictor = self.predictor
+        if r > 0:
+            archs, _ = self.done(r)
+            stored = {c["arch"]: c["val_accuracy"] for c in self.stored()}
+            X = self.features.transform(self.sample_archs + archs)
+            y = np.concatenate([self.sample_y, [stored[a.to_json()] for a in archs]])
+            predictor = AccuracyPredictor(self.job.config.predictor.model, self.job.config.seed).fit(X, y)
+        problem = SubnetProblem(self.parts.space, self.cfg.objectives, predictor, self.features, self.cost_model,
+                                self.budgets, self.extra_costs)
+        self.problems[r] = problem
+        return problem
+
+    def anchors(self, r: int, problem: SubnetProblem) -> list[Arch]:
+        """The space's extremes, evaluated in the first round when they meet the budgets."""
+        if r > 0:
+            return []
+        space = self.parts.space
+        return [a for a in (space.largest(), space.smallest()) if problem.feasible(a)]
+
+    def evaluate(self, archs: list[Arch], r: int) -> None:
+        """Accuracies on the executor's workers (in parallel with ``--workers``), latency here, one
+        candidate at a time: timings taken side by side would share cores and caches."""
+        started = time.perf_counter()
+        stored = {c["arch"] for c in self.stored()}
+        todo = [a for a in archs if a.to_json() not in stored]
+        predicted = self.problems[r].rows(todo)
+        with self.job.reporter.task(f"evaluate round {r + 1}", len(archs)) as advance:
+            advance(len(archs) - len(todo))
+            for index, accuracies in self.executor.imap_unordered([a.to_json() for a in todo]):
+                metrics = self.measure(todo[index], predicted[index], r, accuracies)
+                self.job.store.add_candidate(self.job.study, self.parts.space, todo[index], metrics)
+                advance()
+        self.evaluate_seconds += time.perf_counter() - started
+
+    def measure(self, arch: Arch, predicted: dict, r: int, accuracies: dict[str, float]) -> dict[str, Any]:
+        from hwnas.pipeline import now
+
+        parts = self.parts
+        costs = self.cost_model.costs(arch)
+        if self.device.measures:
+            parts.supernet.set_active(arch)  # timing depends on the architecture, not on BN statistics
+            latency, spread = self.device.time_model(parts.supernet.extract().cpu().eval(), parts.data.input_shape)
+        else:  # a table or analytical device: its figure is the only latency there is
+            latency, spread = costs["latency_ms"], 0.0
+        metrics = {**accuracies, "latency_ms": latency, "latency_spread_ms": spread, "energy_mj": costs["energy_mj"],
+                   **{k: costs[k] for k in ("params", "flops", "macs", "bitops", "weight_kb")},
+                   "predicted_accuracy": predicted["accuracy"], "predicted_accuracy_std": predicted["accuracy_std"],
+                   "predicted_latency_ms": predicted["latency_ms"], "predicted_energy_mj": predicted["energy_mj"],
+                   "measured": bool(self.device.measures), "round": r, "evaluated_at": now()}
+        for device, model in self.extra_costs.items():
+            extra = model.costs(arch)
+            metrics[f"latency_ms@{device}"], metrics[f"energy_mj@{device}"] = extra["latency_ms"], extra["energy_mj"]
+        return metrics
+
+    # -- the stage -----------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        cfg = self.cfg
+        settings = LoopSettings(budget=cfg.evaluate + 2, batch=cfg.batch, algorithm=cfg.algorithm,
+                                population=cfg.population, generations=cfg.generations, seed=self.job.config.seed,
+                                patience=cfg.patience, uncertainty_weight=cfg.uncertainty_weight)
+        # Hypervolume bounds fixed once from the supernet samples (stored, so a resume agrees).
+        sample_rows = self.make_problem(0).rows(self.sample_archs)
+        for row, y in zip(sample_rows, self.sample_y):
+            row["accuracy"] = float(y)
+        bounds = objective_bounds(objective_matrix(sample_rows, cfg.objectives))
+        self.check_budgets()
+
+        def on_round(info: dict) -> None:
+            progress = {**info, "budget": settings.budget}
+            self.job.study.set_user_attr("progress", progress)
+            self.job.reporter.info(f"round {info['round'] + 1}: {info['evaluated']} evaluated, real-front "
+                                   f"hypervolume {info['hypervolume']:.4f}")
+
+        config = self.job.config
+        if config.workers > 1 or config.ray_address:
+            setup = partial(accuracy_worker, config.model_dump(mode="json"), str(self.job.paths.supernet.resolve()),
+                            str(Path.cwd()))
+            executor = make_executor(config.workers, config.ray_address, setup)
+        else:
+            executor = SerialExecutor(lambda: partial(subnet_accuracies, self.parts))
+        with executor as self.executor:
+            state = run_loop(settings, self.make_problem, self.done, self.evaluate, bounds,
+                             extra_picks=self.anchors, on_round=on_round)
+        summary = {"rounds": state.rounds, "stopped": state.stopped, "budget": settings.budget}
+        self.job.study.set_user_attr("search_rounds", json.loads(json.dumps(summary, default=float)))
+        return summary
+
+    def check_budgets(self) -> None:
+        problem = self.problems[0]
+        if self.budgets and not problem.feasible(self.parts.space.smallest()):
+            X = np.array([self.parts.space.encode(self.parts.space.smallest())])
+            out: dict = {}
+            problem._evaluate(X, out)
+            if (out["G"] > 0).any():
+                cheapest = problem.rows([self.parts.space.smallest()])[0]
+                probe = self._any_feasible(problem)
+                if not probe:
+                    raise HwnasError(
+                        f"no subnet meets the search budgets {self.budgets}; the smallest subnet predicts latency "
+                        f"{cheapest['latency_ms']:.4f} ms, energy {cheapest['energy_mj']:.6f} mJ, accuracy "
+                        f"{cheapest['accuracy']:.4f}")
+
+    def _any_feasible(self, problem: SubnetProblem) -> bool:
+        rng = np.random.default_rng(0)
+        X = np.array([self.parts.space.encode(self.parts.space.sample(rng)) for _ in range(2000)])
+        out: dict = {}
+        problem._evaluate(X, out)
+        return bool((out["G"] <= 0).all(axis=1).any())
