@@ -118,3 +118,49 @@ def test_ray_workers_give_the_serial_result(reference, tmp_path):
     pytest.importorskip("ray")
     parallel = hwnas.launch(_tree(), workdir=tmp_path, workers=2)
     assert _result(parallel) == _result(reference)
+
+
+def test_the_custom_objective_example_runs(capsys, monkeypatch):
+    import runpy
+    import sys
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / "experiments" / "custom_objective.py"
+    monkeypatch.setattr(sys, "argv", [str(example), "--budget", "14"])
+    runpy.run_path(str(example), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "evaluated: 14 of 240 subnets" in out and "stopped: budget spent" in out
+
+
+def test_custom_search_finds_the_known_front():
+    from hwnas.search.custom import search
+
+    space = SearchSpace([Dim(f"w{i}", (1, 2, 3, 4, 5)) for i in range(3)])
+    calls = []
+
+    def slow(arch):  # the "expensive" objective: how often is it called?
+        calls.append(arch)
+        return 10.0 / (1 + sum(arch.values()))
+
+    result = search(space, {"err": slow, "size": lambda a: float(sum(a.values()))}, cheap={"size"}, budget=25,
+                    batch=5, initial=10, generations=10, seed=1)
+    assert len(calls) == len(set(calls)) == len(result.evaluated) <= 25
+    # err falls as size rises, so every size evaluated is on the front (ties of equal figures too)
+    pairs = result.front[["size", "err"]].drop_duplicates().sort_values("size")
+    assert set(pairs["size"]) == set(result.evaluated["size"]) and pairs["err"].is_monotonic_decreasing
+    assert pairs["size"].max() == 15 and pairs["size"].min() <= 4
+
+
+def test_resume_by_name_and_jobs_show_progress(reference, capsys):
+    from hwnas.cli import main
+
+    workdir = str(reference.store.url.removeprefix("sqlite:///").rsplit("/", 1)[0])
+    assert main(["search", "--resume", "tiny", "--workdir", workdir, "--quiet"]) == 0
+    assert "status: done" in capsys.readouterr().out
+    assert main(["jobs", "--workdir", workdir]) == 0
+    listed = capsys.readouterr().out
+    n = len(reference.candidates())
+    assert f"{n}/10" in listed and f"{reference.attrs['progress']['hypervolume']:.4f}" in listed
+    assert main(["search", "--resume", "nope", "--workdir", workdir]) == 2
+    assert main(["search", "cfg.yaml", "--resume", "tiny", "--workdir", workdir]) == 2
+    assert "--resume takes the job's stored config" in capsys.readouterr().err

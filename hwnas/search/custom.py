@@ -35,17 +35,24 @@ from hwnas.spaces.dims import Arch, SearchSpace
 
 
 class DimFeatures:
-    """Feature rows of encodings: numeric choices as their value, categorical ones one-hot."""
+    """Feature rows of encodings: numeric choices as their value, categorical ones one-hot, and
+    the cheap objectives' values (known for every candidate; a cost such as latency tells the
+    predictor much about an expensive objective such as error)."""
 
-    def __init__(self, space: SearchSpace):
+    def __init__(self, space: SearchSpace, cheap_columns: list[int] | None = None):
+        self.cheap_columns = list(cheap_columns or [])
         self.tables = []
         for d in space.dims:
             numeric = all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in d.choices)
             self.tables.append(np.array(d.choices, dtype=float)[:, None] if numeric else np.eye(len(d.choices)))
 
-    def transform(self, X: np.ndarray) -> np.ndarray:
+    def transform(self, X: np.ndarray, cheap_rows: list[list[float]] | None = None) -> np.ndarray:
         X = np.asarray(X, dtype=int)
-        return np.hstack([table[X[:, j]] for j, table in enumerate(self.tables)])
+        parts = [table[X[:, j]] for j, table in enumerate(self.tables)]
+        if self.cheap_columns and cheap_rows is not None:
+            values = np.asarray(cheap_rows, dtype=float)[:, self.cheap_columns]
+            parts.append(np.sign(values) * np.log1p(np.abs(values)))  # costs span orders of magnitude
+        return np.hstack(parts)
 
 
 class PredictedProblem(Problem):
@@ -61,8 +68,8 @@ class PredictedProblem(Problem):
     def _predict(self, X) -> tuple[np.ndarray, np.ndarray]:
         X = np.asarray(X, dtype=int)
         F, S = np.zeros((len(X), len(self.names))), np.zeros((len(X), len(self.names)))
-        rows = [self.cheap(self.space.decode(x)) for x in X] if len(self.models) < len(self.names) else None
-        feats = self.features.transform(X) if self.models else None
+        rows = [self.cheap(self.space.decode(x)) for x in X]
+        feats = self.features.transform(X, rows) if self.models else None
         for j, name in enumerate(self.names):
             if name in self.models:
                 F[:, j], S[:, j] = self.models[name].predict_with_std(feats)
@@ -106,8 +113,9 @@ def search(space: SearchSpace, objectives: Mapping[str, Callable[[Arch], float]]
            patience: int = 3, uncertainty_weight: float = 1.0,
            on_evaluation: Callable[[Arch, dict], None] | None = None) -> SearchResult:
     """Find the Pareto front of ``objectives`` over ``space`` with at most ``budget`` calls of each
-    expensive objective. ``initial`` random candidates (default: a quarter of the budget, at least
-    ``2 * batch``) seed the predictors before the first round."""
+    expensive objective. ``initial`` candidates (default: a quarter of the budget, at least
+    ``2 * batch``: the space's largest and smallest, then random ones) seed the predictors before
+    the first round."""
     names = list(objectives)
     maximize, cheap = set(maximize), set(cheap)
     unknown = (maximize | cheap) - set(names)
@@ -117,7 +125,7 @@ def search(space: SearchSpace, objectives: Mapping[str, Callable[[Arch], float]]
         raise ConfigError("a Pareto search needs at least two objectives")
     signs = np.array([-1.0 if n in maximize else 1.0 for n in names])
     expensive = [n for n in names if n not in cheap]
-    features = DimFeatures(space)
+    features = DimFeatures(space, [names.index(n) for n in names if n in cheap])
     cheap_cache: dict[Arch, list[float]] = {}
     records: list[dict] = []
     index: dict[Arch, int] = {}
@@ -145,13 +153,16 @@ def search(space: SearchSpace, objectives: Mapping[str, Callable[[Arch], float]]
     def make_problem(r: int) -> PredictedProblem:
         archs, F = done(r)
         X = np.array([space.encode(a) for a in archs])
-        models = {n: _Unclipped("ensemble", seed + r).fit(features.transform(X), F[:, names.index(n)] * signs[
-            names.index(n)]) for n in expensive}
+        feats = features.transform(X, [cheap_values(a) for a in archs])
+        models = {n: _Unclipped("ensemble", seed + r).fit(feats, F[:, names.index(n)] * signs[names.index(n)])
+                  for n in expensive}
         return PredictedProblem(space, names, signs, cheap_values, models, features)
 
     rng = np.random.default_rng(seed)
     first = initial if initial is not None else max(2 * batch, budget // 4)
-    seeds = list(dict.fromkeys(space.sample(rng) for _ in range(4 * first)))[: min(first, budget)]
+    # The space's extremes anchor the front's two ends (the most capable and the cheapest subnet).
+    seeds = list(dict.fromkeys([space.largest(), space.smallest()] + [space.sample(rng) for _ in range(4 * first)]))
+    seeds = seeds[: min(first, budget)]
     evaluate(seeds, -1)
     settings = LoopSettings(budget=budget, batch=batch, algorithm=algorithm, population=population,
                             generations=generations, seed=seed, patience=patience,

@@ -36,11 +36,20 @@ from hwnas.search.problem import CanonicalRepair
 
 
 class ChoiceSampling(Sampling):
-    """Each dimension's index drawn uniformly from its choices (from pymoo's seeded random state)."""
+    """Each dimension's index drawn uniformly from its choices (from pymoo's seeded random state),
+    after any ``seeds``: encodings to start from, such as the real front of earlier rounds."""
+
+    def __init__(self, seeds: np.ndarray | None = None):
+        super().__init__()
+        self.seeds = None if seeds is None or len(seeds) == 0 else np.asarray(seeds, dtype=float)
 
     def _do(self, problem, n_samples, *args, random_state=None, **kwargs):
         upper = problem.xu.astype(int)
-        return np.column_stack([random_state.integers(0, u + 1, n_samples) for u in upper]).astype(float)
+        X = np.column_stack([random_state.integers(0, u + 1, n_samples) for u in upper]).astype(float)
+        if self.seeds is not None:
+            k = min(len(self.seeds), n_samples)
+            X[:k] = self.seeds[:k]
+        return X
 
 
 class ChoiceMutation(Mutation):
@@ -60,16 +69,16 @@ class ChoiceMutation(Mutation):
         return X
 
 
-def _nsga2(problem, population: int):
-    return NSGA2(pop_size=population, sampling=ChoiceSampling(), crossover=UX(), mutation=ChoiceMutation(),
+def _nsga2(problem, population: int, seeds=None):
+    return NSGA2(pop_size=population, sampling=ChoiceSampling(seeds), crossover=UX(), mutation=ChoiceMutation(),
                  repair=CanonicalRepair(problem.space), eliminate_duplicates=True)
 
 
-def _nsga3(problem, population: int):
+def _nsga3(problem, population: int, seeds=None):
     n_obj = problem.n_obj
     partitions = {2: population - 1, 3: 12, 4: 7, 5: 5}.get(n_obj, 4)
     ref_dirs = get_reference_directions("das-dennis", n_obj, n_partitions=partitions)
-    return NSGA3(ref_dirs=ref_dirs, pop_size=max(population, len(ref_dirs)), sampling=ChoiceSampling(),
+    return NSGA3(ref_dirs=ref_dirs, pop_size=max(population, len(ref_dirs)), sampling=ChoiceSampling(seeds),
                  crossover=UX(), mutation=ChoiceMutation(), repair=CanonicalRepair(problem.space),
                  eliminate_duplicates=True)
 
@@ -97,8 +106,9 @@ def evaluate_population(problem, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 
 def run_search(problem, algorithm: str, population: int, generations: int, seed: int | list[int],
-               on_generation: Callable[[int], None] | None = None):
-    """Return the final candidates' (X, F, feasible mask); ``seed`` may be a list (e.g. [seed, round])."""
+               on_generation: Callable[[int], None] | None = None, seeds: np.ndarray | None = None):
+    """Return the final candidates' (X, F, feasible mask); ``seed`` may be a list (e.g. [seed, round]).
+    ``seeds`` (encodings) start the pymoo algorithms' first population."""
     if algorithm not in ALGORITHMS:
         raise ConfigError(f"search.algorithm: unknown algorithm {algorithm!r}; known: {list(ALGORITHMS)}")
     seed_int = int(np.random.SeedSequence(seed).generate_state(1)[0] % (2**31))
@@ -106,11 +116,11 @@ def run_search(problem, algorithm: str, population: int, generations: int, seed:
         return _random_search(problem, population * generations, seed_int, on_generation, generations)
     if algorithm.startswith("optuna-"):
         return _optuna_search(problem, algorithm, population, generations, seed_int, on_generation)
-    result = minimize(problem, PYMOO_ALGORITHMS[algorithm](problem, population), ("n_gen", generations),
+    result = minimize(problem, PYMOO_ALGORITHMS[algorithm](problem, population, seeds), ("n_gen", generations),
                       seed=seed_int, callback=_Progress(on_generation), verbose=False, save_history=False)
     pop = result.pop
     X, F = pop.get("X").astype(int), pop.get("F")
-    feasible = pop.get("feasible").ravel() if problem.n_ieq_constr else np.ones(len(X), dtype=bool)
+    feasible = (pop.get("CV").ravel() <= 0) if problem.n_ieq_constr else np.ones(len(X), dtype=bool)
     return X, F, feasible
 
 

@@ -6,7 +6,8 @@ Each round ``r``:
    rounds ``< r`` (so a round depends only on earlier rounds, and replaying it after a kill picks
    the same batch);
 2. the search (``algorithm``, seeded with ``[seed, r]``) finds the predicted front;
-3. a batch is chosen on and near that front, spread along the first cost objective, by an
+3. a batch is chosen on and near that front (the search starts from the real front of earlier
+   rounds, so it refines what is known to be good), spread along the first cost objective, by an
    optimistic score (predicted value minus ``uncertainty_weight`` x the predictor's standard
    deviation, for objectives that are minimized) that favours subnets the predictor is unsure
    about, never one already evaluated;
@@ -80,14 +81,15 @@ def run_loop(settings: LoopSettings, make_problem: Callable[[int], object],
     state, best, stale = LoopState(), -1.0, 0
     r = first_round
     while True:
-        archs_before, _ = done(r)
+        archs_before, real_before = done(r)
         left = settings.budget - len(archs_before)
         if left <= 0:
             state.stopped = "budget spent"
             break
         problem = make_problem(r)
         X, F, feasible = run_search(problem, settings.algorithm, settings.population, settings.generations,
-                                    [settings.seed, r], on_generation)
+                                    [settings.seed, r], on_generation, seeds=_front_first(problem, archs_before, real_before,
+                                                                                          settings.population // 2))
         if not feasible.any():
             if r == first_round:
                 raise NoCandidateError("no subnet meets the search budgets; loosen them or check the smallest "
@@ -122,6 +124,17 @@ def run_loop(settings: LoopSettings, make_problem: Callable[[int], object],
             state.stopped = f"hypervolume flat for {settings.patience} rounds"
             break
     return state
+
+
+def _front_first(problem, archs: list[Arch], F: np.ndarray, n: int) -> np.ndarray | None:
+    """Encodings of up to ``n`` evaluated archs, the real front first (by non-dominated rank): the
+    next round's search starts from what is known to be good and varies it."""
+    if not archs or n <= 0:
+        return None
+    from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
+
+    order = [i for front in NonDominatedSorting().do(np.asarray(F, dtype=float)) for i in front][:n]
+    return np.array([problem.space.encode(archs[i]) for i in order])
 
 
 def objective_bounds(points: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
