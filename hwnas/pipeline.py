@@ -230,9 +230,17 @@ class SearchJob:
             return
         cfg = self.config.train
         with self.reporter.task("train supernet", cfg.epochs) as advance:
-            trainer = SupernetTrainer(parts.supernet, parts.data, cfg, self.config.seed, self.compute,
-                                      self.config.data.batch_size, self.paths.checkpoint,
-                                      on_epoch=lambda e, n, r: advance(e, note=f"loss {r['loss']:.3f}"))
+            on_epoch = lambda e, n, r: advance(e, note=f"loss {r['loss']:.3f}")  # noqa: E731
+            if self.config.workers > 1 or self.config.ray_address:
+                # Ray Train workers share each step's sandwich subnets: the same weights as serial
+                from hwnas.spaces.distributed import RaySupernetTrainer
+
+                trainer = RaySupernetTrainer(self.config, parts.supernet, parts.data, workers=self.config.workers,
+                                             address=self.config.ray_address, checkpoint_path=self.paths.checkpoint,
+                                             on_epoch=on_epoch)
+            else:
+                trainer = SupernetTrainer(parts.supernet, parts.data, cfg, self.config.seed, self.compute,
+                                          self.config.data.batch_size, self.paths.checkpoint, on_epoch=on_epoch)
             if trainer.try_resume():
                 advance(trainer.start_epoch)
             history = trainer.train()

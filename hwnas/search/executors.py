@@ -245,14 +245,20 @@ class _Worker:
             return ("error", _portable(exc), _describe(exc), traceback.format_exc())
 
 
-def _import_ray(local: bool):
-    """``ray``, imported after setting :data:`RAY_ENVIRONMENT` (and, for a local Ray, when ray is
-    not imported yet, :data:`LOCAL_RAY_ENVIRONMENT`); an HwnasError when it is not installed."""
-    environment = dict(RAY_ENVIRONMENT)
+def prepare_ray_environment(local: bool, extra: dict[str, str] | None = None) -> None:
+    """Set :data:`RAY_ENVIRONMENT` (and, for a local Ray not imported yet,
+    :data:`LOCAL_RAY_ENVIRONMENT`) unless the user set them; before ``import ray``."""
+    environment = {**RAY_ENVIRONMENT, **(extra or {})}
     if local and "ray" not in sys.modules:
         environment.update(LOCAL_RAY_ENVIRONMENT)
     for key, value in environment.items():
         os.environ.setdefault(key, value)
+
+
+def _import_ray(local: bool):
+    """``ray``, imported after setting :data:`RAY_ENVIRONMENT` (and, for a local Ray, when ray is
+    not imported yet, :data:`LOCAL_RAY_ENVIRONMENT`); an HwnasError when it is not installed."""
+    prepare_ray_environment(local)
     try:
         import ray
     except ImportError:

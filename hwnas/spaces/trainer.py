@@ -50,13 +50,16 @@ class SupernetTrainer:
                                   {"params": no_decay, "weight_decay": 0.0}], lr=self.config.lr)
 
     # -- checkpoints -----------------------------------------------------------------------
+    def checkpoint_state(self, epoch: int) -> dict[str, Any]:
+        """What the checkpoint after ``epoch`` holds (weights, optimizer state, history)."""
+        return {"version": CHECKPOINT_VERSION, "epoch": epoch, "model": self.supernet.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "history": self.history}
+
     def save_checkpoint(self, epoch: int) -> None:
         if self.checkpoint_path is None:
             return
-        state = {"version": CHECKPOINT_VERSION, "epoch": epoch, "model": self.supernet.state_dict(),
-                 "optimizer": self.optimizer.state_dict(), "history": self.history}
         with atomic_path(self.checkpoint_path) as tmp:
-            torch.save(state, tmp)
+            torch.save(self.checkpoint_state(epoch), tmp)
 
     def try_resume(self) -> bool:
         """Load the checkpoint if there is one; return whether training resumed from it."""
@@ -126,20 +129,10 @@ class SupernetTrainer:
                     group["lr"] = self._lr(step, total, steps_per_epoch)
                 x, y = x.to(self.device), y.to(self.device)
                 self.optimizer.zero_grad(set_to_none=True)
-                teacher = None
-                for k, arch in enumerate(self._subnets(rng, allowed)):
-                    net.set_active(arch)
-                    logits = net(x)
-                    if k == 0 or teacher is None or not cfg.distill:
-                        loss = F.cross_entropy(logits, y)
-                    else:
-                        loss = F.kl_div(F.log_softmax(logits, 1), teacher, reduction="batchmean")
-                    if k == 0:
-                        teacher = F.softmax(logits.detach(), 1)
-                        loss_sum += float(loss.detach()) * len(y)
-                        correct += float((logits.argmax(1) == y).sum())
-                        seen += len(y)
-                    loss.backward()
+                loss, hits = self._accumulate_gradients(net, x, y, self._subnets(rng, allowed))
+                loss_sum += loss * len(y)
+                correct += hits
+                seen += len(y)
                 self.optimizer.step()
             record = {"epoch": epoch, "loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
                       "lr": self.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started}
@@ -148,6 +141,32 @@ class SupernetTrainer:
             if self.on_epoch is not None:
                 self.on_epoch(epoch + 1, cfg.epochs, record)
         return self.history
+
+    def _accumulate_gradients(self, net, x: torch.Tensor, y: torch.Tensor, archs: list) -> tuple[float, float]:
+        """One step's sandwich: the gradients of every subnet of ``archs``, summed into ``.grad``
+        in order; returns the first (largest) subnet's loss and its number of correct predictions.
+
+        The one place a step's gradients are made, so that a distributed trainer can override it
+        (see :mod:`hwnas.spaces.distributed`) and keep everything else of this class.
+        """
+        teacher = None
+        loss0 = hits = 0.0
+        for k, arch in enumerate(archs):
+            net.set_active(arch)
+            logits = net(x)
+            loss = self._subnet_loss(k, logits, y, teacher)
+            if k == 0:
+                teacher = F.softmax(logits.detach(), 1)
+                loss0 = float(loss.detach())
+                hits = float((logits.argmax(1) == y).sum())
+            loss.backward()
+        return loss0, hits
+
+    def _subnet_loss(self, k: int, logits: torch.Tensor, y: torch.Tensor, teacher) -> torch.Tensor:
+        """The largest subnet (k = 0) learns the labels; the others its soft predictions."""
+        if k == 0 or teacher is None or not self.config.distill:
+            return F.cross_entropy(logits, y)
+        return F.kl_div(F.log_softmax(logits, 1), teacher, reduction="batchmean")
 
 
 def _restrict_ops(space, arch, allowed: list[str], rng: np.random.Generator):
