@@ -317,6 +317,7 @@ def export(
     max_latency_ms: Optional[float] = typer.Option(None, "--max-latency-ms"),
     max_energy_mj: Optional[float] = typer.Option(None, "--max-energy-mj"),
     min_accuracy: Optional[float] = typer.Option(None, "--min-accuracy"),
+    fmt: str = typer.Option("pt", "--format", help="pt (safetensors + manifest), torchscript, or all"),
     store: Optional[str] = StoreOpt,
     workdir: str = WorkdirOpt,
 ) -> None:
@@ -327,7 +328,10 @@ def export(
     from hwnas.job import open_job
 
     job = open_job(job_name, store=store, workdir=workdir)
-    path = job.export(out_dir, candidate, max_latency_ms, max_energy_mj, min_accuracy)
+    from hwnas.export import FORMATS
+
+    formats = FORMATS if fmt == "all" else tuple(f.strip() for f in fmt.split(","))
+    path = job.export(out_dir, candidate, max_latency_ms, max_energy_mj, min_accuracy, formats)
     manifest = json.loads((path / "manifest.json").read_text())
     m = manifest["metrics"]["measured"]
     out.print(f"exported candidate {manifest['candidate']} of {job.name} to {path}: accuracy "

@@ -44,7 +44,36 @@ def quantization_policy(spec: dict[str, Any]) -> list[dict[str, Any]]:
             for i, op in enumerate(op_graph(spec)) if op.weight_count or op.kind == "attention"]
 
 
-def export_candidate(job, candidate_id: int, out: Path) -> Path:
+FORMATS = ("pt", "torchscript")
+CHECK_INPUTS = 16
+TOLERANCE = {"pt": 1e-5, "torchscript": 1e-4}  # max |output - supernet output| on validation inputs
+
+
+def _supernet_outputs(parts, arch: Arch, inputs: torch.Tensor) -> torch.Tensor:
+    """The supernet's logits for ``arch`` (BN already recalibrated for it), one input at a time:
+    the deployed batch size, and the one a traced model is fixed to."""
+    parts.supernet.set_active(arch)
+    parts.supernet.eval()
+    with torch.inference_mode():
+        return torch.cat([parts.supernet(x[None].to(parts.compute)).cpu() for x in inputs])
+
+
+def _check(name: str, run, inputs: torch.Tensor, reference: torch.Tensor) -> dict[str, Any]:
+    with torch.inference_mode():
+        outputs = torch.cat([run(x[None]) for x in inputs])
+    diff = float((outputs - reference).abs().max())
+    tolerance = TOLERANCE[name]
+    if not diff <= tolerance:
+        raise HwnasError(f"the {name} export does not reproduce the supernet: max output difference {diff:.3g} "
+                         f"over {len(inputs)} validation inputs exceeds {tolerance:g}")
+    return {"inputs": len(inputs), "max_abs_diff": diff, "tolerance": tolerance, "passed": True}
+
+
+def export_candidate(job, candidate_id: int, out: Path, formats: tuple[str, ...] = ("pt",)) -> Path:
+    """Export one candidate in ``formats`` (``pt``: safetensors weights and the manifest that
+    rebuilds the module with hwnas; ``torchscript``: a traced, frozen file that loads with torch
+    alone, fixed to batch 1). Each file is checked against the supernet on validation inputs and
+    the result is recorded in the manifest; a file that does not match is an error."""
     from hwnas.pipeline import Components, JobPaths, resolve_compute
 
     row = job.candidate(candidate_id)
@@ -54,16 +83,33 @@ def export_candidate(job, candidate_id: int, out: Path) -> Path:
         raise HwnasError(f"job {job.name!r} has no trained supernet at {paths.supernet}")
     if out.exists() and not out.is_dir():
         raise HwnasError(f"--out {out} exists and is not a directory")
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise HwnasError(f"--format: unknown format {unknown[0]!r}; known: {list(FORMATS)} or all")
     parts = Components.build(config, resolve_compute("cpu"))
     parts.load_weights(paths.supernet)
     arch = parts.space.validate(Arch.from_json(row["arch"]).to_dict())
     model = parts.recalibrated_subnet(arch)
     spec = parts.supernet.spec
     test_accuracy = accuracy(model, parts.data.test)
+    inputs = torch.stack([parts.data.val[i][0] for i in range(min(CHECK_INPUTS, len(parts.data.val)))])
+    reference = _supernet_outputs(parts, arch, inputs)
+    checks = {"pt": _check("pt", model, inputs, reference)}
     out.mkdir(parents=True, exist_ok=True)
     weights = out / "model.safetensors"
     with atomic_path(weights) as tmp:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    files = {"weights": {"file": weights.name, "sha256": sha256_file(weights)}}
+    if "torchscript" in formats:
+        from hwnas.hwmodels.torchscript import script_model
+
+        scripted = script_model(model, (inputs[:1],))
+        target = out / "model.torchscript.pt"
+        with atomic_path(target) as tmp:
+            torch.jit.save(scripted, str(tmp))
+        checks["torchscript"] = _check("torchscript", torch.jit.load(str(target)), inputs, reference)
+        files["torchscript"] = {"file": target.name, "sha256": sha256_file(target), "input_shape":
+                                [1, *parts.data.input_shape], "loads_with": "torch.jit.load (no hwnas needed)"}
     manifest = {
         "format": MANIFEST_FORMAT, "job": job.name, "candidate": int(candidate_id),
         "space": config.space.type, "arch": arch.to_dict(), "subnet": spec,
@@ -77,7 +123,7 @@ def export_candidate(job, candidate_id: int, out: Path) -> Path:
         },
         "device": job.attrs.get("device_description", {"name": config.device.name}),
         "data": parts.data.description, "seed": config.seed, "versions": package_versions(),
-        "weights": {"file": weights.name, "sha256": sha256_file(weights)},
+        **files, "checks": checks,
     }
     write_json_atomic(out / "manifest.json", manifest)
     return out

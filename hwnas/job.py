@@ -78,7 +78,8 @@ class Job:
         return query_front(self.candidates(), self.objectives, max_latency_ms, max_energy_mj, min_accuracy)
 
     def export(self, out: str | Path, candidate: int | None = None, max_latency_ms: float | None = None,
-               max_energy_mj: float | None = None, min_accuracy: float | None = None) -> Path:
+               max_energy_mj: float | None = None, min_accuracy: float | None = None,
+               formats: tuple[str, ...] = ("pt",)) -> Path:
         """Export one candidate (by id, or the most accurate one meeting the budgets) to ``out``."""
         from hwnas.export import export_candidate
 
@@ -86,7 +87,7 @@ class Job:
             if max_latency_ms is None and max_energy_mj is None and min_accuracy is None:
                 raise JobError("choose the subnet to export: give a candidate id or a budget")
             candidate = int(self.front(max_latency_ms, max_energy_mj, min_accuracy).iloc[0]["id"])
-        return export_candidate(self, int(candidate), Path(out))
+        return export_candidate(self, int(candidate), Path(out), tuple(formats))
 
 
 def open_job(name: str, store: str | None = None, workdir: str | Path = "runs") -> Job:

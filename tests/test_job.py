@@ -88,6 +88,35 @@ def test_export_round_trip_equals_the_supernet(tiny_job, tmp_path):
         torch.testing.assert_close(model(x), reference(x), rtol=0, atol=0)
 
 
+def test_torchscript_export_checks_itself_and_loads_without_hwnas(tiny_job, tmp_path):
+    import subprocess
+    import sys
+
+    job, _ = tiny_job
+    best = int(job.front().iloc[0]["id"])
+    out = job.export(tmp_path / "ts", candidate=best, formats=("pt", "torchscript"))
+    manifest = json.loads((out / "manifest.json").read_text())
+    for fmt in ("pt", "torchscript"):
+        check = manifest["checks"][fmt]
+        assert check["passed"] and check["inputs"] == 16 and check["max_abs_diff"] <= check["tolerance"]
+    assert manifest["torchscript"]["file"] == "model.torchscript.pt"
+    # torch alone, with hwnas made unimportable, loads and runs the file like the hwnas module
+    script = ("import sys; sys.modules['hwnas'] = None; import torch; "
+              f"m = torch.jit.load({str(out / 'model.torchscript.pt')!r}); "
+              "torch.manual_seed(0); x = torch.rand(1, 1, 8, 8); print(repr(m(x).flatten().tolist()))")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    torch.manual_seed(0)
+    x = torch.rand(1, 1, 8, 8)
+    with torch.no_grad():
+        expected = hwnas.load_exported(out)(x).flatten()
+    torch.testing.assert_close(torch.tensor(eval(run.stdout)), expected, rtol=1e-4, atol=1e-4)
+    from hwnas.cli import main
+
+    assert main(["export", "tiny", "--workdir", str(tiny_job[1]), "--candidate", str(best), "--out",
+                 str(tmp_path / "bad"), "--format", "onnx"]) == 2
+
+
 def test_export_under_a_budget_picks_the_most_accurate_that_fits(tiny_job, tmp_path):
     job, workdir = tiny_job
     frame = job.candidates()
