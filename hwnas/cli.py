@@ -337,6 +337,11 @@ def export(
     out.print(f"exported candidate {manifest['candidate']} of {job.name} to {path}: accuracy "
               f"{m['export_test_accuracy']:.4f}, latency {m['latency_ms']:.3f} ms", soft_wrap=True,
               highlight=False, markup=False)
+    lat = manifest["metrics"]["export_latency"]
+    if lat.get("gap_above_10pct"):
+        err.print(f"warning: the export runs in {lat['median_ms']:.3f} ms on {job.config.device.name}, "
+                  f"{100 * lat['gap']:+.0f} % from the predicted {lat['predicted_ms']:.3f} ms", highlight=False,
+                  markup=False, soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> int:

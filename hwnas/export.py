@@ -69,6 +69,20 @@ def _check(name: str, run, inputs: torch.Tensor, reference: torch.Tensor) -> dic
     return {"inputs": len(inputs), "max_abs_diff": diff, "tolerance": tolerance, "passed": True}
 
 
+def _measure_latency(job, model, input_shape, predicted_ms: float) -> dict[str, Any]:
+    """The exported module timed on the job's device now, next to the search's prediction; the gap
+    is flagged above 10 %. Devices that do not measure (tables, models) report their prediction."""
+    from hwnas.hwmodels.devices import build_device
+
+    device = build_device(job.config.device, job.config.workdir)
+    if not device.measures:
+        return {"measured": False, "predicted_ms": predicted_ms}
+    median, spread = device.time_model(model, input_shape)
+    gap = (median - predicted_ms) / predicted_ms if predicted_ms else float("nan")
+    return {"measured": True, "median_ms": median, "spread_ms": spread, "predicted_ms": predicted_ms,
+            "gap": gap, "gap_above_10pct": bool(abs(gap) > 0.10)}
+
+
 def export_candidate(job, candidate_id: int, out: Path, formats: tuple[str, ...] = ("pt",)) -> Path:
     """Export one candidate in ``formats`` (``pt``: safetensors weights and the manifest that
     rebuilds the module with hwnas; ``torchscript``: a traced, frozen file that loads with torch
@@ -110,6 +124,7 @@ def export_candidate(job, candidate_id: int, out: Path, formats: tuple[str, ...]
         checks["torchscript"] = _check("torchscript", torch.jit.load(str(target)), inputs, reference)
         files["torchscript"] = {"file": target.name, "sha256": sha256_file(target), "input_shape":
                                 [1, *parts.data.input_shape], "loads_with": "torch.jit.load (no hwnas needed)"}
+    latency = _measure_latency(job, model, parts.data.input_shape, row["predicted_latency_ms"])
     manifest = {
         "format": MANIFEST_FORMAT, "job": job.name, "candidate": int(candidate_id),
         "space": config.space.type, "arch": arch.to_dict(), "subnet": spec,
@@ -118,6 +133,7 @@ def export_candidate(job, candidate_id: int, out: Path, formats: tuple[str, ...]
             "measured": {"accuracy": row["accuracy"], "latency_ms": row["latency_ms"],
                          "export_test_accuracy": test_accuracy},
             "predicted": {"accuracy": row["predicted_accuracy"], "latency_ms": row["predicted_latency_ms"]},
+            "export_latency": latency,
             "analytical": {"energy_mj": row["energy_mj"], "params": row["params"], "flops": row["flops"],
                            "bitops": row["bitops"], "weight_kb": row["weight_kb"]},
         },

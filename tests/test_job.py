@@ -100,6 +100,10 @@ def test_torchscript_export_checks_itself_and_loads_without_hwnas(tiny_job, tmp_
         check = manifest["checks"][fmt]
         assert check["passed"] and check["inputs"] == 16 and check["max_abs_diff"] <= check["tolerance"]
     assert manifest["torchscript"]["file"] == "model.torchscript.pt"
+    latency = manifest["metrics"]["export_latency"]  # re-measured on the job's device after export
+    assert latency["measured"] and latency["median_ms"] > 0
+    assert latency["gap"] == pytest.approx(latency["median_ms"] / latency["predicted_ms"] - 1)
+    assert latency["gap_above_10pct"] == (abs(latency["gap"]) > 0.10)
     # torch alone, with hwnas made unimportable, loads and runs the file like the hwnas module
     script = ("import sys; sys.modules['hwnas'] = None; import torch; "
               f"m = torch.jit.load({str(out / 'model.torchscript.pt')!r}); "
