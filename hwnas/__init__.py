@@ -12,9 +12,23 @@ fits a budget::
 """
 __version__ = "0.1.0"
 
-from hwnas.config import Config, load_config  # noqa: E402
-from hwnas.export import load_exported  # noqa: E402
-from hwnas.job import Job, open_job  # noqa: E402
-from hwnas.pipeline import launch  # noqa: E402
+# Names are imported on first use (PEP 562): ``import hwnas`` stays cheap, and loading an export
+# (hwnas.load_exported) never imports the training, search or pipeline code.
+_EXPORTS = {"Config": "hwnas.config", "load_config": "hwnas.config", "load_exported": "hwnas.export",
+            "Job": "hwnas.job", "open_job": "hwnas.job", "launch": "hwnas.pipeline"}
 
 __all__ = ["Config", "Job", "launch", "load_config", "load_exported", "open_job", "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'hwnas' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -25,7 +25,7 @@ from hwnas.spaces.registry import space_entry
 from hwnas.utils.io import atomic_path, sha256_file, write_json_atomic
 
 MANIFEST_FORMAT = "hwnas-export/1"
-PACKAGES = ("torch", "numpy", "scikit-learn", "pymoo", "optuna", "safetensors")
+PACKAGES = ("torch", "numpy", "scikit-learn", "pymoo", "optuna", "safetensors", "onnx", "onnxruntime")
 
 
 def package_versions() -> dict[str, str]:
@@ -44,9 +44,13 @@ def quantization_policy(spec: dict[str, Any]) -> list[dict[str, Any]]:
             for i, op in enumerate(op_graph(spec)) if op.weight_count or op.kind == "attention"]
 
 
-FORMATS = ("pt", "torchscript")
+FORMATS = ("pt", "torchscript", "onnx", "int8")
 CHECK_INPUTS = 16
-TOLERANCE = {"pt": 1e-5, "torchscript": 1e-4}  # max |output - supernet output| on validation inputs
+# max |output - supernet output| on validation inputs. pt runs the same PyTorch ops as the supernet;
+# TorchScript folds batch norm into the convolution and ONNX Runtime uses its own kernels, which
+# reorder float sums. The int8 model is not checked against a tolerance: its scales come from
+# calibration (see hwnas.int8), so its accuracy and top-1 agreement are recorded instead.
+TOLERANCE = {"pt": 1e-5, "torchscript": 1e-4, "onnx": 1e-4}
 
 
 def _supernet_outputs(parts, arch: Arch, inputs: torch.Tensor) -> torch.Tensor:
@@ -58,15 +62,50 @@ def _supernet_outputs(parts, arch: Arch, inputs: torch.Tensor) -> torch.Tensor:
         return torch.cat([parts.supernet(x[None].to(parts.compute)).cpu() for x in inputs])
 
 
-def _check(name: str, run, inputs: torch.Tensor, reference: torch.Tensor) -> dict[str, Any]:
+def _outputs(run, inputs: torch.Tensor) -> torch.Tensor:
     with torch.inference_mode():
-        outputs = torch.cat([run(x[None]) for x in inputs])
-    diff = float((outputs - reference).abs().max())
+        return torch.cat([run(x[None]) for x in inputs])
+
+
+FLIP_MARGIN = 1e-3  # in quantizer steps: how close to a rounding boundary counts as "on" it
+
+
+def rounding_margin(model: torch.nn.Module, x: torch.Tensor) -> float:
+    """How close, in steps, any activation quantizer of ``model`` comes to a rounding boundary on
+    input ``x`` (inf when it has none). Where it is within float error of one, another runtime's
+    kernels, which sum in another order, may round that activation to the neighbouring level."""
+    from hwnas.spaces.ops.quant import ActQuant
+    from hwnas.utils.hooks import run_with_pre_hooks
+
+    margins: list[float] = []
+
+    def hook(module, args):
+        v = (args[0] / module.step).clamp(-module.qn, module.qp)
+        inside = (v > -module.qn) & (v < module.qp)
+        if bool(inside.any()):
+            margins.append(float(((v - v.floor()) - 0.5).abs()[inside].min()))
+
+    run_with_pre_hooks(model, x, hook, [m for m in model.modules() if isinstance(m, ActQuant)])
+    return min(margins, default=float("inf"))
+
+
+def _check(name: str, run, inputs: torch.Tensor, reference: torch.Tensor, model: torch.nn.Module) -> dict[str, Any]:
+    """Outputs of ``run`` against the supernet's, input by input. An input beyond the tolerance is
+    excused only when one of its activations sits within :data:`FLIP_MARGIN` steps of a rounding
+    boundary (see :func:`rounding_margin`): then both roundings are right to float precision. The
+    manifest records how many inputs were excused and the largest difference of the others."""
+    diffs = (_outputs(run, inputs) - reference).abs().amax(dim=1)
     tolerance = TOLERANCE[name]
-    if not diff <= tolerance:
-        raise HwnasError(f"the {name} export does not reproduce the supernet: max output difference {diff:.3g} "
+    beyond = [i for i, d in enumerate(diffs.tolist()) if not d <= tolerance]
+    flips = [i for i in beyond if rounding_margin(model, inputs[i:i + 1]) < FLIP_MARGIN]
+    others = [d for i, d in enumerate(diffs.tolist()) if i not in flips]
+    if len(flips) < len(beyond):
+        worst = max(float(diffs[i]) for i in beyond if i not in flips)
+        raise HwnasError(f"the {name} export does not reproduce the supernet: max output difference {worst:.3g} "
                          f"over {len(inputs)} validation inputs exceeds {tolerance:g}")
-    return {"inputs": len(inputs), "max_abs_diff": diff, "tolerance": tolerance, "passed": True}
+    return {"inputs": len(inputs), "max_abs_diff": float(diffs.max()),
+            "max_abs_diff_off_boundaries": max(others, default=0.0), "rounding_flips": len(flips),
+            "tolerance": tolerance, "passed": True}
 
 
 def _measure_latency(job, model, input_shape, predicted_ms: float) -> dict[str, Any]:
@@ -83,11 +122,72 @@ def _measure_latency(job, model, input_shape, predicted_ms: float) -> dict[str, 
             "gap": gap, "gap_above_10pct": bool(abs(gap) > 0.10)}
 
 
-def export_candidate(job, candidate_id: int, out: Path, formats: tuple[str, ...] = ("pt",)) -> Path:
-    """Export one candidate in ``formats`` (``pt``: safetensors weights and the manifest that
-    rebuilds the module with hwnas; ``torchscript``: a traced, frozen file that loads with torch
-    alone, fixed to batch 1). Each file is checked against the supernet on validation inputs and
-    the result is recorded in the manifest; a file that does not match is an error."""
+def resolve_formats(formats: tuple[str, ...], spec: dict[str, Any], space_type: str) -> tuple[list[str], dict]:
+    """The formats to write and, for ``all``, the ones left out with the reason. A format named
+    explicitly that cannot be written here is an error naming why."""
+    from hwnas.export_formats import onnx_available
+    from hwnas.int8 import int8_ineligible_reason
+
+    wanted = list(FORMATS) if "all" in formats else list(dict.fromkeys(("pt", *formats)))
+    unknown = [f for f in wanted if f not in FORMATS]
+    if unknown:
+        raise HwnasError(f"--format: unknown format {unknown[0]!r}; known: {list(FORMATS)} or all")
+    reasons = {"onnx": onnx_available(), "int8": int8_ineligible_reason(spec, space_type)}
+    skipped = {}
+    for name, reason in reasons.items():
+        if name in wanted and reason is not None:
+            if "all" not in formats:
+                raise HwnasError(f"cannot export {name}: {reason}")
+            wanted.remove(name)
+            skipped[name] = reason
+    return wanted, skipped
+
+
+def _finetune(parts, arch: Arch, epochs: int, seed: int) -> dict[str, Any]:
+    from hwnas.finetune import LR_SCALE, finetune_subnet
+
+    before = accuracy(parts.recalibrated_subnet(arch), parts.data.test)
+    before_val = accuracy(parts.recalibrated_subnet(arch), parts.data.val)
+    history = finetune_subnet(parts, arch, epochs, seed)
+    model = parts.recalibrated_subnet(arch)
+    return {"epochs": epochs, "lr_scale": LR_SCALE, "test_accuracy_before": before,
+            "test_accuracy_after": accuracy(model, parts.data.test), "val_accuracy_before": before_val,
+            "val_accuracy_after": accuracy(model, parts.data.val), "history": history}
+
+
+def _export_int8(job, parts, model, out: Path, inputs, example, test_accuracy: float) -> dict[str, Any]:
+    """The real int8 model beside the fake-quantized one: accuracy, agreement and latency of both."""
+    from hwnas.hwmodels.devices import LocalCPU
+    from hwnas.hwmodels.torchscript import script_model
+    from hwnas.int8 import calibration_images, write_int8
+
+    calibration = calibration_images(parts.data.train, parts.config.train.recalibration_samples)
+    target = out / "model.int8.torchscript.pt"
+    converted, reloaded, backend = write_int8(model, calibration, example, target)
+    agreement = float((_outputs(reloaded, inputs).argmax(1) == _outputs(model, inputs).argmax(1)).float().mean())
+    timer = LocalCPU(job.config.device)
+    int8_ms, int8_spread = timer.time_model(reloaded, parts.data.input_shape)
+    float_ms, float_spread = timer.time_model(script_model(model, (example,)), parts.data.input_shape)
+    return {"file": target.name, "sha256": sha256_file(target), "input_shape": list(example.shape),
+            "loads_with": "torch.jit.load (no hwnas needed)", "backend": backend, "calibration_images": len(calibration),
+            "test_accuracy": accuracy(converted, parts.data.test), "fake_quant_test_accuracy": test_accuracy,
+            "top1_agreement_with_fake_quant": agreement, "agreement_inputs": len(inputs),
+            "latency_ms": int8_ms, "latency_spread_ms": int8_spread,
+            "fake_quant_torchscript_latency_ms": float_ms, "fake_quant_torchscript_spread_ms": float_spread,
+            "speedup_over_fake_quant": float_ms / int8_ms if int8_ms else None,
+            "timed_on": f"this machine's CPU, {job.config.device.threads} thread(s), batch {job.config.device.batch_size}"}
+
+
+def export_candidate(job, candidate_id: int, out: Path, formats: tuple[str, ...] = ("pt",),
+                     finetune_epochs: int = 0) -> Path:
+    """Export one candidate in ``formats`` (see :data:`FORMATS`, or ``all``): ``pt`` is the
+    safetensors weights and the manifest that rebuilds the module with hwnas (plus the shift
+    layers' exponents when it has any); ``torchscript`` a traced, frozen file that loads with torch
+    alone; ``onnx`` a file for ONNX Runtime; ``int8`` a real int8 TorchScript model of an all-8-bit
+    subnet. The fixed-shape files take batch 1. Each float file is checked against the supernet on
+    validation inputs and the result is recorded in the manifest; a file that does not match is an
+    error. With ``finetune_epochs`` the subnet is first fine-tuned alone (see :mod:`hwnas.finetune`)."""
+    from hwnas.export_formats import load_onnx, load_torchscript, save_onnx, save_shift_exponents, save_torchscript
     from hwnas.pipeline import Components, JobPaths, resolve_compute
 
     row = job.candidate(candidate_id)
@@ -97,49 +197,53 @@ def export_candidate(job, candidate_id: int, out: Path, formats: tuple[str, ...]
         raise HwnasError(f"job {job.name!r} has no trained supernet at {paths.supernet}")
     if out.exists() and not out.is_dir():
         raise HwnasError(f"--out {out} exists and is not a directory")
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown:
-        raise HwnasError(f"--format: unknown format {unknown[0]!r}; known: {list(FORMATS)} or all")
+    if finetune_epochs < 0:
+        raise HwnasError(f"--finetune-epochs must be 0 or more, got {finetune_epochs}")
     parts = Components.build(config, resolve_compute("cpu"))
     parts.load_weights(paths.supernet)
     arch = parts.space.validate(Arch.from_json(row["arch"]).to_dict())
+    spec = parts.space.subnet_spec(arch)
+    wanted, skipped = resolve_formats(tuple(formats), spec, config.space.type)
+    finetune = _finetune(parts, arch, finetune_epochs, config.seed) if finetune_epochs else None
     model = parts.recalibrated_subnet(arch)
-    spec = parts.supernet.spec
     test_accuracy = accuracy(model, parts.data.test)
     inputs = torch.stack([parts.data.val[i][0] for i in range(min(CHECK_INPUTS, len(parts.data.val)))])
+    example = inputs[:1]
     reference = _supernet_outputs(parts, arch, inputs)
-    checks = {"pt": _check("pt", model, inputs, reference)}
+    checks = {"pt": _check("pt", model, inputs, reference, model)}
     out.mkdir(parents=True, exist_ok=True)
     weights = out / "model.safetensors"
     with atomic_path(weights) as tmp:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    files = {"weights": {"file": weights.name, "sha256": sha256_file(weights)}}
-    if "torchscript" in formats:
-        from hwnas.hwmodels.torchscript import script_model
-
-        scripted = script_model(model, (inputs[:1],))
-        target = out / "model.torchscript.pt"
-        with atomic_path(target) as tmp:
-            torch.jit.save(scripted, str(tmp))
-        checks["torchscript"] = _check("torchscript", torch.jit.load(str(target)), inputs, reference)
-        files["torchscript"] = {"file": target.name, "sha256": sha256_file(target), "input_shape":
-                                [1, *parts.data.input_shape], "loads_with": "torch.jit.load (no hwnas needed)"}
+    files: dict[str, Any] = {"weights": {"file": weights.name, "sha256": sha256_file(weights)}}
+    shifts = save_shift_exponents(model, out / "shift_exponents.safetensors")
+    if shifts:
+        files["shift_exponents"] = shifts
+    writers = {"torchscript": (save_torchscript, load_torchscript, "model.torchscript.pt"),
+               "onnx": (save_onnx, load_onnx, "model.onnx")}
+    for name, (save, load, filename) in writers.items():
+        if name in wanted:
+            files[name] = save(model, example, out / filename)
+            checks[name] = _check(name, load(out / filename), inputs, reference, model)
+    if "int8" in wanted:
+        files["int8"] = _export_int8(job, parts, model, out, inputs, example, test_accuracy)
     latency = _measure_latency(job, model, parts.data.input_shape, row["predicted_latency_ms"])
+    measured = {"accuracy": row["accuracy"], "latency_ms": row["latency_ms"], "export_test_accuracy": test_accuracy}
     manifest = {
         "format": MANIFEST_FORMAT, "job": job.name, "candidate": int(candidate_id),
-        "space": config.space.type, "arch": arch.to_dict(), "subnet": spec,
-        "quantization": quantization_policy(spec),
+        "space": config.space.type, "arch": arch.to_dict(), "subnet": parts.supernet.spec,
+        "quantization": quantization_policy(parts.supernet.spec),
         "metrics": {
-            "measured": {"accuracy": row["accuracy"], "latency_ms": row["latency_ms"],
-                         "export_test_accuracy": test_accuracy},
+            "measured": measured,
             "predicted": {"accuracy": row["predicted_accuracy"], "latency_ms": row["predicted_latency_ms"]},
             "export_latency": latency,
             "analytical": {"energy_mj": row["energy_mj"], "params": row["params"], "flops": row["flops"],
                            "bitops": row["bitops"], "weight_kb": row["weight_kb"]},
         },
+        "finetune": finetune,
         "device": job.attrs.get("device_description", {"name": config.device.name}),
         "data": parts.data.description, "seed": config.seed, "versions": package_versions(),
-        **files, "checks": checks,
+        **files, "formats": wanted, "skipped_formats": skipped, "checks": checks,
     }
     write_json_atomic(out / "manifest.json", manifest)
     return out
@@ -153,17 +257,29 @@ def load_exported(path: str | Path) -> torch.nn.Module:
         manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise HwnasError(f"{manifest_file} does not exist: not an hwnas export") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raise HwnasError(f"{manifest_file} is not valid JSON") from None
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
         got = manifest.get("format") if isinstance(manifest, dict) else None
         raise HwnasError(f"{manifest_file} has format {got!r}; this hwnas reads {MANIFEST_FORMAT!r}")
-    weights = path / manifest["weights"]["file"]
+    entry = manifest.get("weights")
+    if not (isinstance(entry, dict) and isinstance(entry.get("file"), str) and isinstance(entry.get("sha256"), str)
+            and isinstance(manifest.get("space"), str) and isinstance(manifest.get("subnet"), dict)):
+        raise HwnasError(f"{manifest_file} lacks its weights entry (file and sha256), space or subnet")
+    name = entry["file"]
+    if Path(name).name != name or name in ("", ".", ".."):  # the weights live beside the manifest
+        raise HwnasError(f"{manifest_file} names weights {name!r} outside its export directory")
+    weights = path / name
     if not weights.exists():
         raise HwnasError(f"{weights} does not exist")
-    if sha256_file(weights) != manifest["weights"]["sha256"]:
+    if sha256_file(weights) != entry["sha256"]:
         raise HwnasError(f"{weights} does not match the hash in its manifest (altered or truncated)")
-    model = space_entry(manifest["space"]).build_standalone(manifest["subnet"])
+    try:
+        model = space_entry(manifest["space"]).build_standalone(manifest["subnet"])
+    except HwnasError:
+        raise
+    except Exception as exc:  # a subnet spec this hwnas cannot build
+        raise HwnasError(f"{manifest_file} has a subnet this hwnas cannot build ({str(exc).splitlines()[0]})") from None
     try:
         model.load_state_dict(load_file(str(weights)))
     except Exception as exc:

@@ -79,15 +79,16 @@ class Job:
 
     def export(self, out: str | Path, candidate: int | None = None, max_latency_ms: float | None = None,
                max_energy_mj: float | None = None, min_accuracy: float | None = None,
-               formats: tuple[str, ...] = ("pt",)) -> Path:
-        """Export one candidate (by id, or the most accurate one meeting the budgets) to ``out``."""
+               formats: tuple[str, ...] = ("pt",), finetune_epochs: int = 0) -> Path:
+        """Export one candidate (by id, or the most accurate one meeting the budgets) to ``out``,
+        in ``formats`` (see :data:`hwnas.export.FORMATS`, or ``("all",)``), optionally fine-tuned."""
         from hwnas.export import export_candidate
 
         if candidate is None:
             if max_latency_ms is None and max_energy_mj is None and min_accuracy is None:
                 raise JobError("choose the subnet to export: give a candidate id or a budget")
             candidate = int(self.front(max_latency_ms, max_energy_mj, min_accuracy).iloc[0]["id"])
-        return export_candidate(self, int(candidate), Path(out), tuple(formats))
+        return export_candidate(self, int(candidate), Path(out), tuple(formats), finetune_epochs)
 
 
 def open_job(name: str, store: str | None = None, workdir: str | Path = "runs") -> Job:

@@ -8,6 +8,7 @@ training code.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 import torch
@@ -23,24 +24,33 @@ def make_activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
-class QConvBNAct(nn.Module):
-    """Input quantizer -> convolution -> batch norm -> activation, with fixed shapes and bits."""
+class QConvBNAct(nn.Sequential):
+    """Input quantizer -> convolution -> batch norm -> activation, with fixed shapes and bits.
+
+    A :class:`~torch.nn.Sequential` of named children (``quant``, ``conv``, ``bn``, ``act``) that
+    holds only the steps this layer runs: no ``quant`` when the inputs are float, no ``act`` for a
+    linear projection. An exported model is then the same chain of modules a hand-written
+    PyTorch model would be: ``nn.Identity`` placeholders and a ``forward`` that reaches each child
+    through ``nn.Module.__getattr__`` cost about 10 % of a small CNN's eager latency (measured by
+    ``experiments/bench_export.py``). The state-dict keys (``quant.step``, ``conv.weight``,
+    ``bn.*``) and attribute access (``layer.conv``) are those of named attributes.
+    """
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1,
                  wbits: int = FLOAT_BITS, abits: int = FLOAT_BITS, act: str = "relu6",
                  act_signed: bool = True, op: str = "mult"):
-        super().__init__()
-        self.wbits, self.abits, self.op = int(wbits), int(abits), op
-        self.quant = ActQuant(abits, act_signed) if abits < FLOAT_BITS else nn.Identity()
+        steps: dict[str, nn.Module] = {}
+        if abits < FLOAT_BITS:
+            steps["quant"] = ActQuant(abits, act_signed)
         if op == "adder":
-            self.conv: nn.Module = AdderConv2d(cin, cout, kernel, stride, kernel // 2, groups)
+            steps["conv"] = AdderConv2d(cin, cout, kernel, stride, kernel // 2, groups)
         else:  # mult, and shift, whose weights are stored as their exact powers of two
-            self.conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False)
-        self.bn = nn.BatchNorm2d(cout)
-        self.act = make_activation(act)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(self.conv(self.quant(x))))
+            steps["conv"] = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False)
+        steps["bn"] = nn.BatchNorm2d(cout)
+        if act != "none":
+            steps["act"] = make_activation(act)
+        super().__init__(OrderedDict(steps))
+        self.wbits, self.abits, self.op = int(wbits), int(abits), op
 
 
 class ResidualAdd(nn.Module):
@@ -56,14 +66,14 @@ class InvertedResidual(nn.Module):
     def __init__(self, spec: dict[str, Any]):
         super().__init__()
         layers = spec["layers"]
-        self.expand = QConvBNAct(**layers["expand"]) if "expand" in layers else nn.Identity()
+        self.expand = QConvBNAct(**layers["expand"]) if "expand" in layers else None  # expand ratio 1: none
         self.depthwise = QConvBNAct(**layers["depthwise"])
         self.project = QConvBNAct(**layers["project"])
         self.residual = bool(spec["residual"])
         self.add = ResidualAdd() if self.residual else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.project(self.depthwise(self.expand(x)))
+        out = self.project(self.depthwise(x if self.expand is None else self.expand(x)))
         return self.add(x, out) if self.add is not None else out
 
 

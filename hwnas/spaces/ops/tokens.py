@@ -43,6 +43,24 @@ def kept_count(n_patches: int, keep_ratio: float) -> int:
     return min(max(math.ceil(keep_ratio * n_patches - 1e-9), 1), n_patches)
 
 
+def _top_tokens_in_order(scores: torch.Tensor, keep: int) -> torch.Tensor:
+    """Indices of the ``keep`` best scores per row, ties to the lower index, in ascending order.
+
+    The same selection as a stable descending sort cut at ``keep``, written with comparisons and
+    one ``topk`` on distinct keys: ONNX has no stable sort, and ``topk`` alone breaks ties in no
+    specified order. Each token's rank is the number of tokens that precede it in the stable
+    order (a higher score, or an equal score at a lower index); O(N^2) per row, which is small
+    next to attention's own N^2.
+    """
+    n = scores.shape[1]
+    index = torch.arange(n, device=scores.device)
+    a, b = scores.unsqueeze(2), scores.unsqueeze(1)  # a: token i, b: token j
+    before = (b > a) | ((b == a) & (index.view(1, 1, n) < index.view(1, n, 1)))
+    rank = before.sum(dim=2)  # (B, N): position of each token in the stable descending order
+    key = (rank < keep).to(torch.long) * (n - index)  # kept tokens keyed by reversed index, others 0
+    return key.topk(keep, dim=1).indices  # distinct positive keys: exactly the kept, ascending
+
+
 def select_tokens(x: torch.Tensor, scores: torch.Tensor, keep: int) -> torch.Tensor:
     """Class token + the ``keep`` best-scored patch tokens (original order) + one package token.
 
@@ -65,8 +83,7 @@ def select_tokens(x: torch.Tensor, scores: torch.Tensor, keep: int) -> torch.Ten
     if keep == n_patches:
         return x
     cls, patches = x[:, :1], x[:, 1:]
-    order = torch.sort(scores.detach(), dim=1, descending=True, stable=True).indices
-    kept_idx = order[:, :keep].sort(dim=1).values  # (B, keep), ascending: original order
+    kept_idx = _top_tokens_in_order(scores.detach(), keep)  # (B, keep), ascending: original order
     kept = torch.gather(patches, 1, kept_idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
     dropped = torch.ones_like(scores).scatter(1, kept_idx, 0.0)  # 1 where dropped
