@@ -1,0 +1,184 @@
+"""The front and the predictor parity plots: where the job landed, and how far to trust the map.
+
+Each function takes :class:`~hwnas.report.data.ReportData` and returns a
+:class:`~hwnas.report.figures.Figure`, or a sentence saying why there is nothing to draw, which the
+page shows in the plot's place.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from hwnas.report.data import ReportData, describe_budgets, pareto_2d
+from hwnas.report.figures import (BUDGET_COLOR, FRONT_COLOR, OTHER_COLOR, PICK_COLOR, Figure, new_figure,
+                                  percent_axis, to_png)
+
+# (measured column, predicted column, axis label, budget key)
+LATENCY = ("latency_ms", "predicted_latency_ms", "latency (ms)", "max_latency_ms")
+ENERGY = ("energy_mj", "predicted_energy_mj", "energy (mJ)", "max_energy_mj")
+
+
+def _values(data: ReportData, column: str, fallback: str | None = None) -> np.ndarray:
+    """A column as floats; ``fallback`` stands in where it is absent (energy is predicted by the
+    same analytical model that prices it, so older jobs without the predicted column lose nothing)."""
+    frame = data.candidates
+    if data.has(column):
+        return frame[column].to_numpy(float)
+    if fallback is not None and fallback in frame:
+        return frame[fallback].to_numpy(float)
+    return np.full(len(frame), np.nan)
+
+
+def _front_panel(ax, data: ReportData, column: str, predicted: str, label: str, budget: str) -> None:
+    from matplotlib.collections import LineCollection
+
+    frame = data.candidates
+    x, acc = frame[column].to_numpy(float), frame["accuracy"].to_numpy(float)
+    px, pacc = _values(data, predicted, fallback=column), _values(data, "predicted_accuracy")
+    on_front = frame["id"].astype(int).isin(data.front_ids()).to_numpy()
+    colors = np.where(on_front, FRONT_COLOR, OTHER_COLOR)
+    ok = np.isfinite(x) & np.isfinite(acc) & np.isfinite(px) & np.isfinite(pacc)
+    segments = [[(x[i], acc[i]), (px[i], pacc[i])] for i in np.flatnonzero(ok)]
+    ax.add_collection(LineCollection(segments, colors=colors[ok], linewidths=0.7, alpha=0.7, zorder=1))
+    ax.scatter(px[ok], pacc[ok], s=22, facecolors="none", edgecolors=colors[ok], linewidths=0.9, zorder=2)
+    ax.scatter(x[~on_front], acc[~on_front], s=26, color=OTHER_COLOR, zorder=3)
+    ax.scatter(x[on_front], acc[on_front], s=48, color=FRONT_COLOR, edgecolors="white", linewidths=0.8, zorder=4)
+    members = np.flatnonzero(on_front)
+    stairs = members[pareto_2d(x[members], acc[members])]
+    ax.plot(x[stairs], acc[stairs], drawstyle="steps-post", color=FRONT_COLOR, linewidth=1.4, zorder=3.5)
+    for i in members:
+        ax.annotate(f"#{int(frame['id'].iloc[i])}", (x[i], acc[i]), xytext=(4, 4), textcoords="offset points",
+                    fontsize=7, color=FRONT_COLOR)
+    if data.pick is not None and math.isfinite(float(data.pick[column])):
+        ax.scatter([data.pick[column]], [data.pick["accuracy"]], s=190, marker="*", color=PICK_COLOR,
+                   edgecolors="black", linewidths=0.6, zorder=5)
+    ax.autoscale_view()
+    if budget in data.budgets:
+        value = data.budgets[budget]
+        ax.axvline(value, color=BUDGET_COLOR, linestyle="--", linewidth=1.2, zorder=2)
+        lo, hi = ax.get_xlim()
+        hi = max(hi, value * 1.05)
+        ax.axvspan(value, hi, color=BUDGET_COLOR, alpha=0.07, linewidth=0, zorder=0)
+        ax.set_xlim(lo, hi)
+    ax.set_xlabel(label)
+    ax.set_title(f"accuracy vs {label.split(' ')[0]}")
+
+
+def _front_legend(fig, data: ReportData, panels: int) -> None:
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], marker="o", linestyle="", color=OTHER_COLOR, label="evaluated candidate"),
+               Line2D([], [], marker="o", color=FRONT_COLOR, drawstyle="steps-post", label="Pareto-optimal"),
+               Line2D([], [], marker="o", linestyle="-", linewidth=0.7, markerfacecolor="none", color=OTHER_COLOR,
+                      label="predicted point (line: prediction error)")]
+    if data.budgets:
+        handles.append(Line2D([], [], linestyle="--", color=BUDGET_COLOR, label="budget"))
+    if data.pick is not None:
+        handles.append(Line2D([], [], marker="*", markersize=11, linestyle="", color=PICK_COLOR,
+                              markeredgecolor="black", label=f"pick #{int(data.pick['id'])}"))
+    ncols = len(handles) if panels > 1 else min(len(handles), 2)  # one panel is too narrow for one row
+    fig.legend(handles=handles, loc="outside lower center", ncols=ncols, frameon=False)
+
+
+def front_figure(data: ReportData) -> Figure | str:
+    frame = data.candidates
+    if frame.empty or not data.has("accuracy") or not data.has("latency_ms"):
+        return "The job has no evaluated candidates yet, so there is no front to draw."
+    panels = [LATENCY, ENERGY] if data.has_energy else [LATENCY]
+    with new_figure(5.0 * len(panels) + 0.8, 4.6) as fig:
+        axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+        for ax, panel in zip(axes, panels):
+            _front_panel(ax, data, *panel)
+        if "min_accuracy" in data.budgets:
+            value = data.budgets["min_accuracy"]
+            lo, hi = axes[0].get_ylim()
+            lo = min(lo, value - 0.02)
+            for ax in axes:
+                ax.axhline(value, color=BUDGET_COLOR, linestyle="--", linewidth=1.2, zorder=2)
+                ax.axhspan(lo, value, color=BUDGET_COLOR, alpha=0.07, linewidth=0, zorder=0)
+            axes[0].set_ylim(lo, max(hi, value + 0.02))
+        axes[0].set_ylabel("test accuracy")
+        percent_axis(axes[0].yaxis)
+        _front_legend(fig, data, len(panels))
+        png = to_png(fig)
+    shown = " and ".join(p[2].split(" ")[0] for p in panels)
+    budgets = f" Dashed red lines mark the budgets ({describe_budgets(data.budgets)})." if data.budgets else ""
+    alt = (f"Scatter plot of test accuracy against {shown} for {len(frame)} evaluated candidates, "
+           f"with the {len(data.front)} Pareto-optimal ones in blue joined by a staircase, and each candidate's "
+           f"predicted point as a hollow circle joined to its measured point.{budgets}")
+    caption = ("Filled dots are measured (test accuracy; latency as measured on the device), hollow circles "
+               "what the predictors expected before evaluating; the thin line between them is the prediction "
+               "error. Blue points are Pareto-optimal under the job's objectives "
+               f"({', '.join(data.objectives)}); the staircase joins those optimal in the panel's two axes."
+               + ("" if data.has_energy else " No candidate has an energy figure, so there is no energy panel.")
+               + budgets + (f" The star: {data.pick_note}." if data.pick is not None else ""))
+    return Figure("front", "Pareto front", alt, caption, png)
+
+
+def _parity_panel(ax, data: ReportData, measured: np.ndarray, predicted: np.ndarray, std: np.ndarray | None,
+                  label: str) -> dict:
+    from hwnas.predictors.quality import regression_quality
+
+    ok = np.isfinite(measured) & np.isfinite(predicted)
+    on_front = data.candidates["id"].astype(int).isin(data.front_ids()).to_numpy()
+    for mask, color, size in ((ok & ~on_front, OTHER_COLOR, 26), (ok & on_front, FRONT_COLOR, 40)):
+        yerr = std[mask] if std is not None else None
+        ax.errorbar(measured[mask], predicted[mask], yerr=yerr, fmt="o", markersize=math.sqrt(size), color=color,
+                    ecolor=color, elinewidth=0.8, capsize=2, alpha=0.9, zorder=3)
+    spread = std[ok] if std is not None else np.zeros(ok.sum())
+    spread = np.where(np.isfinite(spread), spread, 0.0)
+    both = np.concatenate([measured[ok], predicted[ok] - spread, predicted[ok] + spread])
+    lo, hi = float(both.min()), float(both.max())
+    pad = 0.06 * (hi - lo or abs(hi) or 1.0)
+    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], linestyle="--", color="#555", linewidth=0.9, zorder=1)
+    ax.set_xlim(lo - pad, hi + pad)
+    ax.set_ylim(lo - pad, hi + pad)
+    ax.set_aspect("equal", adjustable="box")
+    quality = regression_quality(measured[ok], predicted[ok])
+    tau = "n/a" if not math.isfinite(quality["kendall_tau"]) else f"{quality['kendall_tau']:.2f}"
+    ax.set_title(f"{label.split(' (')[0]}: MAPE {quality['mape']:.1%}, Kendall τ {tau} (n={quality['n']})")
+    ax.set_xlabel(f"measured {label}")
+    ax.set_ylabel(f"predicted {label}")
+    return quality
+
+
+def parity_figure(data: ReportData) -> Figure | str:
+    frame = data.candidates
+    if frame.empty:
+        return "The job has no evaluated candidates yet, so there are no predictions to check."
+    panels, notes = [], []
+    if data.latency_measured and data.has("predicted_latency_ms"):
+        panels.append(("latency (ms)", frame["latency_ms"].to_numpy(float),
+                       frame["predicted_latency_ms"].to_numpy(float), None))
+    else:
+        notes.append("Latency is not measured on this device (it comes from its table or model, which is also "
+                     "the prediction), so there is no latency panel.")
+    target = "val_accuracy" if data.has("val_accuracy") else "accuracy"
+    if data.has("predicted_accuracy") and data.has(target):
+        std = frame["predicted_accuracy_std"].to_numpy(float) if data.has("predicted_accuracy_std") else None
+        name = "validation accuracy" if target == "val_accuracy" else "test accuracy"
+        panels.append((name, frame[target].to_numpy(float), frame["predicted_accuracy"].to_numpy(float), std))
+    if not panels:
+        return "No candidate carries a prediction to compare with. " + " ".join(notes)
+    with new_figure(4.6 * len(panels) + 0.4, 4.6) as fig:
+        axes = fig.subplots(1, len(panels), squeeze=False)[0]
+        scores = [_parity_panel(ax, data, *panel[1:], label=panel[0]) for ax, panel in zip(axes, panels)]
+        for ax, panel in zip(axes, panels):
+            if "accuracy" in panel[0]:
+                percent_axis(ax.xaxis)
+                percent_axis(ax.yaxis)
+        png = to_png(fig)
+    summary = "; ".join(f"{p[0].split(' (')[0]} MAPE {s['mape']:.1%}" for p, s in zip(panels, scores))
+    alt = (f"Parity plot{'s' if len(panels) > 1 else ''} of predicted against measured "
+           f"{' and '.join(p[0] for p in panels)} for {len(frame)} evaluated candidates, with the y = x line; "
+           f"{summary}.")
+    caption = ("Each dot is one evaluated candidate (blue: Pareto-optimal); on the dashed line the prediction was "
+               "exact. These are the candidates the search chose, so this is the predictors' error where it "
+               "mattered; the table below scores them on random holdout subnets instead."
+               + (" Error bars: the accuracy ensemble's standard deviation." if data.has("predicted_accuracy_std")
+                  else "")
+               + (" The accuracy predictor estimates validation accuracy, so that is what it is checked against."
+                  if target == "val_accuracy" else "")
+               + (" " + " ".join(notes) if notes else ""))
+    return Figure("parity", "Predicted vs measured", alt, caption, png)
