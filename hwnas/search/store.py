@@ -3,7 +3,8 @@
 Optuna's schema is maintained, handles concurrent writers (SQLite by default, any SQLAlchemy URL
 such as PostgreSQL for a team), and lets optuna-dashboard show a job. Each really evaluated
 candidate is one COMPLETE trial whose params are the arch, whose values are the job's objectives
-and whose user attributes hold every metric; :meth:`JobStore.add_candidate` commits it at once,
+(named by ``study.metric_names``: ``accuracy``, ``latency_ms``, ...) and whose user attributes
+hold every metric; :meth:`JobStore.add_candidate` commits it at once,
 so a killed job loses nothing it evaluated. Job metadata lives in the study's user attributes.
 """
 from __future__ import annotations
@@ -43,13 +44,23 @@ def display_url(url: str) -> str:
         return "<invalid store URL>"
 
 
+def _redacted(url: str) -> str:
+    """A URL that does not parse, with everything between its ``//`` and its last ``@`` masked:
+    a malformed URL may still hold a password, and the error that echoes it must not."""
+    head, at, tail = url.rpartition("@")
+    if not at:
+        return url
+    scheme, slashes, _ = head.partition("//")
+    return f"{scheme}//***@{tail}" if slashes else f"***@{tail}"
+
+
 class JobStore:
     def __init__(self, url: str, create: bool = True):
         self.url = url
         try:
             parsed = make_url(url)
         except (ArgumentError, ValueError):
-            raise HwnasError(f"store URL {url!r} is not a SQLAlchemy URL (e.g. sqlite:///runs/hwnas.db)") from None
+            raise HwnasError(f"store URL {_redacted(url)!r} is not a SQLAlchemy URL (e.g. sqlite:///runs/hwnas.db)") from None
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
             db = Path(parsed.database)
             if not db.exists() and not create:
@@ -80,6 +91,10 @@ class JobStore:
     def create(self, name: str, objectives: list[str], attrs: dict[str, Any]) -> optuna.Study:
         directions = ["maximize" if o == "accuracy" else "minimize" for o in objectives]
         study = optuna.create_study(study_name=name, storage=self.storage, directions=directions)
+        # Named values: optuna-dashboard labels the Pareto-front and history axes with them.
+        with warnings.catch_warnings():  # still marked experimental by optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([objective_column(o) for o in objectives])
         for key, value in attrs.items():
             study.set_user_attr(key, value)
         return study
