@@ -1,7 +1,19 @@
 """The ``hwnas`` command: search, jobs, report, devices, import-table, profile, front, export.
 
+One style for every command:
+
+- ``--help`` with a runnable ``Example:``;
+- ``--quiet/-q``: no progress bars and no informational lines; results and errors still print;
+- ``--json``: one JSON document on stdout holding what the table shows, and nothing else there;
+- tables that follow the terminal's width (``COLUMNS`` where set) and fit 80 columns;
+- progress bars with an ETA on stderr, so stdout stays a result.
+
 Errors a user can cause print one line (``error: ...``) and exit with code 2, or 1 when nothing
 meets a budget; they never print a traceback.
+
+The options every command shares are declared once, in :mod:`hwnas.cli_style`, as ``Annotated`` types; a command
+takes them as parameters and hands ``quiet`` / ``as_json`` to :class:`Ui`, which decides what
+goes where. A new option of one command is one more parameter of that command.
 """
 from __future__ import annotations
 
@@ -9,21 +21,21 @@ import json
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from hwnas.errors import HwnasError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
-                  help="Hardware-aware neural architecture and quantization-policy search.")
-out = Console(width=100)
-err = Console(stderr=True)
+                  help="Hardware-aware neural architecture and quantization-policy search.\n\n"
+                       "\b\nExample:\n  hwnas search experiments/digits-cnn.yaml --set train.epochs=5\n"
+                       "  hwnas front digits-cnn --max-latency-ms 0.5")
 
-StoreOpt = typer.Option(None, "--store", help="SQLAlchemy URL of the job store [default: sqlite:///WORKDIR/hwnas.db]")
-WorkdirOpt = typer.Option("runs", "--workdir", help="directory of job artifacts and the default store")
+from hwnas.cli_style import (DEFAULT_WORKDIR, FOLD, RIGHT, ConfigWorkdir, Json, JobName, MaxEnergy,  # noqa: E402
+                             MaxLatency, MinAccuracy, Overrides, Quiet, Store, Ui, Workdir, _console, _fits,
+                             make_table)
 
 
 class Compute(str, Enum):
@@ -42,13 +54,24 @@ FRONT_COLUMNS = ["id", "accuracy", "latency_ms", "energy_mj", "params", "flops",
                  "predicted_accuracy", "predicted_accuracy_std", "predicted_latency_ms", "measured", "arch"]
 
 
+def _front_rows(frame):
+    return frame.reindex(columns=FRONT_COLUMNS + [c for c in frame.columns if "@" in c])  # other devices' figures
+
+
+def _front_records(frame) -> list[dict[str, Any]]:
+    records = _front_rows(frame).to_dict("records")
+    for rec in records:
+        rec["arch"] = json.loads(rec["arch"])
+        rec["id"] = int(rec["id"])
+        rec["measured"] = bool(rec["measured"])
+    return records
+
+
 def _front_table(job, frame, title: str) -> Table:
     from hwnas.search.store import arch_of
 
-    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
-    for name in ("id", "acc", "lat ms", "pred ms", "energy uJ", "params", "MFLOPs"):
-        table.add_column(name, justify="right")
-    table.add_column("arch")
+    table = make_table(("id", RIGHT), ("acc", RIGHT), ("lat ms", RIGHT), ("pred ms", RIGHT), ("uJ", RIGHT),
+                       ("params", RIGHT), ("MFLOPs", RIGHT), ("arch", {**FOLD, "min_width": 12}), title=title)
     space = job.space()
     for _, r in frame.iterrows():
         table.add_row(str(int(r["id"])), f"{r['accuracy']:.4f}", f"{r['latency_ms']:.3f}",
@@ -57,134 +80,172 @@ def _front_table(job, frame, title: str) -> Table:
     return table
 
 
-def _print_front(job, frame, fmt: Format, title: str) -> None:
-    rows = frame.reindex(columns=FRONT_COLUMNS + [c for c in frame.columns if "@" in c])  # other devices' figures
-    if fmt == Format.json:
-        records = rows.to_dict("records")
-        for rec in records:
-            rec["arch"] = json.loads(rec["arch"])
-            rec["id"] = int(rec["id"])
-            rec["measured"] = bool(rec["measured"])
-        print(json.dumps(records, indent=2))
-    elif fmt == Format.csv:
-        sys.stdout.write(rows.to_csv(index=False))
-    else:
-        out.print(_front_table(job, frame, title))
-
-
 @app.command()
 def search(
-    config: Optional[Path] = typer.Argument(None, help="YAML config; omitted: the embedded default (digits-cnn)"),
-    name: Optional[str] = typer.Option(None, "--name", help="job name [default: the config's name]"),
-    resume: Optional[str] = typer.Option(None, "--resume", help="continue the named job with its stored config"),
-    store: Optional[str] = StoreOpt,
-    workdir: Optional[str] = typer.Option(None, "--workdir", help="directory of job artifacts [default: config's]"),
-    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="random seed [default: config's]"),
-    overrides: list[str] = typer.Option([], "--set", help="override a config key: --set train.epochs=5"),
-    compute: Optional[Compute] = typer.Option(None, "--compute", help="where to train and evaluate"),
-    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="evaluate candidates on N local Ray workers"),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="evaluate on this Ray cluster"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+    config: Annotated[Optional[Path], typer.Argument(help="YAML config; omitted: the embedded default "
+                                                     "(digits-cnn)")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="job name [default: the config's name]")] = None,
+    resume: Annotated[Optional[str], typer.Option("--resume", metavar="JOB",
+                                                  help="continue the named job with its stored config")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", min=0, help="random seed [default: config's]")] = None,
+    overrides: Overrides = [],  # noqa: B006 (typer copies it)
+    compute: Annotated[Optional[Compute], typer.Option("--compute", help="where to train and evaluate")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, metavar="N",
+                                                   help="evaluate candidates on N local Ray workers")] = None,
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", metavar="ADDRESS",
+                                                       help="evaluate on this Ray cluster")] = None,
+    store: Store = None,
+    workdir: ConfigWorkdir = None,
+    quiet: Quiet = False,
+    as_json: Json = False,
 ) -> None:
     """Train the supernet, profile the device, fit predictors, search, validate the front.
 
-    Example: hwnas search experiments/digits-cnn.yaml --set train.epochs=5
+    Progress bars on stderr cover training, profiling, subnet sampling, each search round and
+    each round's real evaluations. Rerun the same command after a kill to resume.
+
+    \b
+    Example:
+      hwnas search experiments/digits-cnn.yaml --set train.epochs=5
     """
     from hwnas.pipeline import launch
-    from hwnas.progress import Reporter, RichReporter
 
+    ui = Ui(quiet, as_json)
     if resume is not None:
         if config is not None or overrides:
             raise HwnasError("--resume takes the job's stored config: give no config file or --set")
         from hwnas.job import open_job
 
-        stored = open_job(resume, store=store, workdir=workdir or "runs")
+        stored = open_job(resume, store=store, workdir=workdir or DEFAULT_WORKDIR)
         config, name, workdir = stored.attrs["config"], resume, workdir or str(stored.config.workdir)
     job = launch(config, name=name, store=store, workdir=workdir, seed=seed,
                  compute=compute.value if compute else None, overrides=overrides, workers=workers,
-                 ray_address=ray_address,
-                 reporter=Reporter() if quiet else RichReporter(err))
+                 ray_address=ray_address, reporter=ui.reporter())
     frame = job.front()
-    _print_front(job, frame, Format.table, f"Validated Pareto front of {job.name} "
-                 f"({len(frame)} of {len(job.candidates())} evaluated candidates)")
-    out.print(f"job: {job.name}   store: {job.store.display}   status: {job.status}", soft_wrap=True,
-              highlight=False, markup=False)
+    evaluated = len(job.candidates())
+    if ui.json:
+        ui.emit({"job": job.name, "store": job.store.display, "status": job.status, "job_dir": str(job.job_dir),
+                 "evaluated": evaluated, "objectives": job.objectives, "front": _front_records(frame)})
+        return
+    ui.table(_front_table(job, frame, f"Validated Pareto front of {job.name} ({len(frame)} of {evaluated} "
+                                      "evaluated candidates)"))
+    ui.result(f"job: {job.name}   store: {job.store.display}   status: {job.status}", wrap=False)
 
 
 @app.command()
-def jobs(store: Optional[str] = StoreOpt, workdir: str = WorkdirOpt) -> None:
-    """List the jobs of a store. Example: hwnas jobs --workdir runs"""
+def jobs(store: Store = None, workdir: Workdir = DEFAULT_WORKDIR, quiet: Quiet = False,
+         as_json: Json = False) -> None:
+    """List the jobs of a store: status, space, device, progress, hypervolume.
+
+    \b
+    Example:
+      hwnas jobs --workdir runs
+    """
     from hwnas.search.store import JobStore, default_store_url
 
+    ui = Ui(quiet, as_json)
     job_store = JobStore(store or default_store_url(workdir), create=False)
     rows = job_store.list_jobs()
-    table = Table(show_edge=False, pad_edge=False)
-    for col in ("name", "status", "space", "device", "evaluated", "hypervolume", "created"):
-        table.add_column(col)
+    if ui.json:
+        ui.emit(rows)
+        return
+    if not rows:
+        ui.result(f"no jobs in {job_store.display}", wrap=False)
+        return
+    table = make_table(("name", FOLD), "status", "space", ("device", FOLD), ("evaluated", RIGHT), ("hv", RIGHT),
+                       ("created", {"no_wrap": True}))
     for r in rows:
         evaluated = f"{r['candidates']}/{r['budget']}" if r.get("budget") else str(r["candidates"])
         hv = f"{r['hypervolume']:.4f}" if r.get("hypervolume") is not None else "-"
-        table.add_row(r["name"], r["status"], r["space"], r["device"], evaluated, hv, r["created"])
-    if rows:
-        out.print(table)
-    else:
-        out.print(f"no jobs in {job_store.display}", soft_wrap=True, highlight=False, markup=False)
+        created = str(r["created"])[:16].replace("T", " ")  # to the minute; --json has it all
+        table.add_row(r["name"], r["status"], r["space"], r["device"], evaluated, hv, created)
+    ui.table(table)
 
 
 @app.command()
-def report(
-    job_name: str = typer.Argument(..., metavar="JOB"),
-    as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
-    store: Optional[str] = StoreOpt,
-    workdir: str = WorkdirOpt,
-) -> None:
-    """Print a job's predictor quality on holdout subnets, its device and stage times.
+def report(job_name: JobName,
+           out_dir: Annotated[Optional[Path], typer.Option("--out", metavar="DIR", help="also write an HTML page "
+                                                            "with PNG plots (index.html) to DIR")] = None,
+           max_latency_ms: MaxLatency = None, max_energy_mj: MaxEnergy = None, min_accuracy: MinAccuracy = None,
+           store: Store = None, workdir: Workdir = DEFAULT_WORKDIR, quiet: Quiet = False,
+           as_json: Json = False) -> None:
+    """Print a job's predictor quality on holdout subnets, its device and stage times; with --out,
+    write the report page: the front (predicted and measured, budgets as lines), parity plots,
+    choices along the front, predictor quality and training curves.
 
-    Example: hwnas report digits-cnn
+    \b
+    Example:
+      hwnas report digits-cnn --out report/ --max-latency-ms 0.5
     """
     from hwnas.job import open_job
 
+    ui = Ui(quiet, as_json)
     job = open_job(job_name, store=store, workdir=workdir)
+    page = None
+    if out_dir is not None:
+        from hwnas.report import write_report
+
+        page = write_report(job, out_dir, {"max_latency_ms": max_latency_ms, "max_energy_mj": max_energy_mj,
+                                           "min_accuracy": min_accuracy})
+    elif (max_latency_ms, max_energy_mj, min_accuracy) != (None, None, None):
+        raise HwnasError("budgets are drawn on the report page: give --out DIR with them")
     rows = job.predictor_quality()
-    if as_json:
-        print(json.dumps({"job": job.name, "predictors": rows, "device": job.attrs.get("device_description"),
-                          "stage_seconds": job.attrs.get("stage_seconds")}, indent=2, default=str))
+    if ui.json:
+        ui.emit({"job": job.name, "predictors": rows, "device": job.attrs.get("device_description"),
+                 "stage_seconds": job.attrs.get("stage_seconds"), "page": str(page) if page else None})
         return
-    table = Table(title=f"Predictor quality of {job.name} (holdout subnets)", title_justify="left",
-                  show_edge=False, pad_edge=False)
-    for col in ("predictor", "n", "kendall tau", "rmse", "mape", "within 10%"):
-        table.add_column(col, justify="left" if col == "predictor" else "right")
+    table = make_table(("predictor", FOLD), ("n", RIGHT), ("kendall tau", RIGHT), ("rmse", RIGHT), ("mape", RIGHT),
+                       ("within 10%", RIGHT), title=f"Predictor quality of {job.name} (holdout subnets)")
     for r in rows:
         table.add_row(r["predictor"], str(r["n"]), f"{r['kendall_tau']:.3f}", f"{r['rmse']:.4f}",
                       f"{r['mape']:.3f}", f"{r['within_10pct']:.2f}")
-    out.print(table)
+    ui.table(table)
     for r in rows:
         if "uncertainty_spearman" in r:
-            out.print(f"{r['predictor']} uncertainty: mean std {r['mean_std']:.4f}, Spearman of std with |error| "
-                      f"{r['uncertainty_spearman']:.2f} (above 0: the std flags its worse guesses)", soft_wrap=True,
-                      highlight=False, markup=False)
+            ui.result(f"{r['predictor']} uncertainty: mean std {r['mean_std']:.4f}, Spearman of std with |error| "
+                      f"{r['uncertainty_spearman']:.2f} (above 0: the std flags its worse guesses)")
     device = job.attrs.get("device_description", {})
-    out.print(f"device: {device.get('name', '?')} ({device.get('kind', '?')})   stages: " + ", ".join(
-        f"{k} {v:.0f}s" for k, v in job.attrs.get("stage_seconds", {}).items()), soft_wrap=True,
-        highlight=False, markup=False)
+    ui.result(f"device: {device.get('name', '?')} ({device.get('kind', '?')})   stages: " + ", ".join(
+        f"{k} {v:.0f}s" for k, v in job.attrs.get("stage_seconds", {}).items()))
+    if page is not None:
+        ui.result(f"report page: {page}", wrap=False)
+
+
+DEVICE_COLUMNS = ("name", "kind", "processor", "runtime", "threads", "batch", "input", "date", "about")
 
 
 @app.command()
-def devices(workdir: str = WorkdirOpt) -> None:
-    """List the devices a config can name in device.name. Example: hwnas devices"""
+def devices(workdir: Workdir = DEFAULT_WORKDIR, quiet: Quiet = False, as_json: Json = False) -> None:
+    """List the devices a config can name in device.name.
+
+    \b
+    Example:
+      hwnas devices --workdir runs
+    """
     from hwnas.config import DeviceConfig
     from hwnas.hwmodels.devices import list_devices
 
-    columns = ("name", "kind", "processor", "runtime", "threads", "batch", "input", "date", "about")
-    table = Table(show_edge=False, pad_edge=False)
-    for col in columns:
-        table.add_column(col, no_wrap=col != "about", max_width=48 if col == "about" else None)
-    for row in list_devices(DeviceConfig(), workdir):
-        table.add_row(*(str(row[k]) for k in columns))
-    Console(width=max(out.width, 150)).print(table)
-    out.print("Describe your own hardware in a YAML like hwnas/devices/edge-accel-45nm.yaml and set device.spec "
-              "to its path, or bring a lookup table measured on it with hwnas import-table.", soft_wrap=True,
-              highlight=False, markup=False)
+    ui = Ui(quiet, as_json)
+    rows = list_devices(DeviceConfig(), workdir)
+    if ui.json:
+        ui.emit(rows)
+        return
+    wide = [c for c in DEVICE_COLUMNS if c != "about"]
+    if _fits(ui, rows, wide, 24):  # one column each, the description wrapped
+        table = make_table(*[(c, {"no_wrap": True}) for c in wide], ("about", {"ratio": 1}))
+        for row in rows:
+            table.add_row(*(str(row[k]) for k in DEVICE_COLUMNS))
+    else:  # narrow terminal: the details folded into one wrapping column
+        table = make_table(("name", FOLD), ("kind", {"no_wrap": True}), ("details", {"ratio": 1}))
+        for row in rows:
+            known = lambda k: str(row[k]) not in ("-", "?", "", "None")  # noqa: E731
+            details = [str(row[k]) for k in ("processor", "runtime") if known(k)] + [
+                f"{label} {row[k]}" for k, label in (("threads", "threads"), ("batch", "batch"), ("input", "input"),
+                                                     ("date", "measured")) if known(k)]
+            table.add_row(row["name"], row["kind"], f"{', '.join(details)}: {row['about']}")
+    ui.table(table)
+    ui.info("Describe your own hardware in a YAML like hwnas/devices/edge-accel-45nm.yaml and set device.spec "
+            "to its path, or bring a lookup table measured on it with hwnas import-table.")
 
 
 class TableFormat(str, Enum):
@@ -195,21 +256,28 @@ class TableFormat(str, Enum):
 
 @app.command("import-table")
 def import_table(
-    source: Path = typer.Argument(..., help="the table file (YAML, JSON or CSV)"),
-    name: str = typer.Option(..., "--name", help="the device name configs will use in device.name"),
-    fmt: TableFormat = typer.Option(..., "--format", help="hwnas (the native schema), ofa or bitwidth keys"),
-    processor: str = typer.Option("?", "--processor", help="where the table was measured"),
-    runtime: str = typer.Option("?", "--runtime", help="runtime it was measured with (tflite, onnxruntime, ...)"),
-    runtime_version: str = typer.Option("", "--runtime-version"),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1),
-    batch_size: int = typer.Option(1, "--batch-size", min=1),
-    resolution: Optional[str] = typer.Option(None, "--resolution", help="input resolution of the measured nets"),
-    date: Optional[str] = typer.Option(None, "--date", help="when it was measured [default: today]"),
-    workdir: str = WorkdirOpt,
+    source: Annotated[Path, typer.Argument(help="the table file (YAML, JSON or CSV)")],
+    name: Annotated[str, typer.Option("--name", help="the device name configs will use in device.name")],
+    fmt: Annotated[TableFormat, typer.Option("--format", help="hwnas (the native schema), ofa or bitwidth keys")],
+    processor: Annotated[str, typer.Option("--processor", help="where the table was measured")] = "?",
+    runtime: Annotated[str, typer.Option("--runtime", help="runtime it was measured with (tflite, onnxruntime, "
+                                         "...)")] = "?",
+    runtime_version: Annotated[str, typer.Option("--runtime-version")] = "",
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1)] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 1,
+    resolution: Annotated[Optional[str], typer.Option("--resolution", help="input resolution of the measured "
+                                                      "nets")] = None,
+    date: Annotated[Optional[str], typer.Option("--date", help="when it was measured [default: today]")] = None,
+    workdir: Workdir = DEFAULT_WORKDIR,
+    quiet: Quiet = False,
+    as_json: Json = False,
 ) -> None:
     """Bring a lookup table measured elsewhere as a table device.
 
-    Example: hwnas import-table pixel1_lut.yaml --format ofa --name pixel1 --processor "Pixel 1 CPU"
+    \b
+    Example:
+      hwnas import-table pixel1_lut.yaml --format ofa --name pixel1 \\
+        --processor "Pixel 1 CPU"
     """
     import datetime as dt
     import warnings
@@ -218,6 +286,7 @@ def import_table(
     from hwnas.hwmodels.table_formats import import_table as read_table
     from hwnas.pipeline import check_job_name
 
+    ui = Ui(quiet, as_json)
     check_job_name(name)
     meta = {"name": name, "kind": "table", "processor": processor, "runtime": runtime,
             "runtime_version": runtime_version, "threads": threads, "batch_size": batch_size,
@@ -227,27 +296,40 @@ def import_table(
         warnings.simplefilter("always")
         table = read_table(source, fmt.value, {k: v for k, v in meta.items() if v not in (None, "")})
     for w in caught:
-        err.print(f"warning: {w.message}", highlight=False, markup=False, soft_wrap=True)
+        ui.warn(str(w.message))
     target = tables_dir(workdir) / f"{name}.csv"
     target.parent.mkdir(parents=True, exist_ok=True)
     table.save(target)
     energy = "with energy" if table.has_energy else "latency only (energy from device.energy_model)"
-    out.print(f"imported {len(table)} entries ({table.granularity} granularity, {energy}) as device {name}: "
-              f"{target}\nuse it with: --set device.name={name}", soft_wrap=True, highlight=False, markup=False)
+    if ui.json:
+        ui.emit({"device": name, "entries": len(table), "granularity": table.granularity,
+                 "has_energy": bool(table.has_energy), "table": str(target), "meta": meta,
+                 "warnings": [str(w.message) for w in caught], "use": f"--set device.name={name}"})
+        return
+    ui.result(f"imported {len(table)} entries ({table.granularity} granularity, {energy}) as device {name}")
+    ui.result(f"table: {target}", wrap=False)
+    ui.info(f"use it with: --set device.name={name}", wrap=False)
 
 
 @app.command()
 def profile(
-    device_name: str = typer.Option("local-cpu", "--device", help="a measured device (see hwnas devices)"),
-    space_config: Optional[Path] = typer.Option(None, "--space", help="config whose space and data to cover "
-                                                "[default: the embedded default]"),
-    overrides: list[str] = typer.Option([], "--set", help="override a config key: --set device.repeats=50"),
-    refresh: bool = typer.Option(False, "--refresh", help="also retry entries flagged high-spread"),
-    workdir: Optional[str] = typer.Option(None, "--workdir", help="where tables live [default: config's]"),
+    device_name: Annotated[str, typer.Option("--device", metavar="NAME", help="a measured device (see hwnas "
+                                             "devices)")] = "local-cpu",
+    space_config: Annotated[Optional[Path], typer.Option("--space", metavar="CONFIG", help="config whose space "
+                                                         "and data to cover [default: the embedded default]")] = None,
+    overrides: Overrides = [],  # noqa: B006 (typer copies it)
+    refresh: Annotated[bool, typer.Option("--refresh", help="also retry entries flagged high-spread")] = False,
+    workdir: ConfigWorkdir = None,
+    quiet: Quiet = False,
+    as_json: Json = False,
 ) -> None:
     """Measure every distinct op a space can produce on a device, into its lookup table.
 
-    Resumable: rerun the same command after a kill. Example: hwnas profile --device local-cpu --space experiments/digits-cnn.yaml
+    Resumable: rerun the same command after a kill.
+
+    \b
+    Example:
+      hwnas profile --device local-cpu --space experiments/digits-cnn.yaml
     """
     from hwnas.config import load_config
     from hwnas.data import load_data
@@ -255,9 +337,9 @@ def profile(
     from hwnas.hwmodels.devices import build_device
     from hwnas.hwmodels.profiler import HIGH_SPREAD
     from hwnas.pipeline import profile_device
-    from hwnas.progress import RichReporter
     from hwnas.spaces.registry import build_space
 
+    ui = Ui(quiet, as_json)
     config = load_config(space_config, [*overrides, f"device.name={device_name}"])
     work = Path(workdir or config.workdir)
     device = build_device(config.device, work)
@@ -266,86 +348,146 @@ def profile(
     d = config.data
     data = load_data(d.dataset, d.root, d.image_size, d.val_fraction, d.test_fraction, d.split_seed)
     space = build_space(config.space, data.input_shape, data.num_classes)
-    result = profile_device(device, space, config.space.type, work, RichReporter(err), config.device.max_spread,
+    result = profile_device(device, space, config.space.type, work, ui.reporter(), config.device.max_spread,
                             refresh=refresh)
     rows = list(result.table.entries.values())
-    summary = Table(title=f"{device.name}: {len(rows)} ops of the {config.space.type} space", title_justify="left",
-                    show_edge=False, pad_edge=False)
-    for col in ("kind", "entries", "median ms (min-max)", "median spread", "high-spread"):
-        summary.add_column(col, justify="left" if col == "kind" else "right")
+    kinds = []
     for kind in sorted({r["kind"] for r in rows}):
         group = [r for r in rows if r["kind"] == kind]
         lat = sorted(r["latency_ms"] for r in group)
         spreads = sorted(r["spread_ms"] / r["latency_ms"] if r["latency_ms"] else 0.0 for r in group)
-        summary.add_row(kind, str(len(group)), f"{lat[len(lat) // 2]:.4f} ({lat[0]:.4f}-{lat[-1]:.4f})",
-                        f"{100 * spreads[len(spreads) // 2]:.1f}%", str(sum(r["note"] == HIGH_SPREAD for r in group)))
-    out.print(summary)
+        kinds.append({"kind": kind, "entries": len(group), "median_ms": lat[len(lat) // 2], "min_ms": lat[0],
+                      "max_ms": lat[-1], "median_spread": spreads[len(spreads) // 2],
+                      "high_spread": sum(r["note"] == HIGH_SPREAD for r in group)})
     c = config.device
-    out.print(f"table: {result.path}\nmeasured now {result.measured}, re-measured {result.remeasured} noisy, "
-              f"flagged high-spread {result.flagged} (spread above {c.max_spread:.0%} of the median after retries)\n"
-              f"method: each op timed inside its network, {c.threads} thread(s), batch {c.batch_size}, "
-              f"{c.warmup} warmup runs, median and interquartile range of {c.repeats} runs", soft_wrap=True,
-              highlight=False, markup=False)
+    method = {"threads": c.threads, "batch_size": c.batch_size, "warmup": c.warmup, "repeats": c.repeats,
+              "max_spread": c.max_spread}
+    if ui.json:
+        ui.emit({"device": device.name, "space": config.space.type, "table": str(result.path), "entries": len(rows),
+                 "measured": result.measured, "remeasured": result.remeasured, "flagged": result.flagged,
+                 "kinds": kinds, "method": method})
+        return
+    summary = make_table("kind", ("entries", RIGHT), ("median ms (min-max)", RIGHT), ("median spread", RIGHT),
+                         ("high-spread", RIGHT),
+                         title=f"{device.name}: {len(rows)} ops of the {config.space.type} space")
+    for k in kinds:
+        summary.add_row(k["kind"], str(k["entries"]), f"{k['median_ms']:.4f} ({k['min_ms']:.4f}-{k['max_ms']:.4f})",
+                        f"{100 * k['median_spread']:.1f}%", str(k["high_spread"]))
+    ui.table(summary)
+    ui.result(f"table: {result.path}", wrap=False)
+    ui.result(f"measured now {result.measured}, re-measured {result.remeasured} noisy, flagged high-spread "
+              f"{result.flagged} (spread above {c.max_spread:.0%} of the median after retries)")
+    ui.info(f"method: each op timed inside its network, {c.threads} thread(s), batch {c.batch_size}, "
+            f"{c.warmup} warmup runs, median and interquartile range of {c.repeats} runs")
 
 
 @app.command()
 def front(
-    job_name: str = typer.Argument(..., metavar="JOB"),
-    max_latency_ms: Optional[float] = typer.Option(None, "--max-latency-ms"),
-    max_energy_mj: Optional[float] = typer.Option(None, "--max-energy-mj"),
-    min_accuracy: Optional[float] = typer.Option(None, "--min-accuracy", help="a fraction in (0, 1]"),
-    fmt: Format = typer.Option(Format.table, "--format"),
-    store: Optional[str] = StoreOpt,
-    workdir: str = WorkdirOpt,
+    job_name: JobName,
+    max_latency_ms: MaxLatency = None,
+    max_energy_mj: MaxEnergy = None,
+    min_accuracy: MinAccuracy = None,
+    fmt: Annotated[Format, typer.Option("--format", help="table, csv, or json (the same as --json)")] = Format.table,
+    store: Store = None,
+    workdir: Workdir = DEFAULT_WORKDIR,
+    quiet: Quiet = False,
+    as_json: Json = False,
 ) -> None:
     """Print the Pareto-optimal candidates meeting every budget, best accuracy first.
 
-    Example: hwnas front digits-cnn --max-latency-ms 0.5 --format json
+    \b
+    Example:
+      hwnas front digits-cnn --max-latency-ms 0.5 --json
     """
     from hwnas.job import open_job
 
+    if as_json and fmt not in (Format.table, Format.json):
+        raise HwnasError(f"--json and --format {fmt.value} conflict: give one")
+    ui = Ui(quiet, as_json or fmt == Format.json)
     job = open_job(job_name, store=store, workdir=workdir)
     frame = job.front(max_latency_ms, max_energy_mj, min_accuracy)
-    _print_front(job, frame, fmt, f"Pareto front of {job.name}: {len(frame)} candidates")
+    if fmt == Format.csv:
+        sys.stdout.write(_front_rows(frame).to_csv(index=False))
+        return
+    if ui.json:
+        ui.emit(_front_records(frame))
+        return
+    ui.table(_front_table(job, frame, f"Pareto front of {job.name}: {len(frame)} candidates"))
 
 
 @app.command()
 def export(
-    job_name: str = typer.Argument(..., metavar="JOB"),
-    out_dir: Path = typer.Option(..., "--out", help="directory to write model.safetensors and manifest.json"),
-    candidate: Optional[int] = typer.Option(None, "--candidate", min=0, help="candidate id (see hwnas front)"),
-    max_latency_ms: Optional[float] = typer.Option(None, "--max-latency-ms"),
-    max_energy_mj: Optional[float] = typer.Option(None, "--max-energy-mj"),
-    min_accuracy: Optional[float] = typer.Option(None, "--min-accuracy"),
-    fmt: str = typer.Option("pt", "--format", help="pt (safetensors + manifest), torchscript, or all"),
-    store: Optional[str] = StoreOpt,
-    workdir: str = WorkdirOpt,
+    job_name: JobName,
+    out_dir: Annotated[Path, typer.Option("--out", metavar="DIR", help="directory to write model.safetensors and "
+                                          "manifest.json")],
+    candidate: Annotated[Optional[int], typer.Option("--candidate", min=0, metavar="ID",
+                                                     help="candidate id (see hwnas front)")] = None,
+    max_latency_ms: MaxLatency = None,
+    max_energy_mj: MaxEnergy = None,
+    min_accuracy: MinAccuracy = None,
+    fmt: Annotated[str, typer.Option("--format", metavar="FORMATS", help="comma-separated: pt (safetensors + "
+                                     "manifest, always written), torchscript, onnx, int8 (all-8-bit subnets), "
+                                     "or all (every one this subnet allows)")] = "pt",
+    finetune_epochs: Annotated[int, typer.Option("--finetune-epochs", min=0, metavar="N",
+                                                 help="fine-tune the subnet alone for N epochs first")] = 0,
+    store: Store = None,
+    workdir: Workdir = DEFAULT_WORKDIR,
+    quiet: Quiet = False,
+    as_json: Json = False,
 ) -> None:
     """Export one subnet as a standalone model: by id, or the most accurate under a budget.
 
-    Example: hwnas export digits-cnn --max-latency-ms 0.5 --out exported/
+    Every file is checked against the supernet on validation inputs; the manifest records the
+    checks, the latency measured now against the predicted one, and the int8 and fine-tuning
+    figures.
+
+    \b
+    Example:
+      hwnas export digits-cnn --max-latency-ms 0.5 --format all --out exported/
     """
     from hwnas.job import open_job
 
+    ui = Ui(quiet, as_json)
     job = open_job(job_name, store=store, workdir=workdir)
-    from hwnas.export import FORMATS
-
-    formats = FORMATS if fmt == "all" else tuple(f.strip() for f in fmt.split(","))
-    path = job.export(out_dir, candidate, max_latency_ms, max_energy_mj, min_accuracy, formats)
-    manifest = json.loads((path / "manifest.json").read_text())
-    m = manifest["metrics"]["measured"]
-    out.print(f"exported candidate {manifest['candidate']} of {job.name} to {path}: accuracy "
-              f"{m['export_test_accuracy']:.4f}, latency {m['latency_ms']:.3f} ms", soft_wrap=True,
-              highlight=False, markup=False)
-    lat = manifest["metrics"]["export_latency"]
+    formats = tuple(f.strip() for f in fmt.split(",") if f.strip())
+    path = job.export(out_dir, candidate, max_latency_ms, max_energy_mj, min_accuracy, formats, finetune_epochs)
+    manifest_path = path / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    metrics = manifest.get("metrics", {})
+    m = metrics.get("measured", {})
+    lat = metrics.get("export_latency", {})
     if lat.get("gap_above_10pct"):
-        err.print(f"warning: the export runs in {lat['median_ms']:.3f} ms on {job.config.device.name}, "
-                  f"{100 * lat['gap']:+.0f} % from the predicted {lat['predicted_ms']:.3f} ms", highlight=False,
-                  markup=False, soft_wrap=True)
+        ui.warn(f"the export runs in {lat['median_ms']:.3f} ms on {job.config.device.name}, "
+                f"{100 * lat['gap']:+.0f} % from the predicted {lat['predicted_ms']:.3f} ms")
+    files = {k: v["file"] for k, v in manifest.items() if isinstance(v, dict) and "file" in v}
+    if ui.json:
+        ui.emit({"job": job.name, "candidate": manifest.get("candidate"), "out": str(path),
+                 "manifest": str(manifest_path), "files": files, "metrics": metrics,
+                 "checks": manifest.get("checks", {}), "skipped_formats": manifest.get("skipped_formats", {}),
+                 "int8": manifest.get("int8"), "finetune": manifest.get("finetune")})
+        return
+    ui.result(f"exported candidate {manifest['candidate']} of {job.name} to {path}: accuracy "
+              f"{m['export_test_accuracy']:.4f}, latency {m['latency_ms']:.3f} ms", wrap=False)
+    for name, check in manifest.get("checks", {}).items():
+        flips = f", {check['rounding_flips']} rounding flip(s) excused" if check.get("rounding_flips") else ""
+        ui.info(f"  {files.get(name, files.get('weights'))}: matches the "
+                f"supernet within {check['tolerance']:g} on {check['inputs']} inputs{flips}")
+    int8 = manifest.get("int8")
+    if int8:
+        ui.info(f"  {int8['file']}: accuracy {int8['test_accuracy']:.4f} (fake-quantized "
+                f"{int8['fake_quant_test_accuracy']:.4f}), {int8['latency_ms']:.3f} ms vs "
+                f"{int8['fake_quant_torchscript_latency_ms']:.3f} ms fake-quantized")
+    for name, reason in manifest.get("skipped_formats", {}).items():
+        ui.info(f"  {name} left out: {reason}")
+    ft = manifest.get("finetune")
+    if ft:
+        ui.info(f"  fine-tuned {ft['epochs']} epoch(s): test accuracy {ft['test_accuracy_before']:.4f} -> "
+                f"{ft['test_accuracy_after']:.4f}")
 
 
 def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
+    err = _console(stderr=True)
     try:
         command.main(args=argv, prog_name="hwnas", standalone_mode=False)
     except HwnasError as exc:

@@ -23,7 +23,32 @@ class Reporter:
         pass
 
 
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours:d}:{minutes:02d}:{secs:02d}"
+
+
+def _eta_column():
+    """``eta 0:01:23`` while a step runs, ``took 0:00:45`` once it is done: one column, so a bar
+    fits an 80-column terminal with its note."""
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class EtaColumn(ProgressColumn):
+        def render(self, task) -> Text:
+            if task.finished and task.finished_time is not None:
+                return Text(f"took {_clock(task.finished_time)}", style="progress.elapsed")
+            remaining = task.time_remaining if task.total is not None else None
+            return Text(f"eta {'-:--:--' if remaining is None else _clock(remaining)}", style="progress.remaining")
+
+    return EtaColumn()
+
+
 class RichReporter(Reporter):
+    """Bars with the count, the estimated time left and a note (such as the loss), on ``console``
+    (stderr by default), one per step; informational lines on the same console."""
+
     def __init__(self, console=None):
         from rich.console import Console
 
@@ -31,11 +56,10 @@ class RichReporter(Reporter):
 
     @contextmanager
     def task(self, description: str, total: int | None) -> Iterator[Advance]:
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-        columns = [TextColumn("{task.description:<22}"), BarColumn(bar_width=24), MofNCompleteColumn(),
-                   TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[note]}")]
+        columns = [TextColumn("{task.description:<18}"), BarColumn(bar_width=20), MofNCompleteColumn(),
+                   _eta_column(), TextColumn("{task.fields[note]}")]
         with Progress(*columns, console=self.console, transient=False) as progress:
             task_id = progress.add_task(description, total=total, note="")
 
@@ -55,4 +79,4 @@ class RichReporter(Reporter):
                 progress.update(task_id, completed=final)
 
     def info(self, message: str) -> None:
-        self.console.print(message, highlight=False)
+        self.console.print(message, highlight=False, markup=False)

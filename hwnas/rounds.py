@@ -160,7 +160,8 @@ class SearchRounds:
             executor = SerialExecutor(lambda: partial(subnet_accuracies, self.parts))
         with executor as self.executor:
             state = run_loop(settings, self.make_problem, self.done, self.evaluate, bounds,
-                             extra_picks=self.anchors, on_round=on_round)
+                             extra_picks=self.anchors, on_round=on_round,
+                             searching=lambda r: self.job.reporter.task(f"search round {r + 1}", cfg.generations))
         summary = {"rounds": state.rounds, "stopped": state.stopped, "budget": settings.budget}
         self.job.study.set_user_attr("search_rounds", json.loads(json.dumps(summary, default=float)))
         return summary

@@ -45,9 +45,20 @@ def test_end_to_end_search_front_export(tiny_config_file, tmp_path):
     assert r.returncode == 0 and r.stdout.startswith("id,accuracy,latency_ms")
 
     out = tmp_path / "exported"
-    r = run_cli("export", "tiny", "--workdir", str(work), "--max-latency-ms", str(budget), "--out", str(out))
+    r = run_cli("export", "tiny", "--workdir", str(work), "--max-latency-ms", str(budget), "--out", str(out),
+                "--format", "all", "--json")
     assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
     assert (out / "model.safetensors").exists() and (out / "manifest.json").exists()
+    assert set(doc["checks"]) == {"pt", "torchscript", "onnx"} and all(c["passed"] for c in doc["checks"].values())
+    assert "int8" in doc["skipped_formats"]  # the tiny space has no 8-bit choice
+    assert doc["files"]["onnx"] == "model.onnx" and (out / "model.onnx").exists()
+
+    r = run_cli("report", "tiny", "--workdir", str(work), "--out", str(tmp_path / "report"),
+                "--max-latency-ms", str(budget))
+    assert r.returncode == 0, r.stderr
+    assert f"report page: {tmp_path / 'report' / 'index.html'}" in r.stdout
+    assert (tmp_path / "report" / "front.png").exists()
     model = hwnas.load_exported(out)
     import torch
 

@@ -20,8 +20,9 @@ The front a user sees is made of really evaluated candidates only.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, ContextManager, Sequence
 
 import numpy as np
 from pymoo.indicators.hv import HV
@@ -69,14 +70,17 @@ def run_loop(settings: LoopSettings, make_problem: Callable[[int], object],
              evaluate: Callable[[list[Arch], int], None], bounds: tuple[np.ndarray, np.ndarray],
              first_round: int = 0, extra_picks: Callable[[int, object], list[Arch]] | None = None,
              on_round: Callable[[dict], None] | None = None,
-             on_generation: Callable[[int], None] | None = None) -> LoopState:
+             on_generation: Callable[[int], None] | None = None,
+             searching: Callable[[int], ContextManager[Callable[[int], None]]] | None = None) -> LoopState:
     """Run rounds until a stop rule holds (see the module docstring).
 
     ``done(r)`` returns the really evaluated (archs, minimization rows) of rounds ``< r`` (all of
     them for ``None``); ``make_problem(r)`` the round's problem (with ``space`` and, if it has
     uncertainty, ``uncertainty(X)`` giving per-objective standard deviations); ``evaluate(archs, r)``
     evaluates and commits them (skipping any already stored); ``extra_picks(r, problem)`` may add
-    archs to a round's batch (the space's extremes, as anchors).
+    archs to a round's batch (the space's extremes, as anchors). ``searching(r)``, if given, is a
+    context around round ``r``'s search yielding the generation callback (a progress bar); it
+    takes the place of ``on_generation``.
     """
     state, best, stale = LoopState(), -1.0, 0
     r = first_round
@@ -87,9 +91,10 @@ def run_loop(settings: LoopSettings, make_problem: Callable[[int], object],
             state.stopped = "budget spent"
             break
         problem = make_problem(r)
-        X, F, feasible = run_search(problem, settings.algorithm, settings.population, settings.generations,
-                                    [settings.seed, r], on_generation, seeds=_front_first(problem, archs_before, real_before,
-                                                                                          settings.population // 2))
+        seeds = _front_first(problem, archs_before, real_before, settings.population // 2)
+        with searching(r) if searching is not None else nullcontext(on_generation) as generation_done:
+            X, F, feasible = run_search(problem, settings.algorithm, settings.population, settings.generations,
+                                        [settings.seed, r], generation_done, seeds=seeds)
         if not feasible.any():
             if r == first_round:
                 raise NoCandidateError("no subnet meets the search budgets; loosen them or check the smallest "
