@@ -168,7 +168,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError(f"--set {text!r}: empty key")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         value = raw
     return path, value
 
@@ -211,6 +211,8 @@ def load_config(source: str | Path | dict | None = None, overrides: list[str] | 
             raise ConfigError(f"cannot read config file {str(path)!r}: {exc}") from None
         try:
             tree = yaml.safe_load(text)
+        except RecursionError:
+            raise ConfigError(f"{path}: not valid YAML (nested too deeply)") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark else ""

@@ -34,7 +34,7 @@ from hwnas.hwmodels.profiler import ProfileResult, build_lookup_table
 from hwnas.predictors.accuracy import ArchFeatures, fit_with_holdout
 from hwnas.predictors.latency import LearnedLatencyPredictor, select_latency_predictor
 from hwnas.progress import Reporter
-from hwnas.search.store import JobStore, default_store_url
+from hwnas.search.store import JobStore, default_store_url, display_url
 from hwnas.spaces.dims import Arch
 from hwnas.spaces.evaluation import accuracy, evaluate_subnet, recalibrate_bn
 from hwnas.spaces.registry import build_space, space_entry
@@ -51,10 +51,20 @@ def now() -> str:
 
 
 def check_job_name(name: str) -> str:
-    if not re.match(JOB_NAME_PATTERN, name or "") or ".." in name:
+    # fullmatch: re.match's "$" also matches before a trailing newline ("name\n" would pass)
+    if not re.fullmatch(JOB_NAME_PATTERN, name or "") or ".." in name:
         raise JobError(f"job name {name!r} must be 1-100 letters, digits, '.', '_' or '-', "
                        "start with a letter or digit, and contain no '..' or '/'")
     return name
+
+
+def recorded_config(config: Config) -> dict[str, Any]:
+    """The config as a job records it (store attributes, ``config.yaml``): the store URL's
+    password masked, since both are read by people who must not learn it."""
+    tree = config.to_dict()
+    if tree.get("store"):
+        tree["store"] = display_url(tree["store"])
+    return tree
 
 
 def resolve_compute(compute: str) -> torch.device:
@@ -179,7 +189,7 @@ class SearchJob:
             return study
         attrs = {"status": "running", "space": self.config.space.type, "device": self.config.device.name,
                  "objectives": list(self.config.search.objectives), "created": now(),
-                 "config": self.config.to_dict(), "config_hash": chash, "seed": self.config.seed,
+                 "config": recorded_config(self.config), "config_hash": chash, "seed": self.config.seed,
                  "job_dir": str(self.paths.root.resolve()), "hwnas_version": hwnas.__version__}
         return self.store.create(self.name, list(self.config.search.objectives), attrs)
 
@@ -197,7 +207,7 @@ class SearchJob:
             return Job(self.name, self.store, self.study)
         self.paths.root.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.paths.config) as tmp:
-            tmp.write_text(yaml.safe_dump(self.config.to_dict(), sort_keys=False))
+            tmp.write_text(yaml.safe_dump(recorded_config(self.config), sort_keys=False))
         self.study.set_user_attr("status", "running")
         try:
             parts = self._timed("load", Components.build, self.config, self.compute)
@@ -323,8 +333,13 @@ class SearchJob:
         every ``flush_every`` archs, so a killed job measures nothing twice; values in arch order."""
         done: dict[str, float] = {}
         if path.exists():
-            frame = pd.read_csv(path)
-            done = dict(zip(frame["arch"], frame[column]))
+            try:
+                frame = pd.read_csv(path)
+                done = dict(zip(frame["arch"].astype(str), pd.to_numeric(frame[column])))
+            except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, KeyError,
+                    ValueError, TypeError) as exc:
+                raise HwnasError(f"sample cache {path} is unreadable ({str(exc).splitlines()[0]}); "
+                                 "delete it to measure again") from None
         todo = [a for a in archs if a.to_json() not in done]
         with self.reporter.task(description, len(archs)) as advance:
             advance(len(archs) - len(todo))

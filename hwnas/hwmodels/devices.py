@@ -195,8 +195,8 @@ def tables_dir(workdir: str | Path) -> Path:
 
 
 def find_table(name: str, workdir: str | Path | None) -> Path | None:
-    if workdir is None:
-        return None
+    if workdir is None or Path(name).name != name or name in (".", ".."):
+        return None  # a device name, not a path: "../x" must not read a table outside tables_dir
     for suffix in TABLE_SUFFIXES:
         path = tables_dir(workdir) / f"{name}{suffix}"
         if path.exists():

@@ -220,7 +220,7 @@ def parse_row(record: dict[str, Any], where: str) -> dict[str, Any]:
                     raise ValueError
                 row[name] = text in ("true", "1", "1.0")
             else:
-                row[name] = str(value)
+                row[name] = _text(value, name, where)
         except (TypeError, ValueError):
             raise LookupTableError(f"{where}: {name} {value!r} is not a valid value") from None
     if row["kind"] is None:
@@ -239,9 +239,24 @@ def parse_row(record: dict[str, Any], where: str) -> dict[str, Any]:
         if not math.isfinite(number) or number < 0:
             raise LookupTableError(f"{where}: {name} {value!r} is not a non-negative number")
         row[name] = number
-    row["repeats"] = 0 if _blank(record.get("repeats")) else int(float(record["repeats"]))
-    row["note"] = "" if _blank(record.get("note")) else str(record["note"])
+    try:
+        row["repeats"] = 0 if _blank(record.get("repeats")) else int(float(record["repeats"]))
+    except (TypeError, ValueError, OverflowError):
+        raise LookupTableError(f"{where}: repeats {record['repeats']!r} is not a whole number") from None
+    row["note"] = "" if _blank(record.get("note")) else _text(record["note"], "note", where)
     return row
+
+
+FORMULA_PREFIXES = ("=", "+", "-", "@")  # what makes a spreadsheet evaluate a cell (CSV injection)
+
+
+def _text(value: Any, name: str, where: str) -> str:
+    """A text cell, refused when a spreadsheet would run it as a formula: tables are saved again
+    as CSV (the job's lut.csv) that people open in spreadsheets."""
+    text = str(value)
+    if text.lstrip().startswith(FORMULA_PREFIXES):
+        raise LookupTableError(f"{where}: {name} {text!r} looks like a spreadsheet formula; refused")
+    return text
 
 
 def _blank(value: Any) -> bool:
@@ -260,7 +275,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
 def _read_json_table(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     try:
         tree = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError, RecursionError) as exc:  # RecursionError: absurd nesting
         raise LookupTableError(f"lookup table {path} is unreadable: {str(exc).splitlines()[0]}") from None
     if not isinstance(tree, dict) or not isinstance(tree.get("entries"), list) or not all(
             isinstance(r, dict) for r in tree["entries"]):
@@ -285,7 +300,7 @@ def read_meta(path: Path) -> dict[str, Any]:
         tree = json.loads(source.read_text())
         if not isinstance(tree, dict) or not isinstance(tree.get("device", {}), dict):
             raise TypeError
-    except (json.JSONDecodeError, UnicodeDecodeError, TypeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, RecursionError):
         raise LookupTableError(f"lookup table metadata {source} is unreadable") from None
     return {k: v for k, v in tree.items() if not (k == "entries" and isinstance(v, list))}
 

@@ -74,7 +74,7 @@ class RooflineModel:
             tree = yaml.safe_load(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"device spec {path} does not exist") from None
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as exc:
             raise ConfigError(f"device spec {path} is unreadable: {str(exc).splitlines()[0]}") from None
         try:
             return cls(RooflineSpec.model_validate(tree))

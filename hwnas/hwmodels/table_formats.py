@@ -51,7 +51,7 @@ def read_mapping(path: str | Path) -> dict[str, Any]:
         tree = yaml.safe_load(path.read_text()) if path.suffix.lower() in (".yaml", ".yml") else json.loads(
             path.read_text())
     except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError, pd.errors.ParserError,
-            pd.errors.EmptyDataError) as exc:
+            pd.errors.EmptyDataError, RecursionError) as exc:  # RecursionError: absurd nesting
         raise LookupTableError(f"table {path} is unreadable: {str(exc).splitlines()[0]}") from None
     if not isinstance(tree, dict):
         raise LookupTableError(f"table {path}: expected a mapping of keys to latencies")

@@ -76,6 +76,8 @@ class Arch(Mapping[str, Value]):
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ArchError(f"architecture is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise ArchError("architecture is not valid JSON: nested too deeply") from None
         if not isinstance(data, dict):
             raise ArchError("architecture JSON must be an object of dimension: value")
         return cls.from_dict(data)
