@@ -36,3 +36,17 @@ class NoCandidateError(HwnasError):
     """Nothing on the front meets the budgets: exit code 1, as the CLI promises."""
 
     exit_code = 1
+
+
+class IntegrityError(HwnasError):
+    """An artifact hwnas wrote (checkpoint, supernet weights, lookup table, sample cache) that no
+    longer matches the sha256 digest recorded when it was written (truncated or altered on disk), or
+    that lacks the digest it should have; the message names the file and says how to recompute it."""
+
+
+class TableIntegrityError(IntegrityError, LookupTableError):
+    """A lookup table (or its metadata) failing its digest: both an integrity and a table error."""
+
+
+class JobLockedError(JobError):
+    """The job is being run by another process (it holds the job directory's lock)."""

@@ -5,11 +5,23 @@ and skips work that is already there, so rerunning the same command after a kill
 training from its last epoch checkpoint, profiling from the last flushed lookup-table entry,
 predictor sampling from the last flushed sample, real evaluation from the last committed
 candidate.
+
+Every artifact read back on resume is checked against the sha256 digest recorded when it was
+written (the checkpoint and the supernet weights carry theirs inside; the lookup tables and the
+sample caches have a ``FILE.sha256`` beside them), so one truncated or altered on disk is refused
+with its name and what to do, never used (see :mod:`hwnas.utils.io`).
+
+One process at a time runs a job: :meth:`SearchJob.run` holds an exclusive lock on the job
+directory's ``.lock`` file, and a second process on the same job name is refused at once with the
+holder's pid. The kernel drops the lock when its holder dies, even by SIGKILL, so a killed job is
+resumed by simply rerunning it. Jobs of other names share the store freely.
 """
 from __future__ import annotations
 
 import datetime as _dt
+import io
 import re
+import socket
 import time
 import warnings
 from dataclasses import dataclass
@@ -20,16 +32,18 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import hwnas
 from hwnas.config import Config, load_config
 from hwnas.data import load_data
-from hwnas.errors import ConfigError, HwnasError, JobError
+from hwnas.errors import ConfigError, HwnasError, JobError, JobLockedError
 from hwnas.hwmodels.cost import CostModel
-from hwnas.hwmodels.devices import build_device
+from hwnas.hwmodels.devices import build_device, tables_dir
 from hwnas.hwmodels.energy import energy_model
 from hwnas.hwmodels.graph import op_graph
+from hwnas.hwmodels.lut import verify_table_file
 from hwnas.hwmodels.profiler import ProfileResult, build_lookup_table
 from hwnas.predictors.accuracy import ArchFeatures, fit_with_holdout
 from hwnas.predictors.latency import LearnedLatencyPredictor, select_latency_predictor
@@ -39,11 +53,15 @@ from hwnas.spaces.dims import Arch
 from hwnas.spaces.evaluation import accuracy, evaluate_subnet, recalibrate_bn
 from hwnas.spaces.registry import build_space, space_entry
 from hwnas.spaces.trainer import SupernetTrainer
-from hwnas.utils.io import atomic_path, stable_hash
+from hwnas.utils.io import (LockBusy, atomic_path, atomic_path_with_digest, check_digest, file_lock, stable_hash,
+                            state_digest, verify_digest)
 
 STAGES = ("load", "train", "profile", "predictor", "search", "evaluate")
 EVAL_BATCH = 256  # batch for BN recalibration and accuracy: large batches, few calls
 JOB_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+WEIGHTS_DIGEST_KEY = "hwnas_sha256"  # safetensors metadata: state_digest of the tensors
+REBUILD_WEIGHTS = ("delete it and rerun `hwnas search` for its job: the weights are rebuilt from the job's "
+                   "checkpoint.pt (or retrained if that is gone)")
 
 
 def now() -> str:
@@ -111,6 +129,33 @@ class JobPaths:
     def config(self) -> Path:
         return self.root / "config.yaml"
 
+    @property
+    def lock(self) -> Path:
+        return self.root / ".lock"
+
+
+def save_weights(path: Path, state: dict[str, torch.Tensor]) -> None:
+    """The supernet's weights as safetensors, with the digest of the tensors in the file's own
+    metadata (one file, written atomically: weights and digest cannot disagree)."""
+    tensors = {k: v.contiguous() for k, v in state.items()}
+    digest = state_digest(dict(sorted(tensors.items())))
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={WEIGHTS_DIGEST_KEY: digest})
+
+
+def load_weights_file(path: Path, device: str = "cpu") -> dict[str, torch.Tensor]:
+    """The tensors of a file :func:`save_weights` wrote, checked against their recorded digest."""
+    try:
+        state = load_file(str(path), device=device)
+        with safe_open(str(path), framework="pt") as fh:
+            recorded = (fh.metadata() or {}).get(WEIGHTS_DIGEST_KEY)
+    except Exception as exc:
+        raise HwnasError(f"supernet weights {path} are unreadable ({str(exc).splitlines()[0]}); "
+                         f"{REBUILD_WEIGHTS}") from None
+    check_digest(path, state_digest(dict(sorted(state.items()))), recorded, what="supernet weights",
+                 remedy=REBUILD_WEIGHTS, where=f"its metadata entry {WEIGHTS_DIGEST_KEY!r}")
+    return state
+
 
 @dataclass
 class Components:
@@ -138,8 +183,8 @@ class Components:
         return cls(config, data, space, supernet, compute)
 
     def load_weights(self, path: Path) -> None:
+        state = load_weights_file(path, str(self.compute))
         try:
-            state = load_file(str(path), device=str(self.compute))
             self.supernet.load_state_dict(state)
         except Exception as exc:
             raise HwnasError(f"supernet weights {path} are unreadable ({str(exc).splitlines()[0]})") from None
@@ -200,6 +245,20 @@ class SearchJob:
         return result
 
     def run(self):
+        """Run or resume the job, holding its lock (see the module docstring)."""
+        try:
+            with file_lock(self.paths.lock):
+                return self._run()
+        except LockBusy as busy:
+            holder = busy.holder
+            who = f"pid {holder.get('pid', '?')}"
+            if holder.get("host") and holder["host"] != socket.gethostname():
+                who += f" on {holder['host']}"
+            raise JobLockedError(f"job {self.name!r} is running in another process ({who}, since "
+                                 f"{holder.get('since', '?')}); wait for it to finish, or pass --name for "
+                                 "a new job") from None
+
+    def _run(self):
         from hwnas.job import Job
 
         self.study = self._open_or_create()
@@ -254,16 +313,25 @@ class SearchJob:
             if trainer.try_resume():
                 advance(trainer.start_epoch)
             history = trainer.train()
-        with atomic_path(self.paths.supernet) as tmp:
-            save_file({k: v.contiguous() for k, v in parts.supernet.state_dict().items()}, str(tmp))
+        save_weights(self.paths.supernet, parts.supernet.state_dict())
         self.study.set_user_attr("train_history", history)
         largest = parts.evaluate(parts.space.largest(), "test")
         smallest = parts.evaluate(parts.space.smallest(), "test")
         self.study.set_user_attr("supernet_test_accuracy", {"largest": largest, "smallest": smallest})
         self.reporter.info(f"supernet test accuracy: largest {largest:.4f}, smallest {smallest:.4f}")
 
+    def _device(self, config):
+        """The device ``config`` names; an imported table device's table (in ``WORKDIR/devices``,
+        written by ``hwnas import-table``) must carry its digest, like every table hwnas writes."""
+        device = build_device(config, self.workdir)
+        path = getattr(device, "path", None)
+        if getattr(device, "kind", None) == "table" and path is not None and \
+                Path(path).resolve().parent == tables_dir(self.workdir).resolve():
+            verify_table_file(Path(path), "import it again with hwnas import-table")
+        return device
+
     def profile(self, parts: Components) -> CostModel:
-        device = build_device(self.config.device, self.workdir)
+        device = self._device(self.config.device)
         lut_info: dict[str, Any] = {"cache": None, "measured_now": 0}
         if device.measures:
             result = profile_device(device, parts.space, self.config.space.type, self.workdir, self.reporter,
@@ -294,7 +362,7 @@ class SearchJob:
 
         models = {}
         for name in extra_devices(self.config.search.objectives):
-            device = build_device(DeviceConfig(name=name), self.workdir)
+            device = self._device(DeviceConfig(name=name))
             if device.measures:
                 raise ConfigError(f"search.objectives: {name} is a measured device; objectives on another device "
                                   "need a table or analytical one (profile it and import its table)")
@@ -330,16 +398,24 @@ class SearchJob:
     def _measure_resumably(self, archs: list[Arch], path: Path, column: str, measure, description: str,
                            flush_every: int) -> np.ndarray:
         """``measure(arch)`` for every arch, flushed to ``path`` (a CSV of arch and ``column``)
-        every ``flush_every`` archs, so a killed job measures nothing twice; values in arch order."""
+        every ``flush_every`` archs, so a killed job measures nothing twice; values in arch order.
+
+        Each flush rewrites the whole file atomically (it is not appended to), so one digest of the
+        whole file (``FILE.sha256``, updated with every flush, see
+        :func:`~hwnas.utils.io.atomic_path_with_digest`) covers it; a cache that no longer matches
+        it is refused, never resumed from."""
         done: dict[str, float] = {}
+        remedy = "delete it to measure again"
         if path.exists():
             try:
-                frame = pd.read_csv(path)
+                data = path.read_bytes()
+                frame = pd.read_csv(io.BytesIO(data))
                 done = dict(zip(frame["arch"].astype(str), pd.to_numeric(frame[column])))
             except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, KeyError,
                     ValueError, TypeError) as exc:
                 raise HwnasError(f"sample cache {path} is unreadable ({str(exc).splitlines()[0]}); "
-                                 "delete it to measure again") from None
+                                 f"{remedy}") from None
+            verify_digest(path, what="sample cache", remedy=remedy, data=data)
         todo = [a for a in archs if a.to_json() not in done]
         with self.reporter.task(description, len(archs)) as advance:
             advance(len(archs) - len(todo))
@@ -347,7 +423,7 @@ class SearchJob:
                 done[arch.to_json()] = measure(arch)
                 advance()
                 if i % flush_every == 0 or i == len(todo):
-                    with atomic_path(path) as tmp:
+                    with atomic_path_with_digest(path) as tmp:
                         pd.DataFrame({"arch": list(done), column: list(done.values())}).to_csv(tmp, index=False)
         return np.array([done[a.to_json()] for a in archs])
 
@@ -381,7 +457,7 @@ class SearchJob:
         from hwnas.rounds import SearchRounds
 
         predictor, features, samples = fitted
-        device = build_device(self.config.device, self.workdir)
+        device = self._device(self.config.device)
         rounds = SearchRounds(self, parts, cost_model, extra_costs, predictor, features, samples, device)
         started = time.perf_counter()
         try:

@@ -67,6 +67,9 @@ def test_profile_cli_resumes_a_partial_table(tiny_config_file, tmp_path, capsys)
     assert f"measured now {len(frame)}" in out and "method: each op timed inside its network" in out
     assert (frame["repeats"] >= 5).all() and (frame["latency_ms"] > 0).all()
     frame.iloc[: len(frame) // 3].to_csv(table_path, index=False)  # as a killed run leaves it
+    from hwnas.utils.io import record_digest
+
+    record_digest(table_path)  # a real flush records the table's digest with it
     assert main(args) == 0
     assert f"measured now {len(frame) - len(frame) // 3}," in capsys.readouterr().out
     assert len(pd.read_csv(table_path)) == len(frame)

@@ -17,9 +17,19 @@ An op is priced by its exact row, else by the matching wildcard row that fixes t
 A subnet's latency is the sum over its ops (or its blocks, for a table of ``mbconv`` rows, see
 :attr:`LookupTable.granularity`). A missing op is an error that names it, unless its latency is
 asked to be estimated from neighbours (:meth:`LookupTable.estimate`).
+
+Integrity: :meth:`LookupTable.save` records the sha256 of every file it writes in ``FILE.sha256``
+beside it (the CSV and its metadata JSON each have one; see
+:func:`~hwnas.utils.io.atomic_path_with_digest`) and marks the metadata with
+``"hwnas_digest": "sha256"``. :meth:`LookupTable.load` checks a table against its digest whenever
+one exists or the metadata says one was written, and always when the caller requires it (the
+profiler's cache, an imported table device in a job), so a table truncated or altered on disk is
+refused by name. A table the user wrote by hand (``device.table``, a file to import) has neither and
+is read as it is: it is the user's input, not an artifact hwnas recorded.
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 from dataclasses import dataclass, field, fields
@@ -29,15 +39,17 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from hwnas.errors import LookupTableError
+from hwnas.errors import LookupTableError, TableIntegrityError
 from hwnas.hwmodels.graph import OpSig, signature_key
-from hwnas.utils.io import atomic_path, write_json_atomic
+from hwnas.utils.io import atomic_path_with_digest, has_digest, verify_digest, write_json_with_digest
 
 SIG_COLUMNS = [f.name for f in fields(OpSig)]
 SIG_DEFAULTS = {"op": "mult", "mid": 0}  # an absent column of these means the default, not a wildcard
 VALUE_COLUMNS = ["latency_ms", "energy_mj", "spread_ms", "repeats", "note"]
 INT_FIELDS = {f.name for f in fields(OpSig) if f.type == "int"}
 INTERPOLABLE = ("h", "cout", "cin", "mid")  # fields a missing op may be interpolated along, in order
+DIGEST_MARK = {"hwnas_digest": "sha256"}  # in a table's metadata: its files have FILE.sha256 digests
+RECOMPUTE = "delete it (and the .json beside a .csv) and profile the device or import the table again"
 
 
 @dataclass
@@ -164,27 +176,44 @@ class LookupTable:
     def save(self, path: str | Path, meta: dict[str, Any] | None = None) -> None:
         """A ``.json`` path gets the JSON schema; any other a CSV with its metadata JSON beside."""
         path = Path(path)
-        extra = meta or {}
+        extra = {**(meta or {}), **DIGEST_MARK}
         if path.suffix == ".json":
-            write_json_atomic(path, {"device": self.device, **extra, "entries": self.rows()})
+            write_json_with_digest(path, {"device": self.device, **extra, "entries": self.rows()})
             return
         frame = pd.DataFrame(self.rows(), columns=["key", *SIG_COLUMNS, *VALUE_COLUMNS])
-        with atomic_path(path) as tmp:
+        with atomic_path_with_digest(path) as tmp:
             frame.to_csv(tmp, index=False)
-        write_json_atomic(meta_path(path), {"device": self.device, **extra, "entries": len(self.entries)})
+        write_json_with_digest(meta_path(path), {"device": self.device, **extra, "entries": len(self.entries)})
 
     @classmethod
-    def load(cls, path: str | Path) -> "LookupTable":
+    def load(cls, path: str | Path, require_digest: bool = False, remedy: str = RECOMPUTE) -> "LookupTable":
+        """The table at ``path``, checked against its digest (see the module docstring);
+        ``require_digest`` for a table hwnas wrote, which must have one. ``remedy`` ends the
+        message of any error (what to do about the file)."""
         path = Path(path)
+        try:
+            return cls._load(path, require_digest, remedy)
+        except TableIntegrityError:
+            raise
+        except LookupTableError as exc:
+            if not require_digest:
+                raise
+            raise type(exc)(f"{exc}; {remedy}") from None
+
+    @classmethod
+    def _load(cls, path: Path, require_digest: bool, remedy: str) -> "LookupTable":
         if not path.exists():
             raise LookupTableError(f"lookup table {path} does not exist")
+        data = _read_bytes(path)
         if path.suffix == ".json":
-            device, records = _read_json_table(path)
+            device, records, tree = _read_json_table(path, data)
+            marked = _marked(tree)
             columns = set().union(*(r.keys() for r in records)) if records else set()
         else:
-            frame = _read_csv(path)
+            frame = _read_csv(path, data)
             records, columns = frame.to_dict("records"), set(frame.columns)
-            device = read_meta(path).get("device", {})
+            meta = read_meta(path)
+            device, marked = meta.get("device", {}), _marked(meta)
         for required in ("kind", "latency_ms"):
             if required not in columns:
                 raise LookupTableError(f"lookup table {path} lacks column {required!r}")
@@ -196,7 +225,29 @@ class LookupTable:
             if key in table.entries:
                 raise LookupTableError(f"{where}: duplicate entry {key}")
             table.add_row(row)
+        # after parsing, so that a file that does not even parse says where; before any use
+        verify_digest(path, what="lookup table", remedy=remedy, data=data,
+                      required=require_digest or marked or has_digest(path), error=TableIntegrityError)
         return table
+
+
+def verify_table_file(path: Path, remedy: str = RECOMPUTE) -> None:
+    """Check a table hwnas wrote, and its metadata, against their digests (both required)."""
+    path = Path(path)
+    verify_digest(path, what="lookup table", remedy=remedy, error=TableIntegrityError)
+    if path.suffix != ".json":
+        verify_digest(meta_path(path), what="lookup table metadata", remedy=remedy, error=TableIntegrityError)
+
+
+def _marked(tree: dict[str, Any]) -> bool:
+    return all(tree.get(k) == v for k, v in DIGEST_MARK.items())
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise LookupTableError(f"lookup table {path} is unreadable: {str(exc).splitlines()[0]}") from None
 
 
 def parse_row(record: dict[str, Any], where: str) -> dict[str, Any]:
@@ -264,17 +315,19 @@ def _blank(value: Any) -> bool:
         isinstance(value, str) and value.strip() in ("", "*"))
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def _read_csv(path: Path, data: bytes) -> pd.DataFrame:
     try:
-        return pd.read_csv(path, dtype={"key": str, "kind": str, "act": str, "op": str, "note": str,
-                                         "act_signed": str})
+        # Only an empty cell is blank: a cell reading "nan", "NA" or "null" is a value and is refused as
+        # one (pandas' default reads it as blank: a wildcard, or an "empty" latency).
+        return pd.read_csv(io.BytesIO(data), dtype={"key": str, "kind": str, "act": str, "op": str, "note": str,
+                                         "act_signed": str}, keep_default_na=False, na_values=[""])
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
         raise LookupTableError(f"lookup table {path} is unreadable: {str(exc).splitlines()[0]}") from None
 
 
-def _read_json_table(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _read_json_table(path: Path, data: bytes) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
     try:
-        tree = json.loads(path.read_text())
+        tree = json.loads(data.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError, OSError, RecursionError) as exc:  # RecursionError: absurd nesting
         raise LookupTableError(f"lookup table {path} is unreadable: {str(exc).splitlines()[0]}") from None
     if not isinstance(tree, dict) or not isinstance(tree.get("entries"), list) or not all(
@@ -283,7 +336,7 @@ def _read_json_table(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     device = tree.get("device") or {}
     if not isinstance(device, dict):
         raise LookupTableError(f"lookup table {path}: device must be a mapping")
-    return device, tree["entries"]
+    return device, tree["entries"], tree
 
 
 def meta_path(csv_path: Path) -> Path:
@@ -291,17 +344,21 @@ def meta_path(csv_path: Path) -> Path:
 
 
 def read_meta(path: Path) -> dict[str, Any]:
-    """The metadata of a table: the JSON beside a CSV, or a JSON table's own keys but its rows."""
+    """The metadata of a table: the JSON beside a CSV, or a JSON table's own keys but its rows;
+    checked against its digest when it has one or says it has."""
     path = Path(path)
     source = path if path.suffix == ".json" else meta_path(path)
     if not source.exists():
         return {}
     try:
-        tree = json.loads(source.read_text())
+        data = source.read_bytes()
+        tree = json.loads(data.decode("utf-8"))
         if not isinstance(tree, dict) or not isinstance(tree.get("device", {}), dict):
             raise TypeError
-    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, RecursionError):
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, RecursionError, OSError):
         raise LookupTableError(f"lookup table metadata {source} is unreadable") from None
+    verify_digest(source, what="lookup table metadata", remedy=RECOMPUTE, data=data,
+                  required=_marked(tree) or has_digest(source), error=TableIntegrityError)
     return {k: v for k, v in tree.items() if not (k == "entries" and isinstance(v, list))}
 
 

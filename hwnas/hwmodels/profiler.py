@@ -15,6 +15,12 @@ The method (what ``hwnas profile`` and a search job's profile stage both run):
    more times on a network containing it, keeping the steadier measurement; if it stays that
    noisy it is kept and flagged ``high-spread``. A refresh (``hwnas profile``) retries flagged
    entries too.
+
+The cached table is checked against the digest recorded when it was saved (see
+:mod:`hwnas.hwmodels.lut`): one truncated or altered on disk is refused by name, never completed or
+used. Two processes profiling the same device (two jobs, or a job and ``hwnas profile``) take turns
+on a lock file beside the table (``FILE.csv.lock``): the second waits, then finds the first one's
+entries cached and measures only what is still missing.
 """
 from __future__ import annotations
 
@@ -26,8 +32,10 @@ from typing import Callable
 from hwnas.hwmodels.graph import OpSig, op_graph
 from hwnas.hwmodels.lut import LookupTable
 from hwnas.hwmodels.timing import summarize
+from hwnas.utils.io import file_lock
 
 HIGH_SPREAD = "high-spread"
+REPROFILE = "delete it to profile the device again"
 
 
 @dataclass
@@ -52,7 +60,16 @@ def build_lookup_table(device, space, build_standalone: Callable, cache_dir: str
                        progress: Callable[[int, int], None] | None = None, flush_every: int = 10,
                        max_spread: float = 0.25, retries: int = 2, refresh: bool = False) -> ProfileResult:
     path = lut_path(cache_dir, device)
-    table = LookupTable.load(path) if path.exists() else LookupTable(device=device.describe())
+    with file_lock(path.with_name(path.name + ".lock"), blocking=True):
+        return _build(device, space, build_standalone, path, progress, flush_every, max_spread, retries, refresh)
+
+
+def _build(device, space, build_standalone: Callable, path: Path, progress: Callable[[int, int], None] | None,
+           flush_every: int, max_spread: float, retries: int, refresh: bool) -> ProfileResult:
+    if path.exists():
+        table = LookupTable.load(path, require_digest=True, remedy=REPROFILE)
+    else:
+        table = LookupTable(device=device.describe())
     nets = [(spec, op_graph(spec)) for spec in (space.subnet_spec(a) for a in space.covering_archs())]
     todo = [(spec, ops) for spec, ops in nets if table.missing(ops)]
     total = len(nets)

@@ -90,7 +90,11 @@ class JobStore:
 
     def create(self, name: str, objectives: list[str], attrs: dict[str, Any]) -> optuna.Study:
         directions = ["maximize" if o == "accuracy" else "minimize" for o in objectives]
-        study = optuna.create_study(study_name=name, storage=self.storage, directions=directions)
+        try:
+            study = optuna.create_study(study_name=name, storage=self.storage, directions=directions)
+        except optuna.exceptions.DuplicatedStudyError:  # another process created it since exists()
+            raise JobError(f"job {name!r} was just created in store {self.display} by another process; "
+                           "rerun to resume it once that one is done, or pass --name for a new job") from None
         # Named values: optuna-dashboard labels the Pareto-front and history axes with them.
         with warnings.catch_warnings():  # still marked experimental by optuna
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -8,7 +8,11 @@ linear warm-up and a cosine decay computed from the step number, so it needs no 
 Every epoch's randomness (data order, sampled subnets) is drawn from generators seeded by
 ``(seed, epoch)``, so a run resumed from the checkpoint of epoch e continues exactly as an
 uninterrupted run would. The checkpoint (weights, optimizer state, history) is written atomically
-after every epoch and read back with ``torch.load(weights_only=True)``.
+after every epoch and read back with ``torch.load(weights_only=True)``. It records the sha256 of its
+own content (:func:`~hwnas.utils.io.state_digest`, under ``digest``), computed when it is made, so
+one truncated or altered on disk afterwards is refused by name instead of resumed from; the digest
+lives inside the file, so file and digest can never disagree after a kill, and the Ray trainer's
+checkpoints (made by the same :meth:`SupernetTrainer.checkpoint_state`) carry it too.
 """
 from __future__ import annotations
 
@@ -23,9 +27,10 @@ import torch.nn.functional as F
 
 from hwnas.data import iterate_batches
 from hwnas.errors import HwnasError
-from hwnas.utils.io import atomic_path
+from hwnas.utils.io import atomic_path, check_digest, state_digest
 
 CHECKPOINT_VERSION = 1
+RETRAIN = "delete it to retrain (from epoch 0)"
 
 
 class SupernetTrainer:
@@ -51,9 +56,12 @@ class SupernetTrainer:
 
     # -- checkpoints -----------------------------------------------------------------------
     def checkpoint_state(self, epoch: int) -> dict[str, Any]:
-        """What the checkpoint after ``epoch`` holds (weights, optimizer state, history)."""
-        return {"version": CHECKPOINT_VERSION, "epoch": epoch, "model": self.supernet.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "history": self.history}
+        """What the checkpoint after ``epoch`` holds (weights, optimizer state, history) and the
+        digest of all that, which :meth:`try_resume` checks."""
+        state = {"version": CHECKPOINT_VERSION, "epoch": epoch, "model": self.supernet.state_dict(),
+                 "optimizer": self.optimizer.state_dict(), "history": self.history}
+        state["digest"] = state_digest(state)
+        return state
 
     def save_checkpoint(self, epoch: int) -> None:
         if self.checkpoint_path is None:
@@ -67,13 +75,22 @@ class SupernetTrainer:
             return False
         try:
             state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
-            if state.get("version") != CHECKPOINT_VERSION:
-                raise ValueError(f"version {state.get('version')}")
+            if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
+                raise ValueError(f"version {state.get('version') if isinstance(state, dict) else None}")
+            recorded = state.pop("digest", None)
+            actual = state_digest(state)
+        except Exception as exc:  # a corrupt or foreign file: say which, never use it silently
+            raise HwnasError(f"checkpoint {self.checkpoint_path} is unreadable ({_first_line(exc)}); "
+                             f"{RETRAIN}") from None
+        # before anything is loaded: an altered checkpoint must not touch the weights
+        check_digest(self.checkpoint_path, actual, recorded, what="checkpoint", remedy=RETRAIN,
+                     where="the checkpoint's own 'digest' entry")
+        try:
             self.supernet.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
-        except Exception as exc:  # a corrupt or foreign file: say which, never use it silently
-            raise HwnasError(f"checkpoint {self.checkpoint_path} is unreadable ({str(exc).splitlines()[0]}); "
-                             "delete it to retrain") from None
+        except Exception as exc:  # a checkpoint of another supernet or optimizer
+            raise HwnasError(f"checkpoint {self.checkpoint_path} is unreadable ({_first_line(exc)}); "
+                             f"{RETRAIN}") from None
         self.history = list(state["history"])
         self.start_epoch = int(state["epoch"]) + 1
         return True
@@ -167,6 +184,11 @@ class SupernetTrainer:
         if k == 0 or teacher is None or not self.config.distill:
             return F.cross_entropy(logits, y)
         return F.kl_div(F.log_softmax(logits, 1), teacher, reduction="batchmean")
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _restrict_ops(space, arch, allowed: list[str], rng: np.random.Generator):

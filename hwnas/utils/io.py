@@ -1,17 +1,35 @@
-"""Atomic artifact writes: a reader never sees a half-written file.
+"""Atomic artifact writes, content digests and lock files.
 
 Every artifact hwnas writes goes to a temporary file in the same directory, is flushed and fsynced,
-and is then renamed over the destination, which POSIX makes atomic.
+and is then renamed over the destination, which POSIX makes atomic: a reader never sees a
+half-written file.
+
+Artifacts that hwnas reads back (lookup tables, sample caches) also get a sha256 digest, recorded
+when they are written and checked on every read, so a file truncated or altered on disk afterwards
+is refused by name instead of being used (see :func:`atomic_path_with_digest`,
+:func:`verify_digest`; checkpoints and safetensors files carry theirs inside, see
+:func:`state_digest`). A file that should have a digest but has none (written by an older hwnas, or
+its digest was deleted) is refused too, unless ``HWNAS_ACCEPT_UNVERIFIED=1`` is set, which lets it
+be used with a warning.
+
+Lock files (:func:`file_lock`) keep two processes from writing the same job or the same profiled
+table at once; they are ``flock`` locks, so the kernel releases them when their process dies,
+even by SIGKILL.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import socket
 import tempfile
+import warnings
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Mapping
+
+from hwnas.errors import HwnasError, IntegrityError
 
 
 def _current_umask() -> int:
@@ -42,13 +60,26 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp_path.unlink()
 
 
-def write_text_atomic(path: str | Path, text: str) -> None:
-    with atomic_path(path) as tmp:
+def write_text_atomic(path: str | Path, text: str, digest: bool = False) -> None:
+    """Write ``text`` atomically; with ``digest``, also its sidecar digest (see
+    :func:`atomic_path_with_digest`)."""
+    with (atomic_path_with_digest if digest else atomic_path)(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
-def write_json_atomic(path: str | Path, obj: Any) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+def write_json_atomic(path: str | Path, obj: Any, digest: bool = False) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n", digest)
+
+
+def distinct_keys(pairs: list[tuple[str, Any]], on_repeat: Callable[[str], Exception]) -> dict[str, Any]:
+    """A JSON object (``object_pairs_hook``) whose keys are distinct: json would silently keep the
+    last of a repeated key; here ``on_repeat(key)`` is raised instead."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise on_repeat(key)
+        out[key] = value
+    return out
 
 
 def sha256_file(path: str | Path) -> str:
@@ -63,3 +94,221 @@ def stable_hash(obj: Any, length: int = 12) -> str:
     """A short hash of a JSON-able object, independent of dict order."""
     text = json.dumps(obj, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+# -- content digests ------------------------------------------------------------------------------
+DIGEST_SUFFIX = ".sha256"
+ACCEPT_UNVERIFIED_ENV = "HWNAS_ACCEPT_UNVERIFIED"
+
+
+def digest_path(path: str | Path) -> Path:
+    """Where the digest of ``path`` lives: ``FILE.sha256``, in ``sha256sum`` format (so
+    ``sha256sum -c FILE.sha256`` checks it by hand too)."""
+    path = Path(path)
+    return path.with_name(path.name + DIGEST_SUFFIX)
+
+
+def _pending_digest_path(path: Path) -> Path:
+    """The digest of a write in progress: recorded before the data is renamed into place, so a
+    kill between the data's rename and its digest's leaves a digest that still matches."""
+    return path.with_name(f".{path.name}{DIGEST_SUFFIX}.pending")
+
+
+def _digest_line(digest: str, path: Path) -> str:
+    return f"{digest}  {path.name}\n"
+
+
+@contextmanager
+def atomic_path_with_digest(path: str | Path) -> Iterator[Path]:
+    """:func:`atomic_path`, and the file's sha256 recorded in ``FILE.sha256``.
+
+    The order keeps data and digest in agreement whenever the process is killed: the new digest
+    goes to a pending file first, then the data is renamed into place, then the digest file is
+    replaced and the pending one removed. A reader accepts the data if it matches the digest file or
+    the pending one, so it sees the old file with the old digest or the new file with the new one.
+    """
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        yield tmp
+        line = _digest_line(sha256_file(tmp), path)
+        write_text_atomic(_pending_digest_path(path), line)
+    write_text_atomic(digest_path(path), line)
+    _pending_digest_path(path).unlink(missing_ok=True)
+
+
+def write_text_with_digest(path: str | Path, text: str) -> None:
+    write_text_atomic(path, text, digest=True)
+
+
+def write_json_with_digest(path: str | Path, obj: Any) -> None:
+    write_json_atomic(path, obj, digest=True)
+
+
+def record_digest(path: str | Path) -> None:
+    """Record the digest of ``path`` as it is now: vouch for a file written by other means
+    (by hand, or by a test simulating a partial write)."""
+    path = Path(path)
+    write_text_atomic(digest_path(path), _digest_line(sha256_file(path), path))
+    _pending_digest_path(path).unlink(missing_ok=True)
+
+
+def has_digest(path: str | Path) -> bool:
+    """Whether a digest (recorded or pending) exists for ``path``."""
+    path = Path(path)
+    return digest_path(path).exists() or _pending_digest_path(path).exists()
+
+
+def _recorded_digests(path: Path) -> list[str] | None:
+    """The digests recorded for ``path`` (the digest file's, then a pending one's); None when
+    neither file exists. An unreadable digest file counts as a digest that matches nothing."""
+    found = None
+    for source in (digest_path(path), _pending_digest_path(path)):
+        try:
+            text = source.read_text(encoding="ascii")
+        except FileNotFoundError:
+            continue
+        except (OSError, UnicodeDecodeError):
+            text = ""
+        found = found or []
+        token = text.split(maxsplit=1)[0].lower() if text.split() else ""
+        if len(token) == 64 and all(c in "0123456789abcdef" for c in token):
+            found.append(token)
+    return found
+
+
+def accept_unverified() -> bool:
+    return os.environ.get(ACCEPT_UNVERIFIED_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def check_digest(path: str | Path, actual: str, recorded: str | list[str] | None, *, what: str, remedy: str,
+                 where: str | None = None, error: type[HwnasError] = IntegrityError) -> bool:
+    """Judge ``actual`` (the digest of the content read from ``path``) against what was recorded
+    when the file was written; return True when it matches.
+
+    A mismatch raises ``error`` naming the file and ``remedy`` (what to do). No recorded digest
+    (``recorded`` None: an older hwnas wrote the file, or the digest was removed) raises too,
+    unless ``HWNAS_ACCEPT_UNVERIFIED`` is set: then the file is used with a warning and False is
+    returned. ``where`` names the digest's place for the messages (the digest file by default).
+    """
+    path = Path(path)
+    where = where or f"its digest file {digest_path(path).name}"
+    if recorded is None:
+        if accept_unverified():
+            warnings.warn(f"{what} {path} has no recorded sha256 digest; used unverified because "
+                          f"{ACCEPT_UNVERIFIED_ENV} is set", stacklevel=3)
+            return False
+        raise error(f"{what} {path} has no recorded sha256 digest ({where} is missing: the file was written by "
+                    f"an older hwnas, or the digest was removed), so it cannot be verified; {remedy}, or set "
+                    f"{ACCEPT_UNVERIFIED_ENV}=1 to use it unverified")
+    candidates = [recorded] if isinstance(recorded, str) else list(recorded)
+    if actual not in candidates:
+        raise error(f"{what} {path} does not match the sha256 digest recorded when it was written (in {where}): "
+                    f"it was truncated or altered on disk; {remedy}")
+    return True
+
+
+def verify_digest(path: str | Path, *, what: str, remedy: str, data: bytes | None = None, required: bool = True,
+                  error: type[HwnasError] = IntegrityError) -> bool:
+    """Check ``path`` (or ``data``, its bytes as already read) against ``FILE.sha256``.
+
+    Returns True when it matches. With ``required`` False, a file with no digest file at all is
+    accepted silently (False is returned): a file the user made, which hwnas never recorded.
+    Otherwise see :func:`check_digest`.
+    """
+    path = Path(path)
+    recorded = _recorded_digests(path)
+    if recorded is None and not required:
+        return False
+    actual = hashlib.sha256(data).hexdigest() if data is not None else sha256_file(path)
+    return check_digest(path, actual, recorded, what=what, remedy=remedy, error=error)
+
+
+def state_digest(obj: Any) -> str:
+    """The sha256 of a checkpoint-like object (nested dicts, lists and tuples of tensors, numbers
+    and strings), independent of tensors' device and memory layout: what a checkpoint or a
+    safetensors file records about itself so that a reader can tell it was altered."""
+    import torch
+
+    digest = hashlib.sha256()
+
+    def feed(tag: bytes, payload: bytes = b"") -> None:
+        digest.update(tag + len(payload).to_bytes(8, "little") + payload)
+
+    def walk(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            t = value.detach().to("cpu").contiguous()
+            feed(b"T", f"{t.dtype}{tuple(t.shape)}".encode())
+            feed(b"t", t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(value, Mapping):
+            feed(b"D", str(len(value)).encode())
+            for key, item in value.items():
+                walk(key)
+                walk(item)
+        elif isinstance(value, (list, tuple)):
+            feed(b"L" if isinstance(value, list) else b"U", str(len(value)).encode())
+            for item in value:
+                walk(item)
+        elif isinstance(value, str):
+            feed(b"S", value.encode("utf-8", "surrogatepass"))
+        elif value is None or isinstance(value, (bool, int)):
+            feed(b"I", repr(value).encode())
+        elif isinstance(value, float):
+            feed(b"F", value.hex().encode())
+        else:
+            feed(b"O", f"{type(value).__qualname__}:{value!r}".encode())
+
+    walk(obj)
+    return digest.hexdigest()
+
+
+# -- lock files -----------------------------------------------------------------------------------
+class LockBusy(Exception):
+    """The lock is held by another process; ``holder`` is what that process recorded (pid, host,
+    since), empty when it could not be read."""
+
+    def __init__(self, path: Path, holder: dict[str, Any]):
+        super().__init__(f"{path} is locked by {holder or 'another process'}")
+        self.path, self.holder = path, holder
+
+
+def _read_holder(fd: int) -> dict[str, Any]:
+    try:
+        raw = os.pread(fd, 4096, 0)
+        holder = json.loads(raw.decode("utf-8")) if raw.strip() else {}
+        return holder if isinstance(holder, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+@contextmanager
+def file_lock(path: str | Path, blocking: bool = False) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if needed, never removed) for the block.
+
+    Not ``blocking``: raise :class:`LockBusy` at once when another process holds it. The holder's
+    pid, host and start time are written into the file for the refusal message. The kernel
+    releases the lock when the process exits in any way, SIGKILL included, so no stale lock is
+    ever left behind. Where ``fcntl`` does not exist (Windows) nothing is locked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise LockBusy(path, _read_holder(fd)) from None
+        holder = {"pid": os.getpid(), "host": socket.gethostname(),
+                  "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)  # released: nobody to name any more
+    finally:
+        os.close(fd)  # closing the last descriptor releases the lock
