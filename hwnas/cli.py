@@ -80,6 +80,16 @@ def _front_table(job, frame, title: str) -> Table:
     return table
 
 
+def _check_budgets(max_latency_ms: float | None, max_energy_mj: float | None, min_accuracy: float | None) -> None:
+    """Refuse a NaN, infinite or out-of-range budget before a job is opened or a file written,
+    whether or not the command goes on to use it (``export --candidate`` with a budget)."""
+    from hwnas.search.front import check_budget
+
+    check_budget("--max-latency-ms", max_latency_ms)
+    check_budget("--max-energy-mj", max_energy_mj)
+    check_budget("--min-accuracy", min_accuracy, upper=1.0)
+
+
 @app.command()
 def search(
     config: Annotated[Optional[Path], typer.Argument(help="YAML config; omitted: the embedded default "
@@ -179,6 +189,7 @@ def report(job_name: JobName,
     """
     from hwnas.job import open_job
 
+    _check_budgets(max_latency_ms, max_energy_mj, min_accuracy)
     ui = Ui(quiet, as_json)
     job = open_job(job_name, store=store, workdir=workdir)
     page = None
@@ -403,6 +414,7 @@ def front(
 
     if as_json and fmt not in (Format.table, Format.json):
         raise HwnasError(f"--json and --format {fmt.value} conflict: give one")
+    _check_budgets(max_latency_ms, max_energy_mj, min_accuracy)
     ui = Ui(quiet, as_json or fmt == Format.json)
     job = open_job(job_name, store=store, workdir=workdir)
     frame = job.front(max_latency_ms, max_energy_mj, min_accuracy)
@@ -445,11 +457,16 @@ def export(
     Example:
       hwnas export digits-cnn --max-latency-ms 0.5 --format all --out exported/
     """
+    from hwnas.export import FORMATS
     from hwnas.job import open_job
 
+    _check_budgets(max_latency_ms, max_energy_mj, min_accuracy)
+    formats = tuple(f.strip() for f in fmt.split(",") if f.strip())
+    unknown = [f for f in formats if f not in (*FORMATS, "all")]
+    if unknown:  # before the job is opened and its supernet loaded
+        raise HwnasError(f"--format: unknown format {unknown[0]!r}; known: {list(FORMATS)} or all")
     ui = Ui(quiet, as_json)
     job = open_job(job_name, store=store, workdir=workdir)
-    formats = tuple(f.strip() for f in fmt.split(",") if f.strip())
     path = job.export(out_dir, candidate, max_latency_ms, max_energy_mj, min_accuracy, formats, finetune_epochs)
     manifest_path = path / "manifest.json"
     manifest = json.loads(manifest_path.read_text())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -20,8 +20,27 @@ from hwnas.errors import ConfigError
 OBJECTIVES = ("accuracy", "latency", "energy")
 
 
+def _known(value: str, known, what: str) -> str:
+    """``value`` if it names one of ``known`` (a registry), else an error listing them: caught with
+    the config, not after the supernet has trained."""
+    if value not in known:
+        raise ValueError(f"unknown {what} {value!r}; known: {', '.join(sorted(known))}")
+    return value
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, v: Any, info) -> Any:
+        """``epochs: true`` is a mistake, not 1 epoch (pydantic's lax mode would take it as 1)."""
+        if isinstance(v, bool):
+            annotation = cls.model_fields[info.field_name].annotation
+            kinds = get_args(annotation) or (annotation,)
+            if bool not in kinds and any(k in (int, float) for k in kinds):
+                raise ValueError("Input should be a number, not a boolean")
+        return v
 
 
 class DataConfig(_Section):
@@ -30,8 +49,15 @@ class DataConfig(_Section):
     image_size: int | None = Field(None, gt=0, le=1024)
     val_fraction: float = Field(0.2, gt=0, lt=0.5)
     test_fraction: float = Field(0.2, gt=0, lt=0.5)
-    split_seed: int = Field(0, ge=0)
+    split_seed: int = Field(0, ge=0, le=2**32 - 1)  # the range scikit-learn's splitter accepts
     batch_size: int = Field(64, gt=0, le=8192)
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset(cls, v: str) -> str:
+        from hwnas.data import DATASETS
+
+        return _known(v, DATASETS, "dataset")
 
 
 class TrainConfig(_Section):
@@ -60,11 +86,25 @@ class DeviceConfig(_Section):
     max_spread: float = Field(0.25, gt=0, le=10,
                               description="re-measure table entries whose interquartile range exceeds this share of the median")
 
+    @field_validator("energy_model")
+    @classmethod
+    def _energy_model(cls, v: str) -> str:
+        from hwnas.hwmodels.energy import ENERGY_MODELS
+
+        return _known(v, ENERGY_MODELS, "energy model")
+
 
 class PredictorConfig(_Section):
     model: str = "ensemble"
     samples: int = Field(400, ge=10, le=100000)
     holdout: float = Field(0.2, gt=0, lt=0.9)
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: str) -> str:
+        from hwnas.predictors.accuracy import REGRESSORS
+
+        return _known(v, REGRESSORS, "model")
 
 
 class SearchConfig(_Section):
@@ -81,6 +121,13 @@ class SearchConfig(_Section):
     max_latency_ms: float | None = Field(None, gt=0)
     max_energy_mj: float | None = Field(None, gt=0)
     min_accuracy: float | None = Field(None, ge=0, le=1)
+
+    @field_validator("algorithm")
+    @classmethod
+    def _algorithm(cls, v: str) -> str:
+        from hwnas.search.engine import ALGORITHMS
+
+        return _known(v, ALGORITHMS, "algorithm")
 
     @field_validator("objectives")
     @classmethod
@@ -127,6 +174,8 @@ class Config(_Section):
             return v
         if not isinstance(v, dict):
             raise ValueError("must be a mapping with a 'type' and the space's keys")
+        if not isinstance(v.get("type", "cnn"), str):  # the registry looks it up by name
+            raise ConfigError(f"space.type: must be the name of a space (got {v['type']!r})")
         return parse_space_config(v)
 
     @model_validator(mode="after")
@@ -149,7 +198,7 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         msg = "unknown key"
-    elif "input" in err and not isinstance(err["input"], (dict, list)):
+    elif "input" in err and not isinstance(err["input"], (dict, list)) and repr(err["input"]) not in msg:
         msg = f"{msg} (got {err['input']!r})"
     return f"{loc}: {msg}" if loc else msg
 
@@ -230,3 +279,5 @@ def load_config(source: str | Path | dict | None = None, overrides: list[str] | 
         return Config.model_validate(tree)
     except ValidationError as exc:
         raise ConfigError(f"{origin}: {format_validation_error(exc)}") from None
+    except ConfigError as exc:  # raised inside a validator (the space section): name the file too
+        raise ConfigError(f"{origin}: {exc}") from None

@@ -28,7 +28,9 @@ import pandas as pd
 import yaml
 
 from hwnas.errors import LookupTableError
+from hwnas.hwmodels.graph import signature_key
 from hwnas.hwmodels.lut import LookupTable, parse_row
+from hwnas.utils.io import distinct_keys
 
 OFA_KEY = re.compile(r"^(?P<type>[A-Za-z][A-Za-z0-9_]*)-input:(?P<inp>\d+x\d+x\d+)"
                      r"(?:-output:(?P<out>\d+(?:x\d+x\d+)?))?(?P<rest>(?:-[a-z]+:[0-9.]+)*)$")
@@ -46,16 +48,39 @@ def read_mapping(path: str | Path) -> dict[str, Any]:
             frame = pd.read_csv(path, dtype={"key": str})
             if "key" not in frame.columns or "latency_ms" not in frame.columns:
                 raise LookupTableError(f"table {path}: a CSV needs 'key' and 'latency_ms' columns")
+            repeated = frame["key"][frame["key"].duplicated()]
+            if len(repeated):
+                raise LookupTableError(f"table {path}: key {repeated.iloc[0]!r} appears twice")
             values = [c for c in ("latency_ms", "energy_mj") if c in frame.columns]
             return {r["key"]: {c: r[c] for c in values if pd.notna(r[c])} for r in frame.to_dict("records")}
-        tree = yaml.safe_load(path.read_text()) if path.suffix.lower() in (".yaml", ".yml") else json.loads(
-            path.read_text())
+        text = path.read_text()
+        if path.suffix.lower() in (".yaml", ".yml"):
+            _refuse_repeated_yaml_keys(yaml.compose(text, Loader=yaml.SafeLoader), path)
+            tree = yaml.safe_load(text)
+        else:
+            tree = json.loads(text, object_pairs_hook=lambda pairs: _unique(pairs, path))
     except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError, pd.errors.ParserError,
             pd.errors.EmptyDataError, RecursionError) as exc:  # RecursionError: absurd nesting
         raise LookupTableError(f"table {path} is unreadable: {str(exc).splitlines()[0]}") from None
     if not isinstance(tree, dict):
         raise LookupTableError(f"table {path}: expected a mapping of keys to latencies")
     return tree
+
+
+def _unique(pairs: list[tuple[str, Any]], path: Path) -> dict[str, Any]:
+    """A JSON object whose keys are distinct (json would keep the last of a repeated key)."""
+    return distinct_keys(pairs, lambda key: LookupTableError(f"table {path}: key {key!r} appears twice"))
+
+
+def _refuse_repeated_yaml_keys(node: Any, path: Path) -> None:
+    """The same for the top-level mapping of a YAML file (safe_load keeps the last)."""
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key, _ in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                if key.value in seen:
+                    raise LookupTableError(f"table {path}: key {key.value!r} appears twice")
+                seen.add(key.value)
 
 
 def _values(key: str, value: Any) -> dict[str, Any]:
@@ -175,6 +200,8 @@ def import_mapping(mapping: dict[str, Any], fmt: str, device: dict[str, Any]) ->
             skipped.append(str(key))
             continue
         row = parse_row({**sig, **_values(str(key), value)}, f"entry {key!r}")
+        if signature_key(row) in table.entries:  # two spellings of one op: which latency is meant?
+            raise LookupTableError(f"entry {key!r} describes the same op as an earlier entry ({signature_key(row)})")
         table.add_row(row)
     if skipped:
         warnings.warn(f"skipped {len(skipped)} entries of layers hwnas spaces do not have, e.g. {skipped[0]}",

@@ -16,6 +16,7 @@ from typing import Any, Iterable, Iterator, Mapping
 import numpy as np
 
 from hwnas.errors import ArchError
+from hwnas.utils.io import distinct_keys
 
 Value = int | float | str
 
@@ -35,6 +36,8 @@ class Dim:
 
     def index(self, value: Value) -> int:
         try:
+            if isinstance(value, bool) and not any(isinstance(c, bool) for c in self.choices):
+                raise ValueError  # true == 1 to Python, but not a depth or a bit-width
             return self.choices.index(value)
         except ValueError:
             raise ArchError(
@@ -73,7 +76,7 @@ class Arch(Mapping[str, Value]):
     @classmethod
     def from_json(cls, text: str) -> "Arch":
         try:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as exc:
             raise ArchError(f"architecture is not valid JSON: {exc}") from None
         except RecursionError:
@@ -81,6 +84,11 @@ class Arch(Mapping[str, Value]):
         if not isinstance(data, dict):
             raise ArchError("architecture JSON must be an object of dimension: value")
         return cls.from_dict(data)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose names are distinct: a dimension given twice is ambiguous, not the last one."""
+    return distinct_keys(pairs, lambda key: ArchError(f"architecture JSON gives dimension {key!r} twice"))
 
 
 class SearchSpace:
@@ -127,16 +135,18 @@ class SearchSpace:
 
     # -- validation and canonical form -----------------------------------------------------
     def validate(self, values: Mapping[str, Value]) -> Arch:
-        """Return the canonical Arch of ``values``; unknown or missing dims and bad values raise."""
+        """Return the canonical Arch of ``values``; unknown or missing dims and bad values raise.
+        Each value becomes the choice it equals (``3.0`` the choice ``3``), so the Arch's JSON is
+        the same however the value was spelled."""
+        if not isinstance(values, Mapping):
+            raise ArchError(f"an architecture is a mapping of dimension: value, not {type(values).__name__}")
         unknown = [k for k in values if k not in self._by_name]
         if unknown:
             raise ArchError(f"unknown dimension {unknown[0]!r} for space {self.name!r}")
         missing = [d.name for d in self.dims if d.name not in values]
         if missing:
             raise ArchError(f"architecture lacks dimension {missing[0]!r}")
-        for d in self.dims:
-            d.index(values[d.name])
-        return self.canonical(values)
+        return self.canonical({d.name: d.choices[d.index(values[d.name])] for d in self.dims})
 
     def canonical(self, values: Mapping[str, Value]) -> Arch:
         inactive = self.inactive_dims(values)
@@ -149,7 +159,10 @@ class SearchSpace:
         return np.array([d.index(arch[d.name]) for d in self.dims], dtype=int)
 
     def decode(self, x: Iterable[int]) -> Arch:
-        idx = [int(round(float(i))) for i in x]
+        try:
+            idx = [int(round(float(i))) for i in x]
+        except (TypeError, ValueError, OverflowError):  # a string, NaN or infinity among the indices
+            raise ArchError(f"encoding must be a list of choice indices, got {_short(x)}") from None
         if len(idx) != len(self.dims):
             raise ArchError(f"encoding has {len(idx)} entries, space {self.name!r} has {len(self.dims)}")
         values = {}
@@ -179,3 +192,8 @@ def _extreme(choices: tuple[Value, ...], pick, position: int) -> Value:
     if all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in choices):
         return pick(choices)
     return choices[position]
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(list(value) if isinstance(value, (tuple, np.ndarray)) else value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
