@@ -63,8 +63,11 @@ def save_onnx(model: nn.Module, example: torch.Tensor, target: Path) -> dict[str
             with atomic_path(target) as tmp, warnings.catch_warnings(), \
                     contextlib.redirect_stdout(io.StringIO()), torch.inference_mode(False), torch.no_grad():
                 warnings.simplefilter("ignore")  # the exporters' deprecation and tracer chatter
+                # external_data=False: one self-contained file (the weights inline, under ONNX's
+                # 2 GB limit), never a side file named after the temporary path
                 torch.onnx.export(model.eval(), (example,), str(tmp), dynamo=dynamo, opset_version=ONNX_OPSET,
-                                  input_names=["input"], output_names=["logits"], verbose=False)
+                                  input_names=["input"], output_names=["logits"], verbose=False,
+                                  external_data=False)
             exporter = "torch.export (dynamo)" if dynamo else "torchscript-based"
             break
         except Exception as exc:  # the exporters raise anything from ConversionError to IndexError

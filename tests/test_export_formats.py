@@ -62,6 +62,7 @@ def test_onnx_export_matches_the_supernet_and_runs_without_torch_or_hwnas(tiny_j
     assert check["max_abs_diff_off_boundaries"] <= 1e-4 and check["inputs"] == 16
     assert manifest["onnx"]["sha256"] == sha256_file(out / "model.onnx")
     assert manifest["onnx"]["exporter"].startswith("torch.export")
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx", "model.safetensors"]  # one file
     # numpy and onnxruntime alone: torch and hwnas made unimportable
     script = ("import sys; sys.modules['torch'] = None; sys.modules['hwnas'] = None\n"
               "import numpy as np, onnxruntime as ort\n"
