@@ -146,8 +146,8 @@ def resolve_formats(formats: tuple[str, ...], spec: dict[str, Any], space_type: 
 def _finetune(parts, arch: Arch, epochs: int, seed: int) -> dict[str, Any]:
     from hwnas.finetune import LR_SCALE, finetune_subnet
 
-    before = accuracy(parts.recalibrated_subnet(arch), parts.data.test)
-    before_val = accuracy(parts.recalibrated_subnet(arch), parts.data.val)
+    extracted = parts.recalibrated_subnet(arch)  # one recalibration serves both splits
+    before, before_val = accuracy(extracted, parts.data.test), accuracy(extracted, parts.data.val)
     history = finetune_subnet(parts, arch, epochs, seed)
     model = parts.recalibrated_subnet(arch)
     return {"epochs": epochs, "lr_scale": LR_SCALE, "test_accuracy_before": before,

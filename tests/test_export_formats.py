@@ -212,7 +212,7 @@ def test_token_selection_equals_a_stable_descending_sort():
 
     rng = np.random.default_rng(0)
     for _ in range(50):
-        n, keep = int(rng.integers(2, 20)), None
+        n = int(rng.integers(2, 20))
         keep = int(rng.integers(1, n + 1))
         scores = torch.from_numpy(rng.integers(0, 4, size=(3, n)).astype(np.float32))  # many ties
         order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :keep].sort(dim=1).values
