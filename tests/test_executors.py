@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -51,6 +52,12 @@ def _setup(log_dir: str):
             raise DataError(f"dataset {value} missing")
         if kind == "die":
             os._exit(3)
+        if kind == "die_once":  # kills its worker the first time only: ``value`` is a marker file
+            marker = Path(value)
+            if not marker.exists():
+                marker.write_text(str(os.getpid()))
+                os.kill(os.getpid(), signal.SIGKILL)
+            return {"value": "survived", "pid": os.getpid()}
         raise AssertionError(kind)
 
     return evaluate
@@ -241,12 +248,67 @@ def test_ray_exception_names_the_item(ray_executor):
     assert set(ray_executor.worker_pids()) == pids, "a failed item must not cost its worker"
 
 
-@pytest.mark.timeout(120)
-def test_dead_worker_is_an_error_not_a_hang(ray_executor, ray_logs):
-    with pytest.raises(HwnasError, match=r"worker process evaluating item 1 died"):
+def test_make_executor_passes_on_retry_to_ray_only(ray_session):
+    def on_retry(index, reason):
+        pass
+
+    executor = make_executor(2, None, functools.partial(_setup, "."), on_retry=on_retry)
+    try:
+        assert isinstance(executor, executors.RayExecutor)
+        assert executor.on_retry is on_retry and executor.retries == []
+    finally:
+        executor.close()  # no actors were started, and Ray is the module's
+    assert isinstance(make_executor(1, None, functools.partial(_setup, "."), on_retry=on_retry),
+                      SerialExecutor)
+    assert executors.MAX_ITEM_RETRIES == 2
+
+
+@pytest.mark.timeout(180)
+def test_an_item_that_kills_its_worker_once_is_retried(ray_executor, ray_logs, serial, tmp_path,
+                                                       monkeypatch):
+    calls = []
+    monkeypatch.setattr(ray_executor, "on_retry", lambda index, reason: calls.append((index, reason)))
+    before = set(ray_executor.worker_pids())
+    retries_before = len(ray_executor.retries)
+    marker = tmp_path / "killed-once"
+    items = _squares(8)
+    items[3] = ("die_once", str(marker))
+    expected = {i: r["value"] for i, r in enumerate(serial.map(items[:3] + items[4:]))}
+    expected = {**{i: expected[i] for i in range(3)}, 3: "survived",
+                **{i: expected[i - 1] for i in range(4, 8)}}
+
+    got = list(ray_executor.imap_unordered(items))
+
+    assert sorted(i for i, _ in got) == list(range(8)), "each index exactly once"
+    assert {i: r["value"] for i, r in got} == expected
+    assert int(marker.read_text()) in before, "the item did kill one of the workers"
+    new = ray_executor.retries[retries_before:]
+    assert [r["item"] for r in new] == [3] and "ActorDiedError" in new[0]["error"], new
+    assert "\n" not in new[0]["error"]
+    assert calls == [(3, new[0]["error"])]
+    # The dead worker was replaced; the replacement ran setup once and evaluated the retried item.
+    retried_pid = dict(got)[3]["pid"]
+    after = set(ray_executor.worker_pids())
+    assert retried_pid in after and retried_pid not in before
+    assert len(after) == 2 and len(after & before) == 1
+    setups = _setups_by_pid(ray_logs)
+    assert all(setups.get(pid) == 1 for pid in after), setups
+
+
+@pytest.mark.timeout(240)
+def test_an_item_that_always_kills_its_worker_fails_after_the_retries(ray_executor, ray_logs):
+    retries_before = len(ray_executor.retries)
+    started = time.monotonic()
+    with pytest.raises(HwnasError, match=r"item 1 killed its worker 3 times") as info:
         ray_executor.map([("square", (1, 0.0)), ("die", None), ("square", (2, 0.0))])
-    # The dead worker is replaced, and the replacement runs setup once.
+    assert "\n" not in str(info.value)
+    assert time.monotonic() - started < 180, "a worker that keeps dying must not loop"
+    new = ray_executor.retries[retries_before:]
+    assert [r["item"] for r in new] == [1] * executors.MAX_ITEM_RETRIES
+    # The dead workers are replaced, and each replacement runs setup once.
     got = ray_executor.map(_squares(20))
     assert len(got) == 20
+    pids = set(ray_executor.worker_pids())
+    assert len(pids) == 2 and {r["pid"] for r in got} <= pids
     setups = _setups_by_pid(ray_logs)
-    assert all(setups.get(r["pid"]) == 1 for r in got), setups
+    assert all(setups.get(pid) == 1 for pid in pids), setups

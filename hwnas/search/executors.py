@@ -32,12 +32,23 @@ Why the interface looks like this:
 * **Errors a user can read.** An exception inside ``evaluate`` reaches the caller as
   :class:`~hwnas.errors.HwnasError` (or the same :class:`HwnasError` subclass, when ``evaluate``
   raised one) whose one-line message names the item index and the original error's first line; the
-  remote traceback is kept on the exception's ``remote_traceback`` attribute rather than printed. A
-  worker process that dies (killed, ``os._exit``, out of memory) gives an :class:`HwnasError` naming
-  the item too, not a hang; the dead actor is replaced on the next call. The first failure ends the
-  iteration: items still running on other workers are allowed to finish (at most
-  :data:`DRAIN_SECONDS`) and their results dropped, so the workers and what ``setup`` loaded are
-  kept; after an interrupt (Ctrl-C) they are killed instead and replaced on the next call.
+  remote traceback is kept on the exception's ``remote_traceback`` attribute rather than printed.
+  The first failure ends the iteration: items still running on other workers are allowed to finish
+  (at most :data:`DRAIN_SECONDS`) and their results dropped, so the workers and what ``setup``
+  loaded are kept; after an interrupt (Ctrl-C) they are killed instead and replaced on the next
+  call.
+* **A dead worker costs a retry, not the job.** A worker process that dies while evaluating an item
+  (killed, ``os._exit``, a segfault, out of memory: Ray's ``ActorDiedError`` or another
+  ``RayActorError`` that is not an init failure, ``WorkerCrashedError``, ``OutOfMemoryError``) is
+  discarded, a replacement actor is started (it runs ``setup`` once, like every actor) and the same
+  item is submitted to it; the other workers carry on meanwhile, and the item is still yielded
+  exactly once. Each retry is appended to :attr:`RayExecutor.retries` as ``{"item": index,
+  "error": reason}`` and passed to the executor's ``on_retry(index, reason)`` callback, if any. An
+  item is retried at most :data:`MAX_ITEM_RETRIES` times: a subnet that kills its worker
+  deterministically (one too large for the worker's memory, say) must not loop forever, so the next
+  death is an :class:`HwnasError` naming the item and how many workers it killed, not a hang. A
+  worker that cannot *start* (``setup`` failing, hwnas not importable on a node) and an exception
+  raised inside ``evaluate`` are not worker deaths: they fail at once, as described above.
 * **Ray stays optional.** Importing this module never imports ``ray``; ``workers=1`` without an
   address gives a :class:`SerialExecutor`, which never does either. Asking for more without Ray
   installed is a one-line :class:`HwnasError` saying to ``pip install "hwnas[ray]"``.
@@ -66,6 +77,11 @@ imported: Ray caches its config at import, and a mismatch makes the local GCS re
 
 Limits:
 
+* Retries are counted per item and per iteration (one call of :meth:`RayExecutor.imap_unordered`,
+  e.g. one search round). A worker that died while idle is found out when it is next given an
+  item, which then counts that death and is retried like any other. A replacement actor asks for
+  a CPU like the one it replaces; on a cluster that has lost the node, it waits for one (see
+  below).
 * Actors ask for one CPU each. A Ray that is already initialised (or a cluster) with fewer free
   CPUs than ``workers`` leaves the extra actors waiting for resources, and the items given to them
   wait too: there is no per-item timeout. Two executors on one local Ray share its CPUs.
@@ -106,6 +122,11 @@ _TOKEN_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
 #: Object store of a local Ray that this module starts: results are small dicts of metrics, so a
 #: small store is plenty (larger objects spill to disk) and keeps /dev/shm free for other work.
 LOCAL_OBJECT_STORE_BYTES = 256 * 1024 ** 2
+
+#: How many times one item is resubmitted after the worker evaluating it died. A subnet that kills
+#: its worker every time (out of memory, a crash in a kernel) must not loop forever: when it kills a
+#: worker for the ``MAX_ITEM_RETRIES + 1``-th time, the iteration fails with an HwnasError naming it.
+MAX_ITEM_RETRIES = 2
 
 #: Seconds that an iteration ended early (the caller's ``break``, or a failed item) waits for the
 #: items still running, so their workers can be kept, before killing those workers instead.
@@ -204,6 +225,15 @@ class SerialExecutor(_Executor):
         self._evaluate = None
 
 
+class _WorkerDied(Exception):
+    """Internal: the worker evaluating an item died (it is already discarded); ``reason`` is a
+    one-line description of Ray's error."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
 def _portable(exc: BaseException) -> type | None:
     """The exception's class when it is an HwnasError subclass (importable in the driver, and
     worth keeping for its exit code), else None: the message carries the type's name anyway."""
@@ -298,14 +328,23 @@ class RayExecutor(_Executor):
     use, or on entering the ``with`` block: entering early lets the workers load their data while
     the caller does something else, since actors are created without waiting for them."""
 
+    #: Every retry of an item whose worker died, in order, over this executor's life: ``{"item":
+    #: index in its iteration, "error": one-line reason}``.
+    retries: list[dict]
+
     def __init__(self, setup: Setup, workers: int, address: str | None = None,
-                 object_store_memory: int | None = LOCAL_OBJECT_STORE_BYTES):
+                 object_store_memory: int | None = LOCAL_OBJECT_STORE_BYTES,
+                 on_retry: Callable[[int, str], None] | None = None):
         if workers < 1:
             raise HwnasError(f"workers must be at least 1, not {workers}")
         self.setup = setup
         self.workers = workers
         self.address = address
         self.object_store_memory = object_store_memory
+        #: Called as ``on_retry(index, reason)`` (in the iterating thread) each time an item is
+        #: resubmitted after its worker died; an exception it raises ends the iteration.
+        self.on_retry = on_retry
+        self.retries = []
         self._ray = _import_ray(local=not address)
         try:
             self._setup_pickle = self._ray.cloudpickle.dumps(setup)
@@ -371,12 +410,16 @@ class RayExecutor(_Executor):
     # -- evaluation ------------------------------------------------------------------------------
 
     def imap_unordered(self, items: Iterable[Any]) -> Iterator[tuple[int, Any]]:
-        """``(index, result)`` as each item finishes, in completion order."""
+        """``(index, result)`` as each item finishes, in completion order.
+
+        An item whose worker dies is resubmitted to a replacement worker (at most
+        :data:`MAX_ITEM_RETRIES` times), so it is still yielded exactly once."""
         ray = self._ray
         self.start()
         source = enumerate(items)
         idle = list(self._actors)
-        pending: dict[Any, tuple[int, Any]] = {}  # object ref -> (item index, actor)
+        pending: dict[Any, tuple[int, Any, Any]] = {}  # object ref -> (item index, item, actor)
+        deaths: dict[int, int] = {}  # item index -> workers it has killed in this iteration
         exhausted = False
         try:
             while True:
@@ -387,12 +430,22 @@ class RayExecutor(_Executor):
                         exhausted = True
                         break
                     actor = idle.pop()
-                    pending[actor.run.remote(item)] = (index, actor)
+                    pending[actor.run.remote(item)] = (index, item, actor)
                 if not pending:
                     return
                 [ref], _ = ray.wait(list(pending), num_returns=1)
-                index, actor = pending.pop(ref)
-                outcome = self._outcome(ref, index, actor)
+                index, item, actor = pending.pop(ref)
+                try:
+                    outcome = self._outcome(ref, index, actor)
+                except _WorkerDied as died:
+                    deaths[index] = deaths.get(index, 0) + 1
+                    if deaths[index] > MAX_ITEM_RETRIES:
+                        raise _error(None, f"item {index} killed its worker {deaths[index]} times "
+                                           f"({died.reason}); it is not retried again") from None
+                    replacement = self._replace()
+                    pending[replacement.run.remote(item)] = (index, item, replacement)
+                    self._record_retry(index, died.reason)
+                    continue
                 idle.append(actor)
                 yield index, outcome
         except (GeneratorExit, HwnasError):
@@ -403,8 +456,21 @@ class RayExecutor(_Executor):
         finally:
             # An interrupt (or anything unexpected): abandon what is still running; those workers
             # are replaced on the next call.
-            for _, actor in pending.values():
+            for _, _, actor in pending.values():
                 self._discard(actor)
+
+    def _replace(self):
+        """A new actor, in place of one discarded (it runs ``setup`` before its first item)."""
+        if self._actor_class is None:  # pragma: no cover - start() made it
+            self.start()
+        actor = self._actor_class.remote(self._setup_pickle)
+        self._actors.append(actor)
+        return actor
+
+    def _record_retry(self, index: int, reason: str) -> None:
+        self.retries.append({"item": index, "error": reason})
+        if self.on_retry is not None:
+            self.on_retry(index, reason)
 
     def _drain(self, pending: dict) -> None:
         ray = self._ray
@@ -414,30 +480,36 @@ class RayExecutor(_Executor):
                 try:
                     ray.get(ref)
                 except ray.exceptions.RayError:
-                    self._discard(pending[ref][1])
+                    self._discard(pending[ref][-1])
             for ref in stuck:
-                self._discard(pending[ref][1])
+                self._discard(pending[ref][-1])
         pending.clear()
 
     def _outcome(self, ref, index: int, actor) -> Any:
+        """The item's result; an HwnasError for a failure, :class:`_WorkerDied` (with ``actor``
+        discarded) when the worker process died under it."""
         ray = self._ray
+        # Ray 2.60 raises ActorDiedError (a RayActorError) for an actor whose process was killed
+        # or exited mid-task; WorkerCrashedError and OutOfMemoryError are the task-side forms.
+        crashes = tuple(getattr(ray.exceptions, name) for name in ("WorkerCrashedError", "OutOfMemoryError")
+                        if hasattr(ray.exceptions, name))
         try:
             outcome = ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:  # e.g. a result that does not pickle
+            # First: raised inside the task, so never a worker death, even when Ray's class for it
+            # also derives from the cause's (a RayActorError that evaluate itself got, say).
+            cause = getattr(exc, "cause", None) or exc
+            raise _error(None, f"evaluation of item {index} failed: {_describe(cause)}",
+                         str(exc)) from None
         except ray.exceptions.RayActorError as exc:
             self._discard(actor)
             if exc.actor_init_failed:  # e.g. a node where hwnas itself does not import
                 raise _error(None, f"a worker could not start (for item {index}): "
                                    f"{_last_line(str(exc))}") from None
-            raise _error(None, f"the worker process evaluating item {index} died "
-                               f"({type(exc).__name__}); it will be replaced") from None
-        except ray.exceptions.WorkerCrashedError as exc:
+            raise _WorkerDied(_describe(exc)) from None
+        except crashes as exc:
             self._discard(actor)
-            raise _error(None, f"the worker process evaluating item {index} died "
-                               f"({type(exc).__name__}); it will be replaced") from None
-        except ray.exceptions.RayTaskError as exc:  # e.g. a result that does not pickle
-            cause = getattr(exc, "cause", None) or exc
-            raise _error(None, f"evaluation of item {index} failed: {_describe(cause)}",
-                         str(exc)) from None
+            raise _WorkerDied(_describe(exc)) from None
         except ray.exceptions.RayError as exc:
             self._discard(actor)
             raise _error(None, f"evaluation of item {index} failed in Ray: {_describe(exc)}") from None
@@ -450,13 +522,17 @@ class RayExecutor(_Executor):
         raise _error(cls, f"evaluation of item {index} failed: {message}", remote_traceback)
 
 
-def make_executor(workers: int, address: str | None, setup: Setup) -> SerialExecutor | RayExecutor:
+def make_executor(workers: int, address: str | None, setup: Setup,
+                  on_retry: Callable[[int, str], None] | None = None) -> SerialExecutor | RayExecutor:
     """A :class:`SerialExecutor` for one worker and no address, else a :class:`RayExecutor`.
 
     ``setup`` is a picklable zero-argument callable, run once per worker, returning
-    ``evaluate(item) -> result``. Raises :class:`HwnasError` when Ray is needed but missing."""
+    ``evaluate(item) -> result``. ``on_retry(index, reason)`` is called each time a Ray worker
+    died under an item and the item is resubmitted (see :attr:`RayExecutor.retries`); a serial
+    executor ignores it, having no worker process to lose. Raises :class:`HwnasError` when Ray is
+    needed but missing."""
     if workers < 1:
         raise HwnasError(f"--workers must be at least 1, not {workers}")
     if workers == 1 and not address:
         return SerialExecutor(setup)
-    return RayExecutor(setup, workers, address)
+    return RayExecutor(setup, workers, address, on_retry=on_retry)
