@@ -9,7 +9,8 @@ One style for every command:
 - progress bars with an ETA on stderr, so stdout stays a result.
 
 Errors a user can cause print one line (``error: ...``) and exit with code 2, or 1 when nothing
-meets a budget; they never print a traceback.
+meets a budget, or 74 when a file cannot be written (full disk, quota, file-size limit,
+read-only or unwritable place); they never print a traceback.
 
 The options every command shares are declared once, in :mod:`hwnas.cli_style`, as ``Annotated`` types; a command
 takes them as parameters and hands ``quiet`` / ``as_json`` to :class:`Ui`, which decides what
@@ -503,11 +504,20 @@ def export(
 
 
 def main(argv: list[str] | None = None) -> int:
+    from hwnas.utils.write_errors import cannot_write_error
+
     command = typer.main.get_command(app)
     err = _console(stderr=True)
+    # what moves the files a command writes elsewhere, for the message of a failed write: --out
+    # for the commands that write to a directory of their own, --workdir for the others
+    words = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
+    elsewhere = "--out" if words[:1] in (["export"], ["report"]) else "--workdir"
     try:
         command.main(args=argv, prog_name="hwnas", standalone_mode=False)
     except HwnasError as exc:
+        # a full disk or a read-only place that surfaced as another error (the store refusing to
+        # open) is still a failure to write: one line and its own exit code (see hwnas.errors)
+        exc = cannot_write_error(exc, elsewhere) or exc
         err.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
         return exc.exit_code
     except typer.Abort:
@@ -525,6 +535,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("interrupted: rerun the same command to resume")
         return 130
+    except Exception as exc:  # noqa: BLE001 - only failures to write are handled; the rest re-raised
+        # no space left, a quota, the file-size limit, a read-only or unwritable place: every write
+        # is atomic, so the last good artifacts are intact and a rerun resumes (exit 74, EX_IOERR)
+        failure = cannot_write_error(exc, elsewhere)
+        if failure is None:
+            raise
+        err.print(f"error: {failure}", highlight=False, markup=False, soft_wrap=True)
+        return failure.exit_code
     return 0
 
 

@@ -2,6 +2,12 @@
 
 The CLI prints ``str(error)`` as one line and exits with ``error.exit_code``; anything that is not
 an :class:`HwnasError` is a bug in hwnas and keeps its traceback.
+
+Exit codes: 0 done; 1 nothing meets the budgets (:class:`NoCandidateError`); 2 any other problem the
+user can fix, and usage errors; 74 (``EX_IOERR`` of sysexits.h) hwnas cannot write a file or the job
+store: a full disk, a quota, a file-size limit, a read-only or unwritable place
+(:class:`CannotWriteError`; the CLI also maps such an ``OSError`` or SQLite error to it); 130
+interrupted (Ctrl-C).
 """
 from __future__ import annotations
 
@@ -50,3 +56,16 @@ class TableIntegrityError(IntegrityError, LookupTableError):
 
 class JobLockedError(JobError):
     """The job is being run by another process (it holds the job directory's lock)."""
+
+
+class CannotWriteError(HwnasError):
+    """hwnas cannot write a file or the job store: no space left, a disk quota, the file-size limit
+    (``ulimit -f``), or a read-only or unwritable place: exit code 74 (``EX_IOERR``). Every write
+    is atomic, so the files already written are kept and a rerun resumes the work
+    (see :func:`hwnas.utils.write_errors.cannot_write_error`, which builds it from the ``OSError``)."""
+
+    exit_code = 74
+
+    def __init__(self, message: str, target: str | None = None, errno: int | None = None):
+        super().__init__(message)
+        self.target, self.errno = target, errno

@@ -23,6 +23,7 @@ from torch import nn
 
 from hwnas.errors import HwnasError
 from hwnas.utils.io import atomic_path, sha256_file
+from hwnas.utils.write_errors import cannot_write_error
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
 ONNX_OPSET = 18
@@ -44,9 +45,15 @@ def save_torchscript(model: nn.Module, example: torch.Tensor, target: Path) -> d
 
 
 def save_scripted(module: torch.jit.ScriptModule, target: Path) -> None:
-    with atomic_path(target) as tmp, warnings.catch_warnings():
+    """Saved through memory: a TorchScript archive names its root folder after the file it is
+    written to, and the atomic write's temporary name is random, so writing the file directly
+    would make two exports of one subnet differ byte for byte."""
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")  # deprecation notice
-        torch.jit.save(module, str(tmp))
+        torch.jit.save(module, buffer)
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(buffer.getvalue())
 
 
 def load_torchscript(path: Path) -> torch.jit.ScriptModule:
@@ -71,6 +78,8 @@ def save_onnx(model: nn.Module, example: torch.Tensor, target: Path) -> dict[str
             exporter = "torch.export (dynamo)" if dynamo else "torchscript-based"
             break
         except Exception as exc:  # the exporters raise anything from ConversionError to IndexError
+            if cannot_write_error(exc) is not None:
+                raise  # a full disk or a read-only place: the other exporter would fail the same way
             attempts.append(f"{'dynamo' if dynamo else 'torchscript-based'} exporter: {_first_line(exc)}")
     else:
         raise HwnasError(f"ONNX cannot export {type(model).__name__}: " + "; ".join(attempts))

@@ -16,6 +16,8 @@ checkpoints (made by the same :meth:`SupernetTrainer.checkpoint_state`) carry it
 """
 from __future__ import annotations
 
+import io
+
 import math
 import time
 from pathlib import Path
@@ -66,8 +68,12 @@ class SupernetTrainer:
     def save_checkpoint(self, epoch: int) -> None:
         if self.checkpoint_path is None:
             return
+        # through memory: torch's file writer reports a full disk as a bare RuntimeError (and keeps
+        # the failed file open); a plain write reports it as the OSError it is
+        buffer = io.BytesIO()
+        torch.save(self.checkpoint_state(epoch), buffer)
         with atomic_path(self.checkpoint_path) as tmp:
-            torch.save(self.checkpoint_state(epoch), tmp)
+            tmp.write_bytes(buffer.getvalue())
 
     def try_resume(self) -> bool:
         """Load the checkpoint if there is one; return whether training resumed from it."""

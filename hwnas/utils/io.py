@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from hwnas.errors import HwnasError, IntegrityError
+from hwnas.utils.write_errors import write_failure
 
 
 def _current_umask() -> int:
@@ -43,21 +44,38 @@ _UMASK = _current_umask()
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds."""
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds.
+
+    A write that fails because the place cannot take it (no space left, a quota, the file-size
+    limit, a read-only or unwritable directory: :data:`hwnas.utils.write_errors.WRITE_ERRNOS`) raises an ``OSError`` with
+    that errno naming ``path`` itself, not the temporary file, even when the writer in the block
+    reported it otherwise (torch's and safetensors' writers raise ``RuntimeError`` and their own
+    errors; see :func:`hwnas.utils.write_errors.write_failure`). The temporary file is removed in every case, and ``path``
+    keeps its previous content.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path: Path | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide artifacts from teammates
         os.replace(tmp_path, path)
+    except Exception as exc:
+        failure = write_failure(exc, path, tmp_path)
+        if failure is None:
+            raise
+        raise failure from exc
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        if tmp_path is not None:
+            try:
+                tmp_path.unlink(missing_ok=True)
+            except OSError:  # a file system turned read-only: never mask the error that got here
+                pass
 
 
 def write_text_atomic(path: str | Path, text: str, digest: bool = False) -> None:
@@ -304,11 +322,39 @@ def file_lock(path: str | Path, blocking: bool = False) -> Iterator[None]:
             raise LockBusy(path, _read_holder(fd)) from None
         holder = {"pid": os.getpid(), "host": socket.gethostname(),
                   "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(holder).encode(), 0)
+        except OSError:  # a full disk: the lock holds all the same, only its holder goes unnamed
+            pass
         try:
             yield
         finally:
-            os.ftruncate(fd, 0)  # released: nobody to name any more
+            try:
+                os.ftruncate(fd, 0)  # released: nobody to name any more
+            except OSError:  # never mask the error that ended the block
+                pass
     finally:
         os.close(fd)  # closing the last descriptor releases the lock
+
+
+def lock_held(path: str | Path) -> bool | None:
+    """Whether some process holds :func:`file_lock` on ``path`` now; None when that cannot be told
+    (no such file here: the job ran on another machine, or never started; or not POSIX). Takes a
+    shared lock for an instant, so it never blocks and never creates the file."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
