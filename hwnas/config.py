@@ -10,12 +10,13 @@ from __future__ import annotations
 import math
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hwnas.errors import ConfigError
+from hwnas.utils.models import StrictModel
 
 OBJECTIVES = ("accuracy", "latency", "energy")
 
@@ -28,19 +29,8 @@ def _known(value: str, known, what: str) -> str:
     return value
 
 
-class _Section(BaseModel):
+class _Section(StrictModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_booleans_for_numbers(cls, v: Any, info) -> Any:
-        """``epochs: true`` is a mistake, not 1 epoch (pydantic's lax mode would take it as 1)."""
-        if isinstance(v, bool):
-            annotation = cls.model_fields[info.field_name].annotation
-            kinds = get_args(annotation) or (annotation,)
-            if bool not in kinds and any(k in (int, float) for k in kinds):
-                raise ValueError("Input should be a number, not a boolean")
-        return v
 
 
 class DataConfig(_Section):

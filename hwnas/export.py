@@ -3,8 +3,11 @@
 ``DIR/model.safetensors`` holds only the subnet's weights (quantized weights as float values on
 their grid, BN recalibrated for this subnet); ``DIR/manifest.json`` holds the subnet spec, the
 quantization policy, the metrics, the device, the seed and the package versions.
-:func:`load_exported` rebuilds the plain ``nn.Module`` from the manifest alone. Both files are
-written atomically; the manifest goes last, so a directory with a manifest is a complete export.
+:func:`load_exported` rebuilds the plain ``nn.Module`` from the manifest alone. Every file is
+written atomically. An earlier manifest in the directory is removed first and the new one goes
+last, so a directory with a manifest is a complete export, even after a kill mid-export. The
+manifest records every other file's sha256 and has its own in ``manifest.json.sha256``
+(``sha256sum -c`` reads it), so an export altered or truncated on disk is refused by name.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from hwnas.hwmodels.graph import op_graph
 from hwnas.spaces.dims import Arch
 from hwnas.spaces.evaluation import accuracy
 from hwnas.spaces.registry import space_entry
-from hwnas.utils.io import atomic_path, sha256_file, write_json_atomic
+from hwnas.utils.io import atomic_path, digest_path, sha256_file, verify_digest, write_json_with_digest
 
 MANIFEST_FORMAT = "hwnas-export/1"
 PACKAGES = ("torch", "numpy", "scikit-learn", "pymoo", "optuna", "safetensors", "onnx", "onnxruntime")
@@ -212,6 +215,10 @@ def export_candidate(job, candidate_id: int, out: Path, formats: tuple[str, ...]
     reference = _supernet_outputs(parts, arch, inputs)
     checks = {"pt": _check("pt", model, inputs, reference, model)}
     out.mkdir(parents=True, exist_ok=True)
+    # An earlier export here stops being one before any file is replaced: a kill mid-way leaves a
+    # directory without a manifest (not an export), never an old manifest beside new files.
+    for stale in (out / "manifest.json", digest_path(out / "manifest.json")):
+        stale.unlink(missing_ok=True)
     weights = out / "model.safetensors"
     with atomic_path(weights) as tmp:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
@@ -245,7 +252,7 @@ def export_candidate(job, candidate_id: int, out: Path, formats: tuple[str, ...]
         "data": parts.data.description, "seed": config.seed, "versions": package_versions(),
         **files, "formats": wanted, "skipped_formats": skipped, "checks": checks,
     }
-    write_json_atomic(out / "manifest.json", manifest)
+    write_json_with_digest(out / "manifest.json", manifest)
     return out
 
 
@@ -254,9 +261,13 @@ def load_exported(path: str | Path) -> torch.nn.Module:
     path = Path(path)
     manifest_file = path / "manifest.json"
     try:
-        manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+        data = manifest_file.read_bytes()
     except FileNotFoundError:
-        raise HwnasError(f"{manifest_file} does not exist: not an hwnas export") from None
+        raise HwnasError(f"{manifest_file} does not exist: not an hwnas export (or one whose writing was "
+                         "interrupted: export it again)") from None
+    verify_digest(manifest_file, what="export manifest", remedy="export the candidate again", data=data)
+    try:
+        manifest = json.loads(data.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raise HwnasError(f"{manifest_file} is not valid JSON") from None
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
@@ -276,8 +287,8 @@ def load_exported(path: str | Path) -> torch.nn.Module:
         raise HwnasError(f"{weights} does not match the hash in its manifest (altered or truncated)")
     try:
         model = space_entry(manifest["space"]).build_standalone(manifest["subnet"])
-    except HwnasError:
-        raise
+    except HwnasError as exc:
+        raise HwnasError(f"{manifest_file}: {exc}") from None
     except Exception as exc:  # a subnet spec this hwnas cannot build
         raise HwnasError(f"{manifest_file} has a subnet this hwnas cannot build ({str(exc).splitlines()[0]})") from None
     try:

@@ -13,7 +13,7 @@ import pandas as pd
 from hwnas.config import Config
 from hwnas.errors import JobError
 from hwnas.search.front import query_front
-from hwnas.search.store import JobStore, default_store_url
+from hwnas.search.store import JobStore, default_store_url, live_status
 
 
 class Job:
@@ -29,7 +29,8 @@ class Job:
 
     @property
     def status(self) -> str:
-        return self.attrs.get("status", "?")
+        """done, failed, interrupted, running, or killed (see :func:`~hwnas.search.store.live_status`)."""
+        return live_status(self.attrs)
 
     @property
     def objectives(self) -> list[str]:
@@ -84,8 +85,11 @@ class Job:
         in ``formats`` (see :data:`hwnas.export.FORMATS`, or ``("all",)``), optionally fine-tuned."""
         from hwnas.export import export_candidate
 
+        budgets = (max_latency_ms, max_energy_mj, min_accuracy)
+        if candidate is not None and any(b is not None for b in budgets):
+            raise JobError("give a candidate id or budgets, not both: budgets choose the candidate")
         if candidate is None:
-            if max_latency_ms is None and max_energy_mj is None and min_accuracy is None:
+            if all(b is None for b in budgets):
                 raise JobError("choose the subnet to export: give a candidate id or a budget")
             candidate = int(self.front(max_latency_ms, max_energy_mj, min_accuracy).iloc[0]["id"])
         return export_candidate(self, int(candidate), Path(out), tuple(formats), finetune_epochs)

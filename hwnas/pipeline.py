@@ -39,6 +39,7 @@ import hwnas
 from hwnas.config import Config, load_config
 from hwnas.data import load_data
 from hwnas.errors import ConfigError, HwnasError, JobError, JobLockedError
+from hwnas.events import EVENTS_FILE, EventLog, NullLog
 from hwnas.hwmodels.cost import CostModel
 from hwnas.hwmodels.devices import build_device, tables_dir
 from hwnas.hwmodels.energy import energy_model
@@ -50,7 +51,7 @@ from hwnas.predictors.latency import LearnedLatencyPredictor, select_latency_pre
 from hwnas.progress import Reporter
 from hwnas.search.store import JobStore, default_store_url, display_url
 from hwnas.spaces.dims import Arch
-from hwnas.spaces.evaluation import accuracy, evaluate_subnet, recalibrate_bn
+from hwnas.spaces.evaluation import evaluate_subnet, initialize_quantizers, recalibrate_bn
 from hwnas.spaces.registry import build_space, space_entry
 from hwnas.spaces.trainer import SupernetTrainer
 from hwnas.utils.io import (LockBusy, atomic_path, atomic_path_with_digest, check_digest, file_lock, stable_hash,
@@ -133,6 +134,10 @@ class JobPaths:
     def lock(self) -> Path:
         return self.root / ".lock"
 
+    @property
+    def events(self) -> Path:
+        return self.root / EVENTS_FILE
+
 
 def save_weights(path: Path, state: dict[str, torch.Tensor]) -> None:
     """The supernet's weights as safetensors, with the digest of the tensors in the file's own
@@ -189,6 +194,11 @@ class Components:
         except Exception as exc:
             raise HwnasError(f"supernet weights {path} are unreadable ({str(exc).splitlines()[0]})") from None
 
+    def settle_quantizers(self) -> int:
+        """Set the quantizer steps training never ran, identically in every process (see
+        :func:`~hwnas.spaces.evaluation.initialize_quantizers`)."""
+        return initialize_quantizers(self.supernet, self.space, self.data.train, device=self.compute)
+
     def evaluate(self, arch: Arch, split: str) -> float:
         t = self.config.train
         return evaluate_subnet(self.supernet, arch, self.data, split, t.recalibration_samples,
@@ -203,13 +213,14 @@ class Components:
 
 
 def profile_device(device, space, space_type: str, workdir: Path, reporter: Reporter, max_spread: float,
-                   refresh: bool = False) -> ProfileResult:
+                   refresh: bool = False, events: EventLog | NullLog | None = None) -> ProfileResult:
     """Build or refresh a measured device's table in ``workdir/luts`` (see hwnas.hwmodels.profiler)."""
     build_standalone = space_entry(space_type).build_standalone
+    journal = events or NullLog()
     with reporter.task(f"profile {device.name}", len(space.covering_archs())) as advance:
         return build_lookup_table(device, space, build_standalone, workdir / "luts",
                                   progress=lambda i, n: advance(i, total=n), max_spread=max_spread,
-                                  refresh=refresh)
+                                  refresh=refresh, on_commit=lambda keys: journal.write("ops_measured", keys=keys))
 
 
 class SearchJob:
@@ -222,26 +233,35 @@ class SearchJob:
         self.paths = JobPaths(workdir / name)
         self.compute = compute
         self.seconds: dict[str, float] = {}
+        self.events: EventLog | NullLog = NullLog()
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def _open_or_create(self):
         chash = config_hash(self.config)
+        objectives = list(self.config.search.objectives)
+        attrs = {"status": "running", "space": self.config.space.type, "device": self.config.device.name,
+                 "objectives": objectives, "created": now(), "config": recorded_config(self.config),
+                 "seed": self.config.seed, "job_dir": str(self.paths.root.resolve()),
+                 "hwnas_version": hwnas.__version__,
+                 "config_hash": chash}  # last: its presence says the job was fully created
         if self.store.exists(self.name):
             study = self.store.open(self.name)
-            if study.user_attrs.get("config_hash") != chash:
+            recorded = study.user_attrs.get("config_hash")
+            if recorded is None and not study.trials:  # a run killed while creating it: finish that
+                self.store.describe(study, objectives, attrs)
+            elif recorded != chash:
                 raise JobError(f"job {self.name!r} already exists with a different config; pass --name "
                                "for a new job, or rerun with its config to resume it")
             return study
-        attrs = {"status": "running", "space": self.config.space.type, "device": self.config.device.name,
-                 "objectives": list(self.config.search.objectives), "created": now(),
-                 "config": recorded_config(self.config), "config_hash": chash, "seed": self.config.seed,
-                 "job_dir": str(self.paths.root.resolve()), "hwnas_version": hwnas.__version__}
-        return self.store.create(self.name, list(self.config.search.objectives), attrs)
+        return self.store.create(self.name, objectives, attrs)
 
     def _timed(self, stage: str, fn, *args):
+        self.events.write("stage_started", stage=stage)
         started = time.perf_counter()
         result = fn(*args)
-        self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + elapsed
+        self.events.write("stage_finished", stage=stage, seconds=round(elapsed, 3))
         return result
 
     def run(self):
@@ -267,7 +287,12 @@ class SearchJob:
         self.paths.root.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.paths.config) as tmp:
             tmp.write_text(yaml.safe_dump(recorded_config(self.config), sort_keys=False))
+        self.events = EventLog(self.paths.events)
+        found = self.study.user_attrs.get("status")
+        # "running" with the lock free: the last run died without a word (SIGKILL, power cut)
+        self.events.write("run_started", found=found, hwnas_version=hwnas.__version__)
         self.study.set_user_attr("status", "running")
+        outcome = "interrupted"
         try:
             parts = self._timed("load", Components.build, self.config, self.compute)
             self.study.set_user_attr("input_shape", list(parts.data.input_shape))
@@ -277,20 +302,34 @@ class SearchJob:
             extra_costs = self._timed("profile", self.extra_cost_models, parts)
             fitted = self._timed("predictor", self.fit_predictor, parts)
             self.search(parts, cost_model, extra_costs, fitted)
-        except HwnasError:
-            self.study.set_user_attr("status", "failed")
+            outcome = "done"
+        except HwnasError as exc:
+            outcome = "failed"
+            self._record_stop({"status": "failed"})
+            self.events.write("error", message=str(exc))
             raise
         except BaseException:
-            self.study.set_user_attr("status", "interrupted")
+            self._record_stop({"status": "interrupted"})
             raise
         finally:
             previous = self.study.user_attrs.get("stage_seconds", {})
             total = {k: previous.get(k, 0.0) + self.seconds.get(k, 0.0) for k in STAGES
                      if k in previous or k in self.seconds}
-            self.study.set_user_attr("stage_seconds", total)
+            self._record_stop({"stage_seconds": total})
+            self.events.write("run_finished", status=outcome)
         self.study.set_user_attr("status", "done")
         self.study.set_user_attr("finished", now())
         return Job(self.name, self.store, self.store.open(self.name))
+
+    def _record_stop(self, attrs: dict[str, Any]) -> None:
+        """Record why and when a run stopped, if the store still takes writes: after a full disk
+        it may not, and the error to report is the one that stopped the run, not this one. A
+        status left at "running" is what a rerun expects after a kill anyway."""
+        try:
+            for key, value in attrs.items():
+                self.study.set_user_attr(key, value)
+        except Exception:  # noqa: BLE001 - best effort on the way out of a failed run
+            pass
 
     # -- stages --------------------------------------------------------------------------------
     def train(self, parts: Components) -> None:
@@ -299,7 +338,9 @@ class SearchJob:
             return
         cfg = self.config.train
         with self.reporter.task("train supernet", cfg.epochs) as advance:
-            on_epoch = lambda e, n, r: advance(e, note=f"loss {r['loss']:.3f}")  # noqa: E731
+            def on_epoch(epoch: int, epochs: int, record: dict) -> None:  # after its checkpoint is saved
+                self.events.write("epoch_finished", epoch=epoch - 1, loss=record["loss"])
+                advance(epoch, note=f"loss {record['loss']:.3f}")
             if self.config.workers > 1 or self.config.ray_address:
                 # Ray Train workers share each step's sandwich subnets: the same weights as serial
                 from hwnas.spaces.distributed import RaySupernetTrainer
@@ -313,11 +354,15 @@ class SearchJob:
             if trainer.try_resume():
                 advance(trainer.start_epoch)
             history = trainer.train()
-        save_weights(self.paths.supernet, parts.supernet.state_dict())
+        parts.settle_quantizers()
+        # The weights file marks the stage done, so the attributes are recorded first: a kill
+        # between the two resumes from the last epoch's checkpoint (training is over, nothing
+        # retrains) and records them again, instead of leaving a trained job without its history.
         self.study.set_user_attr("train_history", history)
         largest = parts.evaluate(parts.space.largest(), "test")
         smallest = parts.evaluate(parts.space.smallest(), "test")
         self.study.set_user_attr("supernet_test_accuracy", {"largest": largest, "smallest": smallest})
+        save_weights(self.paths.supernet, parts.supernet.state_dict())
         self.reporter.info(f"supernet test accuracy: largest {largest:.4f}, smallest {smallest:.4f}")
 
     def _device(self, config):
@@ -335,7 +380,7 @@ class SearchJob:
         lut_info: dict[str, Any] = {"cache": None, "measured_now": 0}
         if device.measures:
             result = profile_device(device, parts.space, self.config.space.type, self.workdir, self.reporter,
-                                    self.config.device.max_spread)
+                                    self.config.device.max_spread, events=self.events)
             table = result.table
             lut_info = {"cache": str(result.path), "measured_now": result.measured,
                         "remeasured": result.remeasured, "flagged_high_spread": result.flagged}
@@ -362,10 +407,7 @@ class SearchJob:
 
         models = {}
         for name in extra_devices(self.config.search.objectives):
-            device = self._device(DeviceConfig(name=name))
-            if device.measures:
-                raise ConfigError(f"search.objectives: {name} is a measured device; objectives on another device "
-                                  "need a table or analytical one (profile it and import its table)")
+            device = self._device(DeviceConfig(name=name))  # not a measured one: see check_devices
             energy = getattr(device, "energy", None) or energy_model(self.config.device.energy_model)
             models[name] = CostModel(parts.space, device.lookup_table(parts.space), energy)
         return models
@@ -381,7 +423,7 @@ class SearchJob:
             parts.supernet.set_active(arch)
             return device.time_model(parts.supernet.extract().cpu(), parts.data.input_shape)[0]
 
-        y = self._measure_resumably(archs, self.paths.latency_samples, "latency_ms", measure, "measure subnets", 10)
+        y = self._measure_resumably(archs, self.paths.latency_samples, "latency_ms", measure, "measure subnets")
         graphs = [op_graph(parts.space.subnet_spec(a)) for a in archs]
         interpolate = getattr(parts.space, "interpolated_field", None)
         choice, quality = select_latency_predictor(table, graphs, y, interpolate, self.config.predictor.holdout,
@@ -395,10 +437,11 @@ class SearchJob:
             return None
         return LearnedLatencyPredictor(table, interpolate, self.config.seed).fit(graphs, y)
 
-    def _measure_resumably(self, archs: list[Arch], path: Path, column: str, measure, description: str,
-                           flush_every: int) -> np.ndarray:
-        """``measure(arch)`` for every arch, flushed to ``path`` (a CSV of arch and ``column``)
-        every ``flush_every`` archs, so a killed job measures nothing twice; values in arch order.
+    def _measure_resumably(self, archs: list[Arch], path: Path, column: str, measure,
+                           description: str) -> np.ndarray:
+        """``measure(arch)`` for every arch, committed to ``path`` (a CSV of arch and ``column``)
+        after each one, so a killed job measures nothing twice and loses at most the one in
+        flight (a rewrite of a few KB costs far less than one measurement); values in arch order.
 
         Each flush rewrites the whole file atomically (it is not appended to), so one digest of the
         whole file (``FILE.sha256``, updated with every flush, see
@@ -419,12 +462,14 @@ class SearchJob:
         todo = [a for a in archs if a.to_json() not in done]
         with self.reporter.task(description, len(archs)) as advance:
             advance(len(archs) - len(todo))
-            for i, arch in enumerate(todo, start=1):
-                done[arch.to_json()] = measure(arch)
+            for arch in todo:
+                key = arch.to_json()
+                self.events.write("sample_started", column=column, arch=key)
+                done[key] = measure(arch)
+                with atomic_path_with_digest(path) as tmp:
+                    pd.DataFrame({"arch": list(done), column: list(done.values())}).to_csv(tmp, index=False)
+                self.events.write("sampled", column=column, arch=key)
                 advance()
-                if i % flush_every == 0 or i == len(todo):
-                    with atomic_path_with_digest(path) as tmp:
-                        pd.DataFrame({"arch": list(done), column: list(done.values())}).to_csv(tmp, index=False)
         return np.array([done[a.to_json()] for a in archs])
 
     def _sample_archs(self, space) -> list[Arch]:
@@ -440,7 +485,7 @@ class SearchJob:
         cfg = self.config.predictor
         archs = self._sample_archs(parts.space)
         y = self._measure_resumably(archs, self.paths.samples, "val_accuracy",
-                                    lambda arch: parts.evaluate(arch, "val"), "sample subnets", 25)
+                                    lambda arch: parts.evaluate(arch, "val"), "sample subnets")
         features = ArchFeatures(parts.space)
         X = features.transform(archs)
         predictor, quality = fit_with_holdout(X, y, cfg.model, cfg.holdout, self.config.seed)
@@ -466,6 +511,20 @@ class SearchJob:
             total = time.perf_counter() - started
             self.seconds["evaluate"] = self.seconds.get("evaluate", 0.0) + rounds.evaluate_seconds
             self.seconds["search"] = self.seconds.get("search", 0.0) + total - rounds.evaluate_seconds
+
+
+def check_devices(config: Config, workdir: Path) -> None:
+    """Refuse an unknown device, or a measured one named in an objective (``energy@NAME`` needs a
+    table or analytical device), before anything is written: found in the profile stage instead,
+    it would leave a failed job behind."""
+    from hwnas.config import DeviceConfig
+    from hwnas.search.problem import extra_devices
+
+    build_device(config.device, workdir)
+    for name in extra_devices(config.search.objectives):
+        if build_device(DeviceConfig(name=name), workdir).measures:
+            raise ConfigError(f"search.objectives: {name} is a measured device; objectives on another device "
+                              "need a table or analytical one (profile it and import its table)")
 
 
 def launch(config: Config | str | Path | dict | None = None, *, name: str | None = None,
@@ -499,5 +558,6 @@ def launch(config: Config | str | Path | dict | None = None, *, name: str | None
     job_name = check_job_name(name or config.name)
     work = Path(config.workdir)
     compute_device = resolve_compute(config.compute)
+    check_devices(config, work)  # before the store or the job's directory exists
     job_store = JobStore(config.store or default_store_url(work))
     return SearchJob(config, job_name, job_store, work, compute_device, reporter or Reporter()).run()

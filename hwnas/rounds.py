@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
@@ -64,6 +65,7 @@ class SearchRounds:
         self.budgets = budgets_of(self.cfg)
         self.problems: dict[int, SubnetProblem] = {}
         self.evaluate_seconds = 0.0
+        self.in_flight: tuple[int, list[Arch]] = (0, [])
 
     # -- what the loop asks ------------------------------------------------------------------
     def stored(self) -> list[dict]:
@@ -104,12 +106,19 @@ class SearchRounds:
         stored = {c["arch"] for c in self.stored()}
         todo = [a for a in archs if a.to_json() not in stored]
         predicted = self.problems[r].rows(todo)
+        events = self.job.events
+        events.write("stage_started", stage="evaluate", round=r, todo=len(todo))
         with self.job.reporter.task(f"evaluate round {r + 1}", len(archs)) as advance:
             advance(len(archs) - len(todo))
+            for arch in todo:  # the workers take them in this order
+                events.write("evaluation_started", round=r, arch=arch.to_json())
+            self.in_flight = (r, todo)
             for index, accuracies in self.executor.imap_unordered([a.to_json() for a in todo]):
                 metrics = self.measure(todo[index], predicted[index], r, accuracies)
-                self.job.store.add_candidate(self.job.study, self.parts.space, todo[index], metrics)
+                number = self.job.store.add_candidate(self.job.study, self.parts.space, todo[index], metrics)
+                events.write("evaluated", round=r, arch=todo[index].to_json(), id=number)
                 advance()
+        events.write("stage_finished", stage="evaluate", round=r)
         self.evaluate_seconds += time.perf_counter() - started
 
     def measure(self, arch: Arch, predicted: dict, r: int, accuracies: dict[str, float]) -> dict[str, Any]:
@@ -155,16 +164,32 @@ class SearchRounds:
         if config.workers > 1 or config.ray_address:
             setup = partial(accuracy_worker, config.model_dump(mode="json"), str(self.job.paths.supernet.resolve()),
                             str(Path.cwd()))
-            executor = make_executor(config.workers, config.ray_address, setup)
+            executor = make_executor(config.workers, config.ray_address, setup, on_retry=self.worker_died)
         else:
             executor = SerialExecutor(lambda: partial(subnet_accuracies, self.parts))
         with executor as self.executor:
             state = run_loop(settings, self.make_problem, self.done, self.evaluate, bounds,
-                             extra_picks=self.anchors, on_round=on_round,
-                             searching=lambda r: self.job.reporter.task(f"search round {r + 1}", cfg.generations))
+                             extra_picks=self.anchors, on_round=on_round, searching=self.searching)
         summary = {"rounds": state.rounds, "stopped": state.stopped, "budget": settings.budget}
         self.job.study.set_user_attr("search_rounds", json.loads(json.dumps(summary, default=float)))
         return summary
+
+    def worker_died(self, index: int, reason: str) -> None:
+        """A Ray worker died evaluating ``todo[index]``; the executor has resubmitted it to a new one."""
+        r, todo = self.in_flight
+        arch = todo[index].to_json()
+        self.job.events.write("worker_retry", round=r, arch=arch, error=reason)
+        retries = [*self.job.study.user_attrs.get("worker_retries", []), {"round": r, "arch": arch, "error": reason}]
+        self.job.study.set_user_attr("worker_retries", retries)
+        self.job.reporter.info(f"a worker died evaluating a round {r + 1} candidate ({reason}); retrying it")
+
+    @contextmanager
+    def searching(self, r: int):
+        """Round ``r``'s evolutionary search on the predictors (the ``search`` stage's time)."""
+        self.job.events.write("stage_started", stage="search", round=r)
+        with self.job.reporter.task(f"search round {r + 1}", self.cfg.generations) as advance:
+            yield advance
+        self.job.events.write("stage_finished", stage="search", round=r)
 
     def check_budgets(self) -> None:
         problem = self.problems[0]

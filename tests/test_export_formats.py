@@ -18,7 +18,7 @@ from hwnas.export import TOLERANCE
 from hwnas.export_formats import load_onnx, load_torchscript, save_onnx, save_shift_exponents, save_torchscript
 from hwnas.pipeline import JobPaths
 from hwnas.search.store import arch_of
-from hwnas.utils.io import sha256_file
+from hwnas.utils.io import record_digest, sha256_file
 
 from .conftest import TINY
 
@@ -62,7 +62,8 @@ def test_onnx_export_matches_the_supernet_and_runs_without_torch_or_hwnas(tiny_j
     assert check["max_abs_diff_off_boundaries"] <= 1e-4 and check["inputs"] == 16
     assert manifest["onnx"]["sha256"] == sha256_file(out / "model.onnx")
     assert manifest["onnx"]["exporter"].startswith("torch.export")
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx", "model.safetensors"]  # one file
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "manifest.json.sha256", "model.onnx",
+                                                     "model.safetensors"]  # one onnx file
     # numpy and onnxruntime alone: torch and hwnas made unimportable
     script = ("import sys; sys.modules['torch'] = None; sys.modules['hwnas'] = None\n"
               "import numpy as np, onnxruntime as ort\n"
@@ -132,6 +133,7 @@ def test_a_model_with_shift_and_adder_layers_exports_and_reloads_without_the_tra
     (export_dir / "manifest.json").write_text(json.dumps({
         "format": MANIFEST_FORMAT, "space": "cnn", "subnet": spec,
         "weights": {"file": "model.safetensors", "sha256": sha256_file(export_dir / "model.safetensors")}}))
+    record_digest(export_dir / "manifest.json")
     torch.save(x, tmp_path / "x.pt")
     blocked = ["hwnas.spaces.trainer", "hwnas.spaces.distributed", "hwnas.pipeline", "hwnas.rounds", "ray"]
     script = (f"import sys\nfor name in {blocked!r}: sys.modules[name] = None\n"

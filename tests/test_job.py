@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 import hwnas
 from hwnas.errors import HwnasError, JobError, NoCandidateError
 from hwnas.pipeline import Components, JobPaths, resolve_compute
+from hwnas.utils.io import record_digest
 
 
 def test_job_is_done_with_measured_candidates(tiny_job):
@@ -43,6 +44,8 @@ def test_unknown_job_and_candidate(tiny_job):
         hwnas.open_job("nope", workdir=workdir)
     with pytest.raises(JobError, match="has no candidate 999"):
         job.export(workdir / "x", candidate=999)
+    with pytest.raises(JobError, match="give a candidate id or budgets, not both"):
+        job.export(workdir / "x", candidate=0, max_latency_ms=1.0)  # a budget must never be ignored
     assert not (workdir / "x").exists()
 
 
@@ -147,6 +150,9 @@ def test_tampered_or_foreign_exports_are_refused(tiny_job, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     manifest["format"] = "hwnas-export/99"
     (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(HwnasError, match="manifest.json does not match the sha256 digest"):
+        hwnas.load_exported(out)  # altered after it was written
+    record_digest(out / "manifest.json")  # one altered by whoever also rewrote its digest
     with pytest.raises(HwnasError, match="has format 'hwnas-export/99'"):
         hwnas.load_exported(out)
     with pytest.raises(HwnasError, match="not an hwnas export"):

@@ -143,3 +143,28 @@ def test_corrupt_checkpoint_is_reported_by_name(tmp_path):
     trainer = SupernetTrainer(CNNSupernet(space), data, cfg.train, 0, torch.device("cpu"), 64, ckpt)
     with pytest.raises(HwnasError, match="checkpoint.pt is unreadable"):
         trainer.try_resume()
+
+
+def test_evaluations_do_not_depend_on_their_order_even_after_too_little_training():
+    """A quantizer step training never ran is set once, the same way, before any evaluation: two
+    processes evaluating the same subnets in opposite orders (a resumed job, two Ray workers)
+    agree. Without it the first subnet evaluated would set the step for all that follow."""
+    import copy
+
+    from hwnas.config import load_config
+    from hwnas.pipeline import Components
+
+    from .conftest import TINY
+
+    config = load_config(copy.deepcopy(TINY))
+    space = Components.build(config, torch.device("cpu")).space
+    rng = np.random.default_rng(3)
+    archs = list(dict.fromkeys(space.sample(rng) for _ in range(40)))[:6]
+
+    def evaluations(order):
+        parts = Components.build(config, torch.device("cpu"))  # untrained: no quantizer has run
+        assert parts.settle_quantizers() > 0
+        return {a.to_json(): parts.evaluate(a, "val") for a in order}
+
+    forward, backward = evaluations(archs), evaluations(archs[::-1])
+    assert forward == backward

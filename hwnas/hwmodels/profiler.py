@@ -9,8 +9,9 @@ The method (what ``hwnas profile`` and a search job's profile stage both run):
    its module (see :mod:`hwnas.hwmodels.timing` for why not alone). An entry is the median of its
    samples, with the interquartile range as its spread and the sample count as its repeats.
 3. Only ops missing from the cached table of the same device fingerprint (processor, runtime,
-   threads, batch) are measured; the table is saved atomically every ``flush_every`` networks, so
-   a killed run continues where it stopped.
+   threads, batch) are measured; the table is saved atomically after every network by default
+   (``flush_every``; a save costs milliseconds, a network's measurement far more), so a killed run
+   continues where it stopped and measures again at most the network it was timing.
 4. An entry whose spread exceeds ``max_spread`` x its median is re-measured, up to ``retries``
    more times on a network containing it, keeping the steadier measurement; if it stays that
    noisy it is kept and flagged ``high-spread``. A refresh (``hwnas profile``) retries flagged
@@ -57,15 +58,19 @@ def relative_spread(row: dict) -> float:
 
 
 def build_lookup_table(device, space, build_standalone: Callable, cache_dir: str | Path,
-                       progress: Callable[[int, int], None] | None = None, flush_every: int = 10,
-                       max_spread: float = 0.25, retries: int = 2, refresh: bool = False) -> ProfileResult:
+                       progress: Callable[[int, int], None] | None = None, flush_every: int = 1,
+                       max_spread: float = 0.25, retries: int = 2, refresh: bool = False,
+                       on_commit: Callable[[list[str]], None] | None = None) -> ProfileResult:
+    """See the module docstring; ``on_commit(keys)`` is told the op keys each save made durable."""
     path = lut_path(cache_dir, device)
     with file_lock(path.with_name(path.name + ".lock"), blocking=True):
-        return _build(device, space, build_standalone, path, progress, flush_every, max_spread, retries, refresh)
+        return _build(device, space, build_standalone, path, progress, flush_every, max_spread, retries, refresh,
+                      on_commit)
 
 
 def _build(device, space, build_standalone: Callable, path: Path, progress: Callable[[int, int], None] | None,
-           flush_every: int, max_spread: float, retries: int, refresh: bool) -> ProfileResult:
+           flush_every: int, max_spread: float, retries: int, refresh: bool,
+           on_commit: Callable[[list[str]], None] | None = None) -> ProfileResult:
     if path.exists():
         table = LookupTable.load(path, require_digest=True, remedy=REPROFILE)
     else:
@@ -77,10 +82,15 @@ def _build(device, space, build_standalone: Callable, path: Path, progress: Call
     if progress is not None:
         progress(done, total)
 
+    uncommitted: list[str] = []
+
     def save() -> None:
         table.save(path, meta={"updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                                "input_shape": list(space.input_shape), "max_spread": max_spread,
                                "flagged": sum(r["note"] == HIGH_SPREAD for r in table.entries.values())})
+        if on_commit is not None and uncommitted:
+            on_commit(list(uncommitted))
+        uncommitted.clear()
 
     def run(spec, ops) -> dict[str, list[int]]:
         nonlocal done
@@ -97,6 +107,7 @@ def _build(device, space, build_standalone: Callable, path: Path, progress: Call
         for key, op in missing.items():
             median, spread = summarize(samples[key])
             table.add(op, median, spread, len(samples[key]))
+            uncommitted.append(key)
             measured += 1
         if i % flush_every == 0:
             save()

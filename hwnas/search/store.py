@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import time
+from contextlib import nullcontext
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,11 +21,12 @@ from typing import Any
 import optuna
 import pandas as pd
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 
 from hwnas.errors import HwnasError, JobError
 from hwnas.search.problem import objective_column
 from hwnas.spaces.dims import Arch
+from hwnas.utils.io import file_lock, lock_held
 
 optuna.logging.set_verbosity(logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -30,6 +34,9 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 CANDIDATE_COLUMNS = ["id", "arch", "accuracy", "latency_ms", "energy_mj", "params", "flops", "macs",
                      "bitops", "weight_kb", "predicted_accuracy", "predicted_accuracy_std", "predicted_latency_ms",
                      "measured"]
+
+
+SCHEMA_RACE_RETRIES = 5
 
 
 def default_store_url(workdir: str | Path) -> str:
@@ -54,6 +61,16 @@ def _redacted(url: str) -> str:
     return f"{scheme}//***@{tail}" if slashes else f"***@{tail}"
 
 
+def live_status(attrs: dict[str, Any]) -> str:
+    """A job's stored status, except that a "running" job whose lock nobody holds is "killed": it
+    died without a word (SIGKILL, out of memory, power cut); rerunning it resumes it."""
+    status = attrs.get("status", "?")
+    if status == "running" and attrs.get("job_dir"):
+        if lock_held(Path(attrs["job_dir"]) / ".lock") is False:
+            return "killed"
+    return status
+
+
 class JobStore:
     def __init__(self, url: str, create: bool = True):
         self.url = url
@@ -61,15 +78,33 @@ class JobStore:
             parsed = make_url(url)
         except (ArgumentError, ValueError):
             raise HwnasError(f"store URL {_redacted(url)!r} is not a SQLAlchemy URL (e.g. sqlite:///runs/hwnas.db)") from None
+        creating = nullcontext()
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
             db = Path(parsed.database)
             if not db.exists() and not create:
                 raise JobError(f"no job store at {db} (run `hwnas search` first, or pass --store)")
             db.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.storage = optuna.storages.RDBStorage(url, engine_kwargs=self._engine_kwargs(parsed))
-        except Exception as exc:  # driver missing, server down, unwritable file: one clear line
-            raise HwnasError(f"cannot open store {display_url(url)}: {str(exc).splitlines()[0]}") from None
+            if not db.exists() and os.access(db.parent, os.W_OK):  # creators take turns (see _open_storage)
+                creating = file_lock(db.with_name(db.name + ".lock"), blocking=True)
+        with creating:
+            self.storage = self._open_storage(url, parsed)
+
+    def _open_storage(self, url: str, parsed) -> optuna.storages.RDBStorage:
+        """Optuna's storage, its schema created if the database has none. Two processes creating
+        one schema at once both find none, and the slower one's ``CREATE TABLE`` or schema-version
+        insert collides with the faster one's: it then opens the schema the other made. (A new
+        SQLite file is also created under a lock beside it, which avoids the collision there.)"""
+        for attempt in range(SCHEMA_RACE_RETRIES + 1):
+            try:
+                return optuna.storages.RDBStorage(url, engine_kwargs=self._engine_kwargs(parsed))
+            except (IntegrityError, OperationalError) as exc:
+                text = str(exc).lower()
+                if attempt == SCHEMA_RACE_RETRIES or not ("already exists" in text or "unique" in text):
+                    raise HwnasError(f"cannot open store {display_url(url)}: {str(exc).splitlines()[0]}") from None
+                time.sleep(0.5 * (attempt + 1))
+            except Exception as exc:  # driver missing, server down, unwritable file: one clear line
+                raise HwnasError(f"cannot open store {display_url(url)}: {str(exc).splitlines()[0]}") from None
+        raise AssertionError("unreachable")
 
     @staticmethod
     def _engine_kwargs(parsed) -> dict[str, Any]:
@@ -95,13 +130,21 @@ class JobStore:
         except optuna.exceptions.DuplicatedStudyError:  # another process created it since exists()
             raise JobError(f"job {name!r} was just created in store {self.display} by another process; "
                            "rerun to resume it once that one is done, or pass --name for a new job") from None
+        self.describe(study, objectives, attrs)
+        return study
+
+    @staticmethod
+    def describe(study: optuna.Study, objectives: list[str], attrs: dict[str, Any]) -> None:
+        """Name the study's values and set its attributes, in ``attrs``' order: a job puts the
+        attribute it checks on resume last, so a process killed in here leaves a study that
+        visibly lacks it (and :meth:`describe` is called again), never a half-described one that
+        passes for whole."""
         # Named values: optuna-dashboard labels the Pareto-front and history axes with them.
         with warnings.catch_warnings():  # still marked experimental by optuna
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([objective_column(o) for o in objectives])
         for key, value in attrs.items():
             study.set_user_attr(key, value)
-        return study
 
     def open(self, name: str) -> optuna.Study:
         try:
@@ -115,7 +158,7 @@ class JobStore:
         rows = []
         for summary in optuna.get_all_study_summaries(self.storage, include_best_trial=False):
             attrs = summary.user_attrs
-            rows.append({"name": summary.study_name, "status": attrs.get("status", "?"),
+            rows.append({"name": summary.study_name, "status": live_status(attrs),
                          "space": attrs.get("space", "?"), "device": attrs.get("device", "?"),
                          "candidates": summary.n_trials, "created": attrs.get("created", ""),
                          "budget": (attrs.get("progress") or {}).get("budget"),

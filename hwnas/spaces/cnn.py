@@ -14,7 +14,7 @@ import math
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 from torch import nn
 
 from hwnas.spaces.dims import Arch, Dim, SearchSpace
@@ -22,12 +22,12 @@ from hwnas.spaces.ops.elastic import ElasticQConvBNAct
 from hwnas.spaces.ops.layers import ClassifierHead, InvertedResidual, QConvBNAct
 from hwnas.spaces.ops.quant import FLOAT_BITS
 from hwnas.spaces.registry import SpaceEntry, register_space
+from hwnas.utils.models import StrictModel
 
 BitChoices = list[Literal[2, 3, 4, 5, 6, 7, 8, 32]]
 
 
-class StageConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class StageConfig(StrictModel):
     channels: int = Field(gt=0, le=4096)
     stride: Literal[1, 2] = 1
     depth: list[int] = Field(min_length=1, description="choices of the number of blocks")
@@ -40,8 +40,7 @@ class StageConfig(BaseModel):
         return sorted(v)
 
 
-class CNNSpaceConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class CNNSpaceConfig(StrictModel):
     type: Literal["cnn"] = "cnn"
     stem_channels: int = Field(16, gt=0, le=4096)
     stem_stride: Literal[1, 2] = 1

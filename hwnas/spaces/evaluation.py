@@ -46,3 +46,37 @@ def evaluate_subnet(supernet, arch, data, split: str, recalibration_samples: int
     supernet.set_active(arch)
     recalibrate_bn(supernet, data.train, recalibration_samples, batch_size, device)
     return accuracy(supernet, getattr(data, split), device=device)
+
+
+@torch.no_grad()
+def initialize_quantizers(supernet, space, dataset, samples: int = 64, device: torch.device | str = "cpu") -> int:
+    """Give every quantizer step that training never ran its initial value, the same way every
+    time; returns how many steps that set.
+
+    An LSQ step is initialised from the first tensor it quantizes (see
+    :class:`~hwnas.spaces.ops.quant.ElasticLSQ`). Short training can leave a rare (layer, op,
+    bit-width) unvisited; its step would then be set by whichever evaluation ran it first, and
+    every later result would depend on the order of evaluations: a resumed job, or Ray workers,
+    would disagree with an uninterrupted serial run. Running the space's covering subnets (which
+    together hold every op) in a fixed order on fixed training images, on one thread, settles
+    them all before any evaluation. Weights and BN statistics are untouched (eval mode)."""
+    from hwnas.hwmodels.timing import pinned_threads
+    from hwnas.spaces.ops.quant import FLOAT_BITS, ElasticLSQ
+
+    quantizers = [m for m in supernet.modules() if isinstance(m, ElasticLSQ)]
+
+    def unset() -> int:
+        return sum(not bool(getattr(q, f"init_b{b}")) for q in quantizers for b in q.bit_choices if b < FLOAT_BITS)
+
+    before = unset()
+    if not before:
+        return 0
+    was_training = supernet.training
+    x = torch.stack([dataset[i][0] for i in range(min(samples, len(dataset)))]).to(device)
+    supernet.eval()
+    with pinned_threads(1):
+        for arch in space.covering_archs():
+            supernet.set_active(arch)
+            supernet(x)
+    supernet.train(was_training)
+    return before - unset()

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 from timm.models.vision_transformer import Block
 from torch import nn
 
@@ -34,14 +34,14 @@ from hwnas.spaces.ops.tokens import class_attention_scores, kept_count, select_t
 from hwnas.spaces.ops.vit_layers import (AttentionCore, PatchEmbed, QLinear, TokenClassifier,
                                          TokenLayerNorm, TokenSelect)
 from hwnas.spaces.registry import SpaceEntry, register_space
+from hwnas.utils.models import StrictModel
 
 BitChoices = list[Literal[2, 3, 4, 5, 6, 7, 8, 32]]
 BLOCK_KEYS = ("heads", "mlp", "attn", "keep", "wbits", "abits")
 LINEARS = ("qkv", "proj", "fc1", "fc2")
 
 
-class ViTSpaceConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ViTSpaceConfig(StrictModel):
     type: Literal["vit"] = "vit"
     patch_size: int = Field(2, gt=0, le=64)
     embed_dims: list[int] = Field([32, 48, 64], min_length=1)

@@ -18,8 +18,11 @@ and tests/test_dims.py check some of the same inputs from their own angle.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import json
+import os
 import math
 import re
 from dataclasses import dataclass
@@ -36,6 +39,7 @@ from hwnas.config import Config, default_config_text, load_config
 from hwnas.errors import ArchError, ConfigError, HwnasError
 from hwnas.spaces.dims import Arch
 from hwnas.spaces.registry import build_space
+from hwnas.utils.io import digest_path, record_digest
 
 DEFAULT = yaml.safe_load(default_config_text())
 
@@ -171,6 +175,7 @@ def export_dir(tmp: Path, change: Callable[[dict, Path], Any] | None = None) -> 
         manifest = manifest if replaced is None else replaced
     if manifest is not ...:  # ...: no manifest at all
         (out / "manifest.json").write_text(manifest if isinstance(manifest, str) else json.dumps(manifest))
+        record_digest(out / "manifest.json")  # its digest agrees: the content itself is what is wrong
     return out
 
 
@@ -179,6 +184,17 @@ def manifest(change: Callable[[dict, Path], Any]) -> Callable[[Path], Callable[[
         from hwnas.export import load_exported
 
         path = export_dir(tmp, change)
+        return lambda: load_exported(path)
+    return make
+
+
+def damaged_manifest(damage: Callable[[Path], Any]) -> Callable[[Path], Callable[[], Any]]:
+    """A whole export whose manifest (or its digest) is then ``damage``d on disk."""
+    def make(tmp: Path) -> Callable[[], Any]:
+        from hwnas.export import load_exported
+
+        path = export_dir(tmp)
+        damage(path / "manifest.json")
         return lambda: load_exported(path)
     return make
 
@@ -295,6 +311,15 @@ CASES = [
          r"default config: device\.repeats: Input should be greater than or equal to 3 \(got 2\)"),
     Case("set-nan-as-text", search_with("--set", "train.lr=nan"), 2,
          r"default config: train\.lr: Input should be .* \(got 'nan'\)"),
+    Case("set-bool-in-a-space-list", search_with("--set", "space.expand_ratios=[true,2]"), 2,
+         r"space\.expand_ratios: Input should be a number, not a boolean"),
+    Case("set-bool-for-a-stride", search_with("--set", "space.stages.0.stride=true"), 2,
+         r"space\.stages\.0\.stride: Input should be a number, not a boolean"),
+    Case("set-unknown-device", search_with("--set", "device.name=nope"), 2,
+         r"device\.name: unknown device 'nope'; known: \["),
+    Case("set-objective-on-a-measured-device",
+         search_with("--set", "search.objectives=[accuracy,latency,energy@local-cpu]"), 2,
+         r"search\.objectives: local-cpu is a measured device"),
     Case("set-bool-for-float", search_with("--set", "train.weight_decay=true"), 2,
          r"default config: train\.weight_decay: Input should be a number, not a boolean"),
     # -- CLI arguments out of range, unknown commands and options ----------------------------------
@@ -425,6 +450,12 @@ CASES = [
          r"manifest\.json has a subnet this hwnas cannot build"),
     Case("manifest-weights-do-not-fit", manifest(_wrong_tensors), 2,
          r"model\.safetensors does not fit the manifest's subnet"),
+    Case("manifest-altered-after-export", damaged_manifest(lambda m: m.write_text(m.read_text().replace("cnn", "vit"))),
+         2, r"export manifest .*manifest\.json does not match the sha256 digest recorded when it was written"),
+    Case("manifest-truncated", damaged_manifest(lambda m: m.write_bytes(m.read_bytes()[:40])), 2,
+         r"export manifest .*manifest\.json does not match the sha256 digest"),
+    Case("manifest-digest-removed", damaged_manifest(lambda m: digest_path(m).unlink()), 2,
+         r"export manifest .*manifest\.json has no recorded sha256 digest"),
 ]
 
 
@@ -441,38 +472,68 @@ def test_the_catalogue_is_large_and_its_ids_distinct():
     assert kinds == {"config", "set", "cli", "table", "arch", "encoding", "manifest"}
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input_gives_one_clear_line(case: Case, tmp_path: Path, capsys, monkeypatch):
+def judge(case: Case, tmp_path: Path) -> list[str]:
+    """How ``case`` fell short of being refused well: [] when it gave one ``error:`` line (or one
+    HwnasError of the right class) matching its pattern, its exit code, no traceback and no file
+    left behind. Shared with ``experiments/bench_reliability.py``, which counts these."""
     import hwnas.pipeline
 
     def reached(self):  # a config problem found only while the job runs is found too late (and slowly)
         raise AssertionError("the bad input reached the search job")
 
-    monkeypatch.setattr(hwnas.pipeline.SearchJob, "run", reached)
-    monkeypatch.chdir(tmp_path)  # a default workdir ("runs") would land here, and be seen
-    made = case.make(tmp_path)
-    before = _snapshot(tmp_path)
-    capsys.readouterr()
-    if isinstance(made, list):
-        code = main(made)
-        out, err = capsys.readouterr()
-        assert "Traceback" not in out + err
-        lines = err.splitlines()
-        assert len(lines) == 1 and err.endswith("\n"), f"expected one line on stderr, got {err!r}"
-        line = lines[0]
-        assert line.startswith("error: "), line
-        assert out == "", f"stdout should be empty on an error, got {out!r}"
-    else:
-        with pytest.raises(HwnasError) as info:
-            made()
-        assert isinstance(info.value, case.error), f"{type(info.value).__name__}: {info.value}"
-        code, line = info.value.exit_code, str(info.value)
-        assert "\n" not in line and line.strip(), repr(line)
-        out, err = capsys.readouterr()
-        assert "Traceback" not in out + err
-    assert re.search(case.pattern, line), f"{line!r} does not match {case.pattern!r}"
-    assert code == case.code, line
-    assert _snapshot(tmp_path) == before, "files were left behind"
+    problems: list[str] = []
+    real_run, cwd = hwnas.pipeline.SearchJob.run, os.getcwd()
+    hwnas.pipeline.SearchJob.run = reached
+    os.chdir(tmp_path)  # a default workdir ("runs") would land here, and be seen
+    try:
+        made = case.make(tmp_path)
+        before = _snapshot(tmp_path)
+        out_buf, err_buf = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out_buf), contextlib.redirect_stderr(err_buf):
+            if isinstance(made, list):
+                code = main(made)
+            else:
+                try:
+                    made()
+                    code = 0
+                except HwnasError as exc:
+                    code, err_buf = exc.exit_code, None
+                    if not isinstance(exc, case.error):
+                        problems.append(f"raised {type(exc).__name__}, expected {case.error.__name__}")
+                    line = str(exc)
+                    if "\n" in line or not line.strip():
+                        problems.append(f"not one line: {line!r}")
+        out = out_buf.getvalue()
+        if err_buf is not None:
+            err = err_buf.getvalue()
+            lines = err.splitlines()
+            if isinstance(made, list):
+                if len(lines) != 1 or not err.endswith("\n"):
+                    problems.append(f"expected one line on stderr, got {err!r}")
+                if out:
+                    problems.append(f"stdout should be empty on an error, got {out!r}")
+            else:
+                problems.append("accepted: no error raised")
+            line = lines[0] if lines else ""
+            if isinstance(made, list) and not line.startswith("error: "):
+                problems.append(f"{line!r} does not start with 'error: '")
+        if "Traceback" in out + (err_buf.getvalue() if err_buf is not None else ""):
+            problems.append("a traceback was printed")
+        if not re.search(case.pattern, line):
+            problems.append(f"{line!r} does not match {case.pattern!r}")
+        if code != case.code:
+            problems.append(f"exit code {code}, expected {case.code}: {line!r}")
+        if _snapshot(tmp_path) != before:
+            problems.append("files were left behind")
+    finally:
+        hwnas.pipeline.SearchJob.run = real_run
+        os.chdir(cwd)
+    return problems
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_gives_one_clear_line(case: Case, tmp_path: Path):
+    assert judge(case, tmp_path) == []
 
 
 def test_the_manifest_fixture_itself_loads(tmp_path):

@@ -343,14 +343,14 @@ def samples(tmp_path):
     archs = [Arch.from_dict({"depth": d}) for d in (1, 2, 3)]
     path = tmp_path / "accuracy_samples.csv"
     job = _sample_job(tmp_path)
-    job._measure_resumably(archs, path, "val_accuracy", lambda a: 0.5 + a.to_dict()["depth"] / 100, "s", 2)
+    job._measure_resumably(archs, path, "val_accuracy", lambda a: 0.5 + a.to_dict()["depth"] / 100, "s")
     return job, archs, path
 
 
 def test_an_intact_sample_cache_resumes(samples):
     job, archs, path = samples
     measured = []
-    out = job._measure_resumably(archs, path, "val_accuracy", measured.append, "s", 2)
+    out = job._measure_resumably(archs, path, "val_accuracy", measured.append, "s")
     assert list(out) == [0.51, 0.52, 0.53] and measured == []
 
 
@@ -360,7 +360,7 @@ def test_a_damaged_sample_cache_is_refused_before_measuring(samples, damage):
     {"truncate": truncate, "flip": change_a_digit, "alter-digest": alter_digest_file,
      "remove-digest": lambda p: digest_path(p).unlink()}[damage](path)
     measured = []
-    message = refused(lambda: job._measure_resumably(archs, path, "val_accuracy", measured.append, "s", 2), path,
+    message = refused(lambda: job._measure_resumably(archs, path, "val_accuracy", measured.append, "s"), path,
                       match="delete it to measure again")
     assert not measured
     if damage != "truncate":
@@ -573,3 +573,19 @@ def test_warnings_module_is_quiet_for_verified_files(saved_table):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         LookupTable.load(saved_table, require_digest=True)
+
+
+def test_a_running_job_whose_lock_is_free_shows_as_killed(tmp_path, holder):
+    """``hwnas jobs`` must not call a job running forever after its process died by SIGKILL."""
+    from hwnas.search.store import live_status
+    from hwnas.utils.io import lock_held
+
+    job_dir = tmp_path / "tiny"
+    attrs = {"status": "running", "job_dir": str(job_dir)}
+    assert lock_held(job_dir / ".lock") is None and live_status(attrs) == "running"  # cannot tell: say so
+    proc = holder(job_dir / ".lock")
+    assert lock_held(job_dir / ".lock") is True and live_status(attrs) == "running"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert lock_held(job_dir / ".lock") is False and live_status(attrs) == "killed"
+    assert live_status({**attrs, "status": "done"}) == "done"

@@ -37,6 +37,7 @@ import torch
 
 import hwnas
 from hwnas.errors import ArchError, ConfigError, DataError, HwnasError, JobError, LookupTableError
+from hwnas.utils.io import record_digest
 
 PACKAGE = Path(hwnas.__file__).resolve().parent
 REPO = PACKAGE.parent
@@ -530,7 +531,7 @@ def test_sample_caches_refuse_hostile_files(tmp_path, kind):
     job = SearchJob(load_config(None), "t", None, tmp_path, torch.device("cpu"), Reporter())
     measured = []
     with pytest.raises(HwnasError, match="delete it") as info:
-        job._measure_resumably([arch], path, "val_accuracy", measured.append, "sample", 25)
+        job._measure_resumably([arch], path, "val_accuracy", measured.append, "sample")
     assert str(path) in str(info.value) and not measured and not marker.exists()
 
 
@@ -544,9 +545,9 @@ def test_sample_caches_still_resume(tmp_path):
     a, b = Arch.from_dict({"depth": 1}), Arch.from_dict({"depth": 2})
     path = tmp_path / "samples.csv"
     job = SearchJob(load_config(None), "t", None, tmp_path, torch.device("cpu"), Reporter())
-    assert list(job._measure_resumably([a], path, "v", lambda arch: 0.5, "s", 1)) == [0.5]
+    assert list(job._measure_resumably([a], path, "v", lambda arch: 0.5, "s")) == [0.5]
     measured = []
-    out = job._measure_resumably([a, b], path, "v", lambda arch: measured.append(arch) or 0.25, "s", 1)
+    out = job._measure_resumably([a, b], path, "v", lambda arch: measured.append(arch) or 0.25, "s")
     assert list(out) == [0.5, 0.25] and measured == [b]
 
 
@@ -612,6 +613,7 @@ def _write_export(folder: Path, weights: bytes, spec: dict) -> Path:
     manifest = {"format": MANIFEST_FORMAT, "space": "cnn", "subnet": spec,
                 "weights": {"file": "model.safetensors", "sha256": hashlib.sha256(weights).hexdigest()}}
     (folder / "manifest.json").write_text(json.dumps(manifest))
+    record_digest(folder / "manifest.json")  # a crafted export vouches for itself
     return folder
 
 
@@ -624,6 +626,7 @@ def test_exports_refuse_hostile_files(tmp_path):
     bad_manifest = tmp_path / "pickled-manifest"
     bad_manifest.mkdir()
     (bad_manifest / "manifest.json").write_bytes(_evil_pickle(marker))
+    record_digest(bad_manifest / "manifest.json")
     with pytest.raises(HwnasError, match="not valid JSON"):
         load_exported(bad_manifest)
     spec = _tiny_subnet_spec()
@@ -640,6 +643,7 @@ def test_exports_refuse_a_deeply_nested_manifest(tmp_path):
     from hwnas.export import load_exported
 
     (tmp_path / "manifest.json").write_text(DEEP_JSON)
+    record_digest(tmp_path / "manifest.json")
     with pytest.raises(HwnasError, match="manifest.json"):
         load_exported(tmp_path)
 
@@ -655,6 +659,7 @@ def test_exports_refuse_a_malformed_or_escaping_weights_entry(tmp_path, weights)
 
     manifest = {"format": MANIFEST_FORMAT, "space": "cnn", "subnet": {}, "weights": weights}
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    record_digest(tmp_path / "manifest.json")
     with pytest.raises(HwnasError, match="manifest.json (lacks its weights entry|names weights)"):
         load_exported(tmp_path)
 
