@@ -32,7 +32,7 @@ Figures:
   line, the right exit code, no traceback and no file left behind. Goal: all.
 
 Usage: ``python experiments/bench_reliability.py [--sequences 2] [--export-kills 3] [--seed N]``
-(run from the repository root; about 5 minutes on 2 cores with the defaults).
+(run from the repository root; about 3 minutes on 2 cores with the defaults).
 """
 from __future__ import annotations
 
