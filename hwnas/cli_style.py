@@ -14,6 +14,11 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="Hardware-aware neural architecture and quantization-policy search.\n\n"
+                       "\b\nExample:\n  hwnas search experiments/digits-cnn.yaml --set train.epochs=5\n"
+                       "  hwnas front digits-cnn --max-latency-ms 0.5")
+
 # -- shared options: one declaration each, used by every command that takes them ---------------
 DEFAULT_WORKDIR = "runs"
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars or informational lines; results and "

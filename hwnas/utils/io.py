@@ -23,6 +23,7 @@ import json
 import os
 import socket
 import tempfile
+import time
 import warnings
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -298,6 +299,26 @@ def _read_holder(fd: int) -> dict[str, Any]:
         return {}
 
 
+UNNAMED_HOLDER_PATIENCE_S = 1.0
+
+
+def _lock_unless_held(fcntl, fd: int, path: Path) -> None:
+    """Take the lock now, or raise :class:`LockBusy` naming its holder. A holder that names nobody
+    is either a process that has just locked and not yet written its pid, or :func:`lock_held`
+    probing for an instant (``hwnas jobs``): neither should make a run look busy, so that case is
+    retried for up to :data:`UNNAMED_HOLDER_PATIENCE_S` before giving up."""
+    deadline = time.monotonic() + UNNAMED_HOLDER_PATIENCE_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            if holder or time.monotonic() > deadline:
+                raise LockBusy(path, holder) from None
+            time.sleep(0.02)
+
+
 @contextmanager
 def file_lock(path: str | Path, blocking: bool = False) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``path`` (created if needed, never removed) for the block.
@@ -316,10 +337,10 @@ def file_lock(path: str | Path, blocking: bool = False) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            raise LockBusy(path, _read_holder(fd)) from None
+        if blocking:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        else:
+            _lock_unless_held(fcntl, fd, path)
         holder = {"pid": os.getpid(), "host": socket.gethostname(),
                   "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         try:

@@ -589,3 +589,19 @@ def test_a_running_job_whose_lock_is_free_shows_as_killed(tmp_path, holder):
     proc.wait()
     assert lock_held(job_dir / ".lock") is False and live_status(attrs) == "killed"
     assert live_status({**attrs, "status": "done"}) == "done"
+
+
+def test_a_status_probe_never_makes_a_starting_run_look_busy(tmp_path):
+    """``hwnas jobs`` probes a job's lock with an instant shared lock; a run starting at that
+    moment waits the instant out instead of being refused (a probe names no holder)."""
+    import fcntl
+    import threading
+
+    lock = tmp_path / "job" / ".lock"
+    lock.parent.mkdir()
+    lock.touch()
+    fd = os.open(lock, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_SH)  # a probe caught holding it
+    threading.Timer(0.2, lambda: os.close(fd)).start()
+    with file_lock(lock):
+        pass
