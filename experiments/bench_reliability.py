@@ -37,7 +37,6 @@ Usage: ``python experiments/bench_reliability.py [--sequences 2] [--export-kills
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import random
 import subprocess
@@ -51,23 +50,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from hwnas.events import read_events  # noqa: E402
-from tests.conftest import TINY  # noqa: E402
-from tests.reliability.faults import (MissedStage, committed, journal_counts, kill_in_every_stage, lost,  # noqa: E402
-                                      run_hwnas, stage_seconds, write_config)
+from tests.reliability.faults import (STEADY_JOB, MissedStage, committed, journal_counts,  # noqa: E402
+                                      kill_in_every_stage, lost, run_hwnas, stage_seconds, steady_tree, write_config)
 
-NAME = "steady"
-
-
-def job_tree() -> dict:
-    tree = copy.deepcopy(TINY) | {"name": NAME}
-    tree["train"] = {**TINY["train"], "epochs": 3}
-    tree["device"] = {**TINY["device"], "name": "steady-cpu", "warmup": 1, "repeats": 3}
-    tree["search"] = {**TINY["search"], "evaluate": 6, "batch": 3}
-    return tree
+NAME = STEADY_JOB
 
 
 def run_reference(root: Path) -> dict:
-    config = write_config(root / "steady.yaml", job_tree())
+    config = write_config(root / "steady.yaml", steady_tree())
     work = root / "reference"
     started = time.perf_counter()
     done = run_hwnas("search", str(config), "--workdir", str(work), "--quiet")

@@ -147,15 +147,15 @@ def resolve_formats(formats: tuple[str, ...], spec: dict[str, Any], space_type: 
 
 
 def _finetune(parts, arch: Arch, epochs: int, seed: int) -> dict[str, Any]:
+    """Fine-tune ``arch`` in place and return the figures from before (the after figures are the
+    export's own, filled in by :func:`export_candidate` from the model it recalibrates anyway)."""
     from hwnas.finetune import LR_SCALE, finetune_subnet
 
     extracted = parts.recalibrated_subnet(arch)  # one recalibration serves both splits
     before, before_val = accuracy(extracted, parts.data.test), accuracy(extracted, parts.data.val)
     history = finetune_subnet(parts, arch, epochs, seed)
-    model = parts.recalibrated_subnet(arch)
     return {"epochs": epochs, "lr_scale": LR_SCALE, "test_accuracy_before": before,
-            "test_accuracy_after": accuracy(model, parts.data.test), "val_accuracy_before": before_val,
-            "val_accuracy_after": accuracy(model, parts.data.val), "history": history}
+            "val_accuracy_before": before_val, "history": history}
 
 
 def _export_int8(job, parts, model, out: Path, inputs, example, test_accuracy: float) -> dict[str, Any]:
@@ -210,6 +210,8 @@ def export_candidate(job, candidate_id: int, out: Path, formats: tuple[str, ...]
     finetune = _finetune(parts, arch, finetune_epochs, config.seed) if finetune_epochs else None
     model = parts.recalibrated_subnet(arch)
     test_accuracy = accuracy(model, parts.data.test)
+    if finetune is not None:
+        finetune.update(test_accuracy_after=test_accuracy, val_accuracy_after=accuracy(model, parts.data.val))
     inputs = torch.stack([parts.data.val[i][0] for i in range(min(CHECK_INPUTS, len(parts.data.val)))])
     example = inputs[:1]
     reference = _supernet_outputs(parts, arch, inputs)

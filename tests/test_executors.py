@@ -174,12 +174,16 @@ def test_serial_exception_names_the_item(serial):
         serial.map([("square", (1, 0.0)), ("data", "cifar")])
 
 
-def test_worker_reports_a_setup_it_cannot_unpickle_as_a_setup_failure():
+def _setup_that_fails():
+    raise ModuleNotFoundError("No module named 'no_such_module_for_hwnas_tests'")
+
+
+def test_worker_reports_a_failing_setup_as_a_setup_failure():
     import torch
 
     threads = torch.get_num_threads()
     try:
-        worker = executors._Worker(b"cno_such_module_for_hwnas_tests\nsetup\n.")
+        worker = executors._Worker(_setup_that_fails)
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)
@@ -213,6 +217,29 @@ def test_imap_unordered_yields_every_index_once(ray_executor):
         break
     assert len(ray_executor.map(_squares(6))) == 6
     assert ray_executor.map([]) == []
+
+
+def test_a_setup_the_workers_cannot_import_is_one_line_naming_its_module(ray_session, tmp_path, monkeypatch):
+    """The setup's module exists only on the driver's path: Ray cannot rebuild it in a worker, and
+    the error says so in one line instead of a dead actor's wall of text."""
+    (tmp_path / "driver_only_setup_module.py").write_text("def setup():\n    return lambda item: item\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import driver_only_setup_module
+
+    executor = make_executor(2, None, driver_only_setup_module.setup)
+    # The module's own executor holds both of this Ray's CPUs: these actors ask for none, so they
+    # are placed at once instead of waiting for a CPU that never frees.
+    executor._actor_class = ray_session.remote(executors._Worker).options(num_cpus=0, max_restarts=0,
+                                                                          max_task_retries=0)
+    try:
+        with pytest.raises(HwnasError) as info:
+            executor.map([1, 2])
+    finally:
+        executor.close()
+        sys.modules.pop("driver_only_setup_module", None)
+    message = str(info.value)
+    assert "a worker could not start" in message and "driver_only_setup_module" in message, message
+    assert "\n" not in message
 
 
 def test_unpicklable_setup_fails_fast(ray_session):

@@ -94,7 +94,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import sys
 import traceback
 from typing import Any, Callable, Iterable, Iterator
@@ -247,7 +246,7 @@ class _Worker:
     traceback wall: ``("ok", result)``, ``("error", exception class, message, traceback)`` or
     ``("setup", exception class, message, traceback)``."""
 
-    def __init__(self, setup_pickle: bytes):
+    def __init__(self, setup: Setup):
         try:
             import torch
 
@@ -257,9 +256,7 @@ class _Worker:
         self._evaluate = None
         self._setup_failure = None
         try:
-            # Unpickled here, not by Ray, so that a setup whose module this worker cannot import
-            # is reported as a setup failure with its own message, not as a dead actor.
-            self._evaluate = pickle.loads(setup_pickle)()
+            self._evaluate = setup()
         except Exception as exc:
             self._setup_failure = ("setup", _portable(exc), _describe(exc), traceback.format_exc())
 
@@ -346,8 +343,8 @@ class RayExecutor(_Executor):
         self.on_retry = on_retry
         self.retries = []
         self._ray = _import_ray(local=not address)
-        try:
-            self._setup_pickle = self._ray.cloudpickle.dumps(setup)
+        try:  # fail here, in one line, rather than in every actor's creation
+            self._ray.cloudpickle.dumps(setup)
         except Exception as exc:
             raise HwnasError("the executor's setup must pickle (a top-level function or a "
                              f"functools.partial of one): {_describe(exc)}") from None
@@ -374,7 +371,7 @@ class RayExecutor(_Executor):
             self._actor_class = ray.remote(_Worker).options(num_cpus=1, max_restarts=0,
                                                             max_task_retries=0)
         while len(self._actors) < self.workers:
-            self._actors.append(self._actor_class.remote(self._setup_pickle))
+            self._actors.append(self._actor_class.remote(self.setup))
         return self
 
     def __enter__(self):
@@ -463,7 +460,7 @@ class RayExecutor(_Executor):
         """A new actor, in place of one discarded (it runs ``setup`` before its first item)."""
         if self._actor_class is None:  # pragma: no cover - start() made it
             self.start()
-        actor = self._actor_class.remote(self._setup_pickle)
+        actor = self._actor_class.remote(self.setup)
         self._actors.append(actor)
         return actor
 
@@ -503,7 +500,7 @@ class RayExecutor(_Executor):
                          str(exc)) from None
         except ray.exceptions.RayActorError as exc:
             self._discard(actor)
-            if exc.actor_init_failed:  # e.g. a node where hwnas itself does not import
+            if exc.actor_init_failed:  # e.g. a node where hwnas, or the setup's module, does not import
                 raise _error(None, f"a worker could not start (for item {index}): "
                                    f"{_last_line(str(exc))}") from None
             raise _WorkerDied(_describe(exc)) from None

@@ -70,7 +70,6 @@ def run_loop(settings: LoopSettings, make_problem: Callable[[int], object],
              evaluate: Callable[[list[Arch], int], None], bounds: tuple[np.ndarray, np.ndarray],
              first_round: int = 0, extra_picks: Callable[[int, object], list[Arch]] | None = None,
              on_round: Callable[[dict], None] | None = None,
-             on_generation: Callable[[int], None] | None = None,
              searching: Callable[[int], ContextManager[Callable[[int], None]]] | None = None) -> LoopState:
     """Run rounds until a stop rule holds (see the module docstring).
 
@@ -79,8 +78,7 @@ def run_loop(settings: LoopSettings, make_problem: Callable[[int], object],
     uncertainty, ``uncertainty(X)`` giving per-objective standard deviations); ``evaluate(archs, r)``
     evaluates and commits them (skipping any already stored); ``extra_picks(r, problem)`` may add
     archs to a round's batch (the space's extremes, as anchors). ``searching(r)``, if given, is a
-    context around round ``r``'s search yielding the generation callback (a progress bar); it
-    takes the place of ``on_generation``.
+    context around round ``r``'s search yielding the generation callback (a progress bar).
     """
     state, best, stale = LoopState(), -1.0, 0
     r = first_round
@@ -92,7 +90,7 @@ def run_loop(settings: LoopSettings, make_problem: Callable[[int], object],
             break
         problem = make_problem(r)
         seeds = _front_first(problem, archs_before, real_before, settings.population // 2)
-        with searching(r) if searching is not None else nullcontext(on_generation) as generation_done:
+        with searching(r) if searching is not None else nullcontext() as generation_done:
             X, F, feasible = run_search(problem, settings.algorithm, settings.population, settings.generations,
                                         [settings.seed, r], generation_done, seeds=seeds)
         if not feasible.any():

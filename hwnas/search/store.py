@@ -94,17 +94,18 @@ class JobStore:
         one schema at once both find none, and the slower one's ``CREATE TABLE`` or schema-version
         insert collides with the faster one's: it then opens the schema the other made. (A new
         SQLite file is also created under a lock beside it, which avoids the collision there.)"""
-        for attempt in range(SCHEMA_RACE_RETRIES + 1):
+        attempt = 0
+        while True:
             try:
                 return optuna.storages.RDBStorage(url, engine_kwargs=self._engine_kwargs(parsed))
-            except (IntegrityError, OperationalError) as exc:
-                text = str(exc).lower()
-                if attempt == SCHEMA_RACE_RETRIES or not ("already exists" in text or "unique" in text):
-                    raise HwnasError(f"cannot open store {display_url(url)}: {str(exc).splitlines()[0]}") from None
-                time.sleep(0.5 * (attempt + 1))
             except Exception as exc:  # driver missing, server down, unwritable file: one clear line
-                raise HwnasError(f"cannot open store {display_url(url)}: {str(exc).splitlines()[0]}") from None
-        raise AssertionError("unreachable")
+                text = str(exc).lower()
+                collided = isinstance(exc, (IntegrityError, OperationalError)) and (
+                    "already exists" in text or "unique" in text)
+                if not collided or attempt == SCHEMA_RACE_RETRIES:
+                    raise HwnasError(f"cannot open store {display_url(url)}: {str(exc).splitlines()[0]}") from None
+            attempt += 1
+            time.sleep(0.5 * attempt)
 
     @staticmethod
     def _engine_kwargs(parsed) -> dict[str, Any]:

@@ -29,6 +29,21 @@ from hwnas.events import read_events, repeated, unfinished
 
 REPO = Path(__file__).resolve().parents[2]
 KILLABLE_STAGES = ("train", "profile", "predictor", "search", "evaluate")
+STEADY_JOB = "steady"
+
+
+def steady_tree() -> dict[str, Any]:
+    """The job the kill tests and the benchmark kill: the tests' tiny CNN on ``steady-cpu``, with
+    3 epochs (room to land in training) and 8 real evaluations in 3 rounds."""
+    import copy
+
+    from tests.conftest import TINY
+
+    tree = copy.deepcopy(TINY) | {"name": STEADY_JOB}
+    tree["train"] = {**TINY["train"], "epochs": 3}
+    tree["device"] = {**TINY["device"], "name": "steady-cpu", "warmup": 1, "repeats": 3}
+    tree["search"] = {**TINY["search"], "evaluate": 6, "batch": 3}
+    return tree
 COMPARED = ("accuracy", "val_accuracy", "latency_ms", "energy_mj", "params", "round")
 
 
@@ -191,10 +206,6 @@ def journal_counts(journal: Path) -> JournalCounts:
     in_flight = (unfinished(events, "evaluation_started", "evaluated")
                  + sum(unfinished(s, "sample_started", "sampled") for s in samples.values()))
     return JournalCounts(sum(e["event"] == "run_started" for e in events), repeats, in_flight)
-
-
-def front_rows(workdir: Path, name: str) -> dict[str, tuple]:
-    return committed(workdir, name)["candidates"]
 
 
 def write_config(path: Path, tree: dict[str, Any]) -> Path:

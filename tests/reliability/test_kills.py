@@ -10,7 +10,6 @@ any two runs, killed or not.
 """
 from __future__ import annotations
 
-import copy
 import json
 import random
 from pathlib import Path
@@ -21,14 +20,10 @@ import hwnas
 from hwnas.errors import HwnasError
 from hwnas.events import read_events, summary
 
-from ..conftest import TINY
 from .faults import (MissedStage, committed, describe, journal_counts, kill_in_every_stage, kill_seed, lost, run_hwnas,
-                     stage_seconds, write_config)
+                     stage_seconds, steady_tree, write_config)
 
-STEADY = copy.deepcopy(TINY) | {"name": "steady"}
-STEADY["train"] = {**TINY["train"], "epochs": 3}
-STEADY["device"] = {**TINY["device"], "name": "steady-cpu", "warmup": 1, "repeats": 3}
-STEADY["search"] = {**TINY["search"], "evaluate": 6, "batch": 3}
+STEADY = steady_tree()
 
 
 @pytest.fixture(scope="module")
