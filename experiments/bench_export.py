@@ -6,7 +6,7 @@ what each ratio divides by what:
 
 - ``exported_vs_handwritten`` (goal <= 1.03): latency of the exported subnet in eager PyTorch
   (``space_entry("cnn").build_standalone(spec)`` + ``load_state_dict`` of its safetensors weights,
-  the path of :func:`hwnas.export.load_exported`) over the latency of the same architecture written
+  the path of :func:`hwnas.export.candidate.load_exported`) over the latency of the same architecture written
   here as plain PyTorch modules (``nn.Sequential`` of ``nn.Conv2d`` / ``nn.BatchNorm2d`` /
   ``nn.ReLU6``, the residual as ``x + out``, ``nn.AdaptiveAvgPool2d`` and ``nn.Linear``) with the
   exported model's weights copied in. Both are asserted to give the same outputs (atol 1e-5), so
@@ -15,14 +15,14 @@ what each ratio divides by what:
   space's largest arch, a mid one (the median-MAC arch of a few seeded samples, made float) and the
   smallest arch made float; per arch and their median.
 - ``exported_vs_handwritten_torchscript`` (goal <= 1.03): the same, deployed: the exported
-  TorchScript file (:func:`hwnas.export_formats.save_torchscript` then ``load_torchscript``) over
+  TorchScript file (:func:`hwnas.export.formats.save_torchscript` then ``load_torchscript``) over
   the handwritten model traced and frozen with :func:`hwnas.hwmodels.torchscript.script_model`.
 - ``exported_vs_supernet_speedup``: the supernet running the same arch (``set_active``, eager, in
   the channels-last layout ``Components.build`` gives it on the CPU) over the exported model
   (eager); above 1 means the exported model is faster than running the arch inside the supernet.
 - ``int8_speedup``: for the largest arch with every block at 8-bit weights and inputs, the
   fake-quantized float subnet as exported TorchScript over the real int8 TorchScript model of
-  :func:`hwnas.int8.quantize_int8` (calibrated on the training images, as the export does);
+  :func:`hwnas.export.int8.quantize_int8` (calibrated on the training images, as the export does);
   ``int8_top1_agreement_*`` is the int8 model's top-1 agreement with the fake-quantized one on the
   calibration images and on the held-out validation images. The supernet is untrained here (the
   weights do not matter for latency), so its logits are close to ties and agreement is far below
@@ -52,7 +52,7 @@ Diagnostics (``diag_*``, no goal; they explain the figures above):
 
 Timing: each model is warmed up (the device's ``warmup`` calls, after TorchScript's profiling and
 optimizing calls), then timed in rounds of ``device.repeats`` calls with
-:func:`hwnas.hwmodels.timing.time_call` (garbage collection paused, ``perf_counter_ns``), the
+:func:`hwnas.utils.timing.time_call` (garbage collection paused, ``perf_counter_ns``), the
 models of one comparison interleaved round by round in rotating order so machine noise hits all of
 them alike. A ratio is the median over rounds of the ratio of the two models' round medians;
 ``ms_*`` lines are medians over all rounds. The default 8x8 digits input comes first; the 8x8 nets
@@ -80,14 +80,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from hwnas.config import load_config
+from hwnas.job.checks import load_job_config as load_config
 from hwnas.data import iterate_batches
-from hwnas.export_formats import load_torchscript, save_scripted, save_torchscript
-from hwnas.hwmodels.graph import op_graph
-from hwnas.hwmodels.timing import pinned_threads, time_call
+from hwnas.export.formats import load_torchscript, save_scripted, save_torchscript
+from hwnas.spaces.registry import op_graph
+from hwnas.utils.timing import pinned_threads, time_call
 from hwnas.hwmodels.torchscript import JIT_WARM_CALLS, script_model
-from hwnas.int8 import calibration_images, write_int8
-from hwnas.pipeline import Components, resolve_compute
+from hwnas.export.int8 import calibration_images, write_int8
+from hwnas.train.components import Components, resolve_compute
 from hwnas.spaces.ops.layers import InvertedResidual, QConvBNAct
 from hwnas.spaces.registry import space_entry
 

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hwnas.config import load_config
-from hwnas.pipeline import Components
+from hwnas.job.checks import load_job_config as load_config
+from hwnas.train.components import Components
 from hwnas.spaces.ops.adder import adder_conv2d
-from hwnas.spaces.trainer import SupernetTrainer
+from hwnas.train.trainer import SupernetTrainer
 from hwnas.utils.memory import peak_memory_bytes
 
 HERE = Path(__file__).parent

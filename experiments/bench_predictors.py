@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hwnas.config import load_config
+from hwnas.job.checks import load_job_config as load_config
 from hwnas.hwmodels.devices import build_device
-from hwnas.hwmodels.graph import op_graph
+from hwnas.spaces.registry import op_graph
 from hwnas.hwmodels.profiler import build_lookup_table
 from hwnas.predictors.latency import FlopsLatencyPredictor, LearnedLatencyPredictor, TableSumPredictor
 from hwnas.predictors.quality import regression_quality

@@ -49,7 +49,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from hwnas.events import read_events  # noqa: E402
+from hwnas.job.events import read_events  # noqa: E402
 from tests.reliability.faults import (STEADY_JOB, MissedStage, committed, journal_counts,  # noqa: E402
                                       kill_in_every_stage, lost, run_hwnas, stage_seconds, steady_tree, write_config)
 

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hwnas.config import load_config
+from hwnas.job.checks import load_job_config as load_config
 from hwnas.hwmodels.cost import CostModel
 from hwnas.hwmodels.devices import LocalCPU
 from hwnas.hwmodels.energy import energy_model

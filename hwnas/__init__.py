@@ -10,21 +10,25 @@ fits a budget::
     job.export("out/", max_latency_ms=0.5)
     model = hwnas.load_exported("out/")
 """
+
+import importlib
+
 __version__ = "0.1.0"
 
 # Names are imported on first use (PEP 562): ``import hwnas`` stays cheap, and loading an export
 # (hwnas.load_exported) never imports the training, search or pipeline code.
-_EXPORTS = {"Config": "hwnas.config", "load_config": "hwnas.config", "load_exported": "hwnas.export",
-            "Job": "hwnas.job", "open_job": "hwnas.job", "launch": "hwnas.pipeline"}
+_EXPORTS = {"Config": ("hwnas.config", "Config"), "load_config": ("hwnas.job.checks", "load_job_config"),
+            "load_exported": ("hwnas.export.loading", "load_exported"), "Job": ("hwnas.job.handle", "Job"),
+            "open_job": ("hwnas.job.handle", "open_job"), "launch": ("hwnas.job.launch", "launch")}
 
 __all__ = ["Config", "Job", "launch", "load_config", "load_exported", "open_job", "__version__"]
 
 
 def __getattr__(name: str):
     if name in _EXPORTS:
-        import importlib
 
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        module, attribute = _EXPORTS[name]
+        value = getattr(importlib.import_module(module), attribute)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'hwnas' has no attribute {name!r}")

@@ -1,6 +1,6 @@
 """``python -m hwnas`` runs the CLI."""
 import sys
 
-from hwnas.cli import main
+from hwnas.cli.app import main
 
 sys.exit(main())

@@ -2,8 +2,14 @@
 
 Unknown keys and out-of-range values are errors that name the field (``train.epochs: ...``).
 ``--set key=value`` overrides are applied to the raw YAML tree first, so they are validated
-exactly like the file. The ``space`` section is validated by the config model of the space it
-names (see :mod:`hwnas.spaces.registry`), so a new space brings its own keys.
+exactly like the file.
+
+This module is a leaf of the layers: it checks types and shapes only. A value that must name
+an entry of a registry (the space and its keys, the dataset, the energy model, the predictor,
+the algorithm, the objectives, the devices) is checked where that registry lives, by
+:func:`hwnas.job.checks.load_job_config` before any work starts (``hwnas.load_config`` is that
+function), still as one line naming the field. So validating a YAML file here loads neither
+torch nor any space.
 """
 from __future__ import annotations
 
@@ -16,17 +22,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hwnas.errors import ConfigError
-from hwnas.utils.models import StrictModel
+from hwnas.utils.models import StrictModel, format_validation_error  # noqa: F401  (re-exported)
 
 OBJECTIVES = ("accuracy", "latency", "energy")
-
-
-def _known(value: str, known, what: str) -> str:
-    """``value`` if it names one of ``known`` (a registry), else an error listing them: caught with
-    the config, not after the supernet has trained."""
-    if value not in known:
-        raise ValueError(f"unknown {what} {value!r}; known: {', '.join(sorted(known))}")
-    return value
 
 
 class _Section(StrictModel):
@@ -41,13 +39,6 @@ class DataConfig(_Section):
     test_fraction: float = Field(0.2, gt=0, lt=0.5)
     split_seed: int = Field(0, ge=0, le=2**32 - 1)  # the range scikit-learn's splitter accepts
     batch_size: int = Field(64, gt=0, le=8192)
-
-    @field_validator("dataset")
-    @classmethod
-    def _dataset(cls, v: str) -> str:
-        from hwnas.data import DATASETS
-
-        return _known(v, DATASETS, "dataset")
 
 
 class TrainConfig(_Section):
@@ -76,25 +67,11 @@ class DeviceConfig(_Section):
     max_spread: float = Field(0.25, gt=0, le=10,
                               description="re-measure table entries whose interquartile range exceeds this share of the median")
 
-    @field_validator("energy_model")
-    @classmethod
-    def _energy_model(cls, v: str) -> str:
-        from hwnas.hwmodels.energy import ENERGY_MODELS
-
-        return _known(v, ENERGY_MODELS, "energy model")
-
 
 class PredictorConfig(_Section):
     model: str = "ensemble"
     samples: int = Field(400, ge=10, le=100000)
     holdout: float = Field(0.2, gt=0, lt=0.9)
-
-    @field_validator("model")
-    @classmethod
-    def _model(cls, v: str) -> str:
-        from hwnas.predictors.accuracy import REGRESSORS
-
-        return _known(v, REGRESSORS, "model")
 
 
 class SearchConfig(_Section):
@@ -112,13 +89,6 @@ class SearchConfig(_Section):
     max_energy_mj: float | None = Field(None, gt=0)
     min_accuracy: float | None = Field(None, ge=0, le=1)
 
-    @field_validator("algorithm")
-    @classmethod
-    def _algorithm(cls, v: str) -> str:
-        from hwnas.search.engine import ALGORITHMS
-
-        return _known(v, ALGORITHMS, "algorithm")
-
     @field_validator("objectives")
     @classmethod
     def _objectives(cls, v: list[str]) -> list[str]:
@@ -126,10 +96,6 @@ class SearchConfig(_Section):
             raise ValueError("objectives must not repeat")
         if "accuracy" not in v:
             raise ValueError("objectives must include accuracy")
-        from hwnas.search.problem import parse_objective
-
-        for name in v:
-            parse_objective(name)
         return v
 
     @field_validator("max_latency_ms", "max_energy_mj", "min_accuracy")
@@ -138,6 +104,15 @@ class SearchConfig(_Section):
         if v is not None and not math.isfinite(v):
             raise ValueError("must be a finite number")
         return v
+
+
+class SpaceSection(BaseModel):
+    """The ``space:`` section as written: a ``type`` naming a registered space and that space's
+    keys, checked by the space's own config model (:func:`hwnas.spaces.registry.parse_space_config`)
+    where the space registry lives; a checked config holds that typed model instead."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str = "cnn"
 
 
 class Config(_Section):
@@ -149,7 +124,7 @@ class Config(_Section):
     ray_address: str | None = Field(None, description="join this Ray cluster for evaluation")
     store: str | None = None
     data: DataConfig = Field(default_factory=DataConfig)
-    space: Any = None
+    space: Any = Field(default_factory=lambda: SpaceSection(), description="a SpaceSection, or the space's checked model")
     train: TrainConfig = Field(default_factory=TrainConfig)
     device: DeviceConfig = Field(default_factory=DeviceConfig)
     predictor: PredictorConfig = Field(default_factory=PredictorConfig)
@@ -158,21 +133,26 @@ class Config(_Section):
     @field_validator("space", mode="before")
     @classmethod
     def _space(cls, v: Any) -> Any:
-        from hwnas.spaces.registry import parse_space_config
-
-        if isinstance(v, BaseModel):
+        if isinstance(v, BaseModel):  # a space's own checked model (see hwnas.job.checks), kept typed
             return v
         if not isinstance(v, dict):
             raise ValueError("must be a mapping with a 'type' and the space's keys")
         if not isinstance(v.get("type", "cnn"), str):  # the registry looks it up by name
             raise ConfigError(f"space.type: must be the name of a space (got {v['type']!r})")
-        return parse_space_config(v)
+        return SpaceSection.model_validate(v)
 
     @model_validator(mode="after")
     def _fractions(self) -> "Config":
         if self.data.val_fraction + self.data.test_fraction >= 0.9:
             raise ValueError("data.val_fraction + data.test_fraction must be below 0.9")
         return self
+
+    def __eq__(self, other: object) -> bool:
+        """Equal when they serialize the same: a space section as written (with its defaults) and
+        the space's checked model of it are one config."""
+        return isinstance(other, Config) and self.to_dict() == other.to_dict()
+
+    __hash__ = None  # mutable, like every pydantic model
 
     def to_dict(self) -> dict[str, Any]:
         out = self.model_dump(mode="json", exclude={"space"})
@@ -181,18 +161,6 @@ class Config(_Section):
 
 
 # -- loading ----------------------------------------------------------------------------------
-def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
-    """One line naming the first failing field: ``train.epochs: Input should be ... (got -1)``."""
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in ((prefix,) if prefix else ()) + tuple(err["loc"]))
-    msg = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        msg = "unknown key"
-    elif "input" in err and not isinstance(err["input"], (dict, list)) and repr(err["input"]) not in msg:
-        msg = f"{msg} (got {err['input']!r})"
-    return f"{loc}: {msg}" if loc else msg
-
-
 def default_config_text() -> str:
     """The embedded default config (identical to experiments/digits-cnn.yaml)."""
     return resources.files("hwnas.configs").joinpath("digits-cnn.yaml").read_text(encoding="utf-8")

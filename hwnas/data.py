@@ -17,6 +17,9 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from hwnas.errors import DataError
@@ -93,7 +96,6 @@ def iterate_batches(dataset: Dataset, batch_size: int, *, shuffle: bool = False,
 
 def _carve(idx: np.ndarray, labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split ``idx`` into (kept, taken); stratified when every class allows it, plain otherwise."""
-    from sklearn.model_selection import train_test_split
 
     if fraction <= 0.0:
         return idx, idx[:0]
@@ -153,7 +155,6 @@ def _finish(name: str, root: str | Path | None, splits: dict[str, tuple[torch.Te
 def _load_digits(*, root: str | Path | None, image_size: int | None, val_fraction: float,
                  test_fraction: float, split_seed: int) -> DataSplits:
     """sklearn's bundled 8x8 digits: needs no files, so tests and smoke runs work offline. ``root`` is ignored."""
-    from sklearn.datasets import load_digits
 
     bunch = load_digits()
     x = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)
@@ -278,8 +279,6 @@ def _scan_tree(folder: Path) -> dict[str, list[Path]]:
 
 
 def _load_images(tree: dict[str, list[Path]], classes: list[str], size: int) -> tuple[torch.Tensor, np.ndarray]:
-    from PIL import Image
-
     files = [(p, classes.index(c)) for c in tree for p in tree[c]]
     out = torch.empty(len(files), 3, size, size, dtype=torch.float32)
     for i, (path, _) in enumerate(files):

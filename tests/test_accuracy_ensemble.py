@@ -6,7 +6,7 @@ import pytest
 from scipy.stats import kendalltau
 from threadpoolctl import threadpool_limits
 
-from hwnas.config import load_config
+from hwnas.job.checks import load_job_config as load_config
 from hwnas.errors import ConfigError
 from hwnas.predictors.accuracy import (REGRESSORS, AccuracyPredictor, ArchFeatures, BootstrapEnsemble,
                                       fit_with_holdout)

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 import hwnas
-from hwnas.cli import main
+from hwnas.cli.app import main
 
 
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:

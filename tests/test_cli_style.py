@@ -7,11 +7,13 @@ import math
 import shlex
 
 import pytest
+import torch
 import typer
 import yaml
 
-from hwnas.cli import app, main
-from hwnas.cli_style import _plain
+from hwnas.cli.app import app, main
+from hwnas.hwmodels import local_cpu
+from hwnas.cli.style import _plain
 
 COMMANDS = ["search", "jobs", "report", "devices", "import-table", "profile", "front", "export"]
 CHEAP = ["train.epochs=0", "train.recalibration_samples=64", "predictor.samples=12", "search.population=8",
@@ -127,6 +129,10 @@ def test_tables_fit_80_columns(tiny_job, capsys):
 
 
 def test_wide_terminal_gets_the_full_devices_table(monkeypatch, capsys):
+    """Not the host's names: a long processor name and a CUDA build's torch version, as on a
+    machine whose processor reads "Intel(R) Xeon(R) Processor" (where this test once failed)."""
+    monkeypatch.setattr(local_cpu, "processor_name", lambda: "Intel(R) Xeon(R) Processor")
+    monkeypatch.setattr(torch, "__version__", "2.14.1+cu130")
     monkeypatch.setenv("COLUMNS", "200")
     code, out, _ = run(capsys, "devices")
     header = out.splitlines()[0].split()

@@ -6,15 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from hwnas.config import load_config
+from hwnas.job.checks import load_job_config as load_config
 from hwnas.data import load_data
 from hwnas.hwmodels.energy import Horowitz45nm
-from hwnas.hwmodels.graph import OpSig, count, op_graph
-from hwnas.spaces.cnn import CNNSupernet, pruned_width
-from hwnas.spaces.evaluation import recalibrate_bn
+from hwnas.ir import OpSig, count
+from hwnas.spaces.registry import op_graph
+from hwnas.spaces.cnn import CNNSupernet
+from hwnas.spaces.cnn.space import pruned_width
+from hwnas.train.evaluation import recalibrate_bn
 from hwnas.spaces.ops.adder import AdderConv2d
 from hwnas.spaces.registry import build_space
-from hwnas.spaces.trainer import SupernetTrainer
+from hwnas.train.trainer import SupernetTrainer
 
 OVERRIDES = ["space.op_types=[mult, shift, adder]", "space.prune_rates=[0.0, 0.5]",
              "space.weight_bits=[2, 3, 4, 6, 8, 32]", "space.act_bits=[2, 4, 8, 32]",

@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hwnas.config import default_config_text, load_config
+from hwnas.config import default_config_text
+from hwnas.job.checks import load_job_config as load_config
 from hwnas.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -23,10 +23,10 @@ import pytest
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
-from hwnas.config import load_config
-from hwnas.job import Job
-from hwnas.search.problem import objective_column
-from hwnas.search.store import JobStore
+from hwnas.job.checks import load_job_config as load_config
+from hwnas.job.handle import Job
+from hwnas.search.objectives import objective_column
+from hwnas.job.store import JobStore
 from hwnas.spaces.registry import build_space
 from tests.conftest import TINY
 

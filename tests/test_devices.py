@@ -3,11 +3,11 @@ import pytest
 import yaml
 
 import hwnas
-from hwnas.cli import main
+from hwnas.cli.app import main
 from hwnas.config import DeviceConfig
 from hwnas.errors import ConfigError
 from hwnas.hwmodels.devices import AnalyticalDevice, LocalCPU, build_device
-from hwnas.hwmodels.graph import OpSig
+from hwnas.ir import OpSig
 from hwnas.hwmodels.roofline import RooflineModel, RooflineSpec
 
 SPEC = {"name": "toy", "peak_macs_per_s": {"mult": {8: 1e9, 32: 1e8}, "shift": {8: 4e9}},

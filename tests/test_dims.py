@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from hwnas.config import load_config
+from hwnas.job.checks import load_job_config as load_config
 from hwnas.errors import ArchError
 from hwnas.spaces.dims import Arch, Dim, SearchSpace
 from hwnas.spaces.registry import build_space

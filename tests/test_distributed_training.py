@@ -12,13 +12,13 @@ import sys
 import pytest
 import torch
 
-from hwnas.config import load_config
+from hwnas.job.checks import load_job_config as load_config
 from hwnas.errors import HwnasError
-from hwnas.pipeline import Components
-from hwnas.spaces.distributed import (RaySupernetTrainer, _import_ray_train, _training_error,
+from hwnas.train.components import Components
+from hwnas.train.distributed import (RaySupernetTrainer, _import_ray_train, _training_error,
                                       train_supernet_on_ray)
-from hwnas.spaces.evaluation import evaluate_subnet
-from hwnas.spaces.trainer import SupernetTrainer
+from hwnas.train.evaluation import evaluate_subnet
+from hwnas.train.trainer import SupernetTrainer
 from tests.conftest import TINY
 
 CPU = torch.device("cpu")

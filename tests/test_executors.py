@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from hwnas.errors import DataError, HwnasError
-from hwnas.search import executors
-from hwnas.search.executors import SerialExecutor, make_executor
+from hwnas.utils import executors
+from hwnas.utils.executors import SerialExecutor, make_executor
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -137,7 +137,7 @@ def test_make_executor_refuses_fewer_than_one_worker(workers, address):
 def test_one_worker_does_not_import_ray():
     script = (
         "import sys\n"
-        "from hwnas.search.executors import make_executor, SerialExecutor\n"
+        "from hwnas.utils.executors import make_executor, SerialExecutor\n"
         "assert 'ray' not in sys.modules, 'importing the module imported ray'\n"
         "def setup():\n"
         "    return lambda x: x * 2\n"

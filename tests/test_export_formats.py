@@ -14,10 +14,10 @@ from safetensors.torch import load_file
 
 import hwnas
 from hwnas.errors import HwnasError
-from hwnas.export import TOLERANCE
-from hwnas.export_formats import load_onnx, load_torchscript, save_onnx, save_shift_exponents, save_torchscript
-from hwnas.pipeline import JobPaths
-from hwnas.search.store import arch_of
+from hwnas.export.candidate import TOLERANCE
+from hwnas.export.formats import load_onnx, load_torchscript, save_onnx, save_shift_exponents, save_torchscript
+from hwnas.job.paths import JobPaths
+from hwnas.job.store import arch_of
 from hwnas.utils.io import record_digest, sha256_file
 
 from .conftest import TINY
@@ -82,7 +82,7 @@ def test_a_model_with_shift_and_adder_layers_exports_and_reloads_without_the_tra
     """One network holding both a shift and an adder block: the shift exponents rebuild its weights
     exactly, and the pt, TorchScript and ONNX forms agree with it; the pt form is rebuilt by
     :func:`hwnas.load_exported` in a process where hwnas's training code cannot be imported."""
-    from hwnas.config import load_config
+    from hwnas.job.checks import load_job_config as load_config
     from hwnas.spaces.registry import build_space, space_entry
 
     space_cfg = {**tiny_tree["space"], "op_types": ["shift", "adder"], "weight_bits": [4], "act_bits": [4]}
@@ -125,7 +125,7 @@ def test_a_model_with_shift_and_adder_layers_exports_and_reloads_without_the_tra
     # the manifest-driven rebuild, with the trainer, the pipeline and Ray training unimportable
     from safetensors.torch import save_file
 
-    from hwnas.export import MANIFEST_FORMAT
+    from hwnas.export.loading import MANIFEST_FORMAT
 
     export_dir = tmp_path / "exp"
     export_dir.mkdir()
@@ -135,7 +135,7 @@ def test_a_model_with_shift_and_adder_layers_exports_and_reloads_without_the_tra
         "weights": {"file": "model.safetensors", "sha256": sha256_file(export_dir / "model.safetensors")}}))
     record_digest(export_dir / "manifest.json")
     torch.save(x, tmp_path / "x.pt")
-    blocked = ["hwnas.spaces.trainer", "hwnas.spaces.distributed", "hwnas.pipeline", "hwnas.rounds", "ray"]
+    blocked = ["hwnas.train.trainer", "hwnas.train.distributed", "hwnas.job.runner", "hwnas.job.rounds", "ray"]
     script = (f"import sys\nfor name in {blocked!r}: sys.modules[name] = None\n"
               "import torch, hwnas\n"
               f"m = hwnas.load_exported({str(export_dir)!r}); x = torch.load({str(tmp_path / 'x.pt')!r})\n"

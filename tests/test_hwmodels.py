@@ -3,12 +3,13 @@ import pandas as pd
 import pytest
 import torch
 
-from hwnas.config import load_config
+from hwnas.job.checks import load_job_config as load_config
 from hwnas.errors import LookupTableError
 from hwnas.hwmodels.cost import CostModel
 from hwnas.hwmodels.devices import LocalCPU
 from hwnas.hwmodels.energy import Horowitz45nm
-from hwnas.hwmodels.graph import OpSig, op_graph
+from hwnas.ir import OpSig
+from hwnas.spaces.registry import op_graph
 from hwnas.hwmodels.lut import LookupTable
 from hwnas.hwmodels.profiler import build_lookup_table
 from hwnas.spaces.cnn import StandaloneCNN

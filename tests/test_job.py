@@ -8,7 +8,8 @@ from safetensors.torch import load_file
 
 import hwnas
 from hwnas.errors import HwnasError, JobError, NoCandidateError
-from hwnas.pipeline import Components, JobPaths, resolve_compute
+from hwnas.train.components import Components, resolve_compute
+from hwnas.job.paths import JobPaths
 from hwnas.utils.io import record_digest
 
 
@@ -118,7 +119,7 @@ def test_torchscript_export_checks_itself_and_loads_without_hwnas(tiny_job, tmp_
     with torch.no_grad():
         expected = hwnas.load_exported(out)(x).flatten()
     torch.testing.assert_close(torch.tensor(eval(run.stdout)), expected, rtol=1e-4, atol=1e-4)
-    from hwnas.cli import main
+    from hwnas.cli.app import main
 
     assert main(["export", "tiny", "--workdir", str(tiny_job[1]), "--candidate", str(best), "--out",
                  str(tmp_path / "bad"), "--format", "tflite"]) == 2
@@ -189,7 +190,7 @@ def test_ensemble_uncertainty_reaches_the_candidates(tiny_job):
 
 
 def test_latency_predictor_is_chosen_on_a_holdout_and_reported(tiny_job, capsys):
-    from hwnas.cli import main
+    from hwnas.cli.app import main
 
     job, workdir = tiny_job
     latency = job.attrs["latency_predictor"]

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from hwnas.config import load_config
-from hwnas.hwmodels.graph import op_graph
+from hwnas.job.checks import load_job_config as load_config
+from hwnas.spaces.registry import op_graph
 from hwnas.hwmodels.lut import LookupTable
 from hwnas.predictors.latency import FlopsLatencyPredictor, LearnedLatencyPredictor, TableSumPredictor
 from hwnas.predictors.quality import regression_quality

@@ -4,8 +4,8 @@ import copy
 import pandas as pd
 import pytest
 
-from hwnas.cli import main
-from hwnas.config import load_config
+from hwnas.cli.app import main
+from hwnas.job.checks import load_job_config as load_config
 from hwnas.hwmodels.profiler import HIGH_SPREAD, build_lookup_table
 from hwnas.spaces.registry import build_space
 from tests.conftest import TINY
@@ -41,7 +41,7 @@ def space():
 
 
 def test_noisy_entries_are_remeasured_and_flagged_if_they_stay_noisy(space, tmp_path):
-    keys = sorted({op.key for a in space.covering_archs() for op in __import__("hwnas").hwmodels.graph.op_graph(
+    keys = sorted({op.key for a in space.covering_archs() for op in __import__("hwnas.spaces.registry").spaces.registry.op_graph(
         space.subnet_spec(a))})
     settles, stays = keys[0], keys[1]
     device = ScriptedDevice({settles: 10**9, stays: 10**9})

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from hwnas.errors import HwnasError
-from hwnas.job import Job
+from hwnas.job.handle import Job
 from hwnas.report import PLOTS, write_report
 
 

@@ -9,7 +9,7 @@ from pymoo.core.problem import Problem
 import hwnas
 from hwnas.search.engine import ALGORITHMS, run_search
 from hwnas.search.loop import hypervolume
-from hwnas.search.store import JobStore
+from hwnas.job.store import JobStore
 from hwnas.spaces.dims import Dim, SearchSpace
 from tests.conftest import TINY
 
@@ -152,7 +152,7 @@ def test_custom_search_finds_the_known_front():
 
 
 def test_resume_by_name_and_jobs_show_progress(reference, capsys):
-    from hwnas.cli import main
+    from hwnas.cli.app import main
 
     workdir = str(reference.store.url.removeprefix("sqlite:///").rsplit("/", 1)[0])
     assert main(["search", "--resume", "tiny", "--workdir", workdir, "--quiet"]) == 0

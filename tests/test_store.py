@@ -19,9 +19,9 @@ import pandas as pd
 import pytest
 from sqlalchemy.engine import make_url
 
-from hwnas.config import load_config
+from hwnas.job.checks import load_job_config as load_config
 from hwnas.errors import HwnasError
-from hwnas.search.store import CANDIDATE_COLUMNS, JobStore, display_url
+from hwnas.job.store import CANDIDATE_COLUMNS, JobStore, display_url
 from hwnas.spaces.dims import Arch
 from hwnas.spaces.registry import build_space
 from tests.conftest import TINY
@@ -108,8 +108,8 @@ WRITER = textwrap.dedent("""
     import json, sys, time
     from pathlib import Path
     import numpy as np
-    from hwnas.config import load_config
-    from hwnas.search.store import JobStore
+    from hwnas.job.checks import load_job_config as load_config
+    from hwnas.job.store import JobStore
     from hwnas.spaces.registry import build_space
     from tests.conftest import TINY
     from tests.test_store import _metrics
@@ -194,7 +194,7 @@ def test_unreachable_server_error_hides_the_password():
 
 
 def test_cli_search_jobs_front_on_postgresql(pg_url, tiny_config_file, tmp_path, capsys):  # noqa: F811
-    from hwnas.cli import main
+    from hwnas.cli.app import main
 
     url = _fresh_database(pg_url)
     work = tmp_path / "w"

@@ -2,15 +2,16 @@ import numpy as np
 import pytest
 import torch
 
-from hwnas.config import load_config
+from hwnas.job.checks import load_job_config as load_config
 from hwnas.data import load_data
 from hwnas.errors import ArchError
-from hwnas.hwmodels.graph import count, op_graph
+from hwnas.ir import count
+from hwnas.spaces.registry import op_graph
 from hwnas.spaces.cnn import CNNSupernet
-from hwnas.spaces.evaluation import recalibrate_bn
+from hwnas.train.evaluation import recalibrate_bn
 from hwnas.spaces.ops.quant import fake_quantize, qrange
 from hwnas.spaces.registry import build_space
-from hwnas.spaces.trainer import SupernetTrainer
+from hwnas.train.trainer import SupernetTrainer
 
 
 @pytest.fixture(scope="module")
@@ -151,8 +152,8 @@ def test_evaluations_do_not_depend_on_their_order_even_after_too_little_training
     agree. Without it the first subnet evaluated would set the step for all that follow."""
     import copy
 
-    from hwnas.config import load_config
-    from hwnas.pipeline import Components
+    from hwnas.job.checks import load_job_config as load_config
+    from hwnas.train.components import Components
 
     from .conftest import TINY
 

@@ -5,13 +5,15 @@ import numpy as np
 import pytest
 import yaml
 
-from hwnas.cli import main
-from hwnas.config import DeviceConfig, load_config
+from hwnas.cli.app import main
+from hwnas.config import DeviceConfig
+from hwnas.job.checks import load_job_config as load_config
 from hwnas.errors import LookupTableError
 from hwnas.hwmodels.cost import CostModel, cost_units
 from hwnas.hwmodels.devices import AnalyticalDevice, TableDevice, build_device, space_units
 from hwnas.hwmodels.energy import Horowitz45nm
-from hwnas.hwmodels.graph import OpSig, block_graph, count, op_graph
+from hwnas.ir import OpSig, count
+from hwnas.spaces.registry import block_graph, op_graph
 from hwnas.hwmodels.lut import LookupTable
 from hwnas.hwmodels.roofline import RooflineModel
 from hwnas.hwmodels.table_formats import export_mapping, import_mapping, import_table

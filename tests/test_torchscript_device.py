@@ -5,11 +5,12 @@ import pytest
 import torch
 from torch import nn
 
-from hwnas.config import DeviceConfig, load_config
+from hwnas.config import DeviceConfig
+from hwnas.job.checks import load_job_config as load_config
 from hwnas.errors import HwnasError
 from hwnas.hwmodels import torchscript
 from hwnas.hwmodels.devices import LocalCPU
-from hwnas.hwmodels.graph import op_graph
+from hwnas.spaces.registry import op_graph
 from hwnas.hwmodels.torchscript import TorchScriptCPU, script_model
 from hwnas.spaces.ops.layers import QConvBNAct, ResidualAdd
 from hwnas.spaces.registry import build_space, space_entry

@@ -4,12 +4,13 @@ import copy
 import numpy as np
 import pytest
 
-from hwnas.config import DeviceConfig, load_config
+from hwnas.config import DeviceConfig
+from hwnas.job.checks import load_job_config as load_config
 from hwnas.errors import ArchError, LookupTableError
 from hwnas.hwmodels.cost import CostModel
 from hwnas.hwmodels.devices import AnalyticalDevice, shipped_specs, space_units
 from hwnas.hwmodels.energy import Horowitz45nm
-from hwnas.hwmodels.graph import mbconv_ops
+from hwnas.ir import mbconv_ops
 from hwnas.hwmodels.lut import LookupTable
 from hwnas.hwmodels.roofline import RooflineModel
 from hwnas.predictors.accuracy import ArchFeatures

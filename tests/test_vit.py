@@ -5,11 +5,12 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from hwnas.config import load_config
+from hwnas.job.checks import load_job_config as load_config
 from hwnas.errors import HwnasError
-from hwnas.hwmodels.graph import count, op_graph
+from hwnas.ir import count
+from hwnas.spaces.registry import op_graph
 from hwnas.hwmodels.lut import LookupTable
-from hwnas.hwmodels.graph import OpSig
+from hwnas.ir import OpSig
 from hwnas.spaces.ops.layers import op_modules
 from hwnas.spaces.ops.vit_layers import TokenSelect
 from hwnas.spaces.registry import build_space

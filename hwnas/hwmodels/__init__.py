@@ -1,2 +1,3 @@
-"""What an architecture costs on a device: its op graph, counts (params, FLOPs, BitOps), lookup
-tables measured by the profiler, the analytical energy model and the device registry."""
+"""What an architecture costs on a device: measured, table and analytical devices, the lookup
+tables the profiler measures, the analytical energy model, and the cost model over an op graph
+(:mod:`hwnas.ir`)."""

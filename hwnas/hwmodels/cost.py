@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from hwnas.hwmodels.graph import OpSig, block_graph, count, op_graph
 from hwnas.hwmodels.lut import LookupTable
+from hwnas.ir import OpSig, count
 from hwnas.spaces.dims import Arch
+from hwnas.spaces.registry import block_graph, op_graph
 
 
 def cost_units(spec: dict[str, Any], table: LookupTable) -> list[OpSig]:

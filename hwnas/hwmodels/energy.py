@@ -27,8 +27,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hwnas.hwmodels.graph import OpSig
-from hwnas.spaces.ops.quant import FLOAT_BITS
+from hwnas.errors import ConfigError
+from hwnas.ir import OpSig
+from hwnas.ir import FLOAT_BITS
 
 PJ_PER_MJ = 1e9
 
@@ -89,8 +90,6 @@ ENERGY_MODELS: dict[str, type] = {"horowitz-45nm": Horowitz45nm}
 
 
 def energy_model(name: str):
-    from hwnas.errors import ConfigError
-
     try:
         return ENERGY_MODELS[name]()
     except KeyError:

@@ -3,7 +3,7 @@
 The schema (CSV, or JSON ``{"device": {...}, "entries": [row, ...]}``; a CSV keeps its device
 metadata in a JSON file beside it) has one row per op signature:
 
-- signature columns, the fields of :class:`~hwnas.hwmodels.graph.OpSig`: ``kind`` (required), ``cin``,
+- signature columns, the fields of :class:`~hwnas.ir.OpSig`: ``kind`` (required), ``cin``,
   ``h``, ``w``, ``cout``, ``kernel``, ``stride``, ``groups``, ``wbits``, ``abits``, ``act``, ``act_signed``,
   ``op`` (mult, shift or adder; an absent column means mult), ``mid`` (the expanded width of an
   ``mbconv`` block; absent means 0). A blank cell, or an absent column, is a wildcard that matches any
@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from hwnas.errors import LookupTableError, TableIntegrityError
-from hwnas.hwmodels.graph import OpSig, signature_key
+from hwnas.ir import OpSig, signature_key
 from hwnas.utils.io import atomic_path_with_digest, has_digest, verify_digest, write_json_with_digest
 
 SIG_COLUMNS = [f.name for f in fields(OpSig)]

@@ -6,7 +6,7 @@ The method (what ``hwnas profile`` and a search job's profile stage both run):
    ``covering_archs``) are built as exported models with their initial weights.
 2. Each is run ``warmup`` times, then ``repeats`` times with garbage collection paused and the
    device's thread count pinned; every op is timed *inside* the running network, between hooks on
-   its module (see :mod:`hwnas.hwmodels.timing` for why not alone). An entry is the median of its
+   its module (see :mod:`hwnas.utils.timing` for why not alone). An entry is the median of its
    samples, with the interquartile range as its spread and the sample count as its repeats.
 3. Only ops missing from the cached table of the same device fingerprint (processor, runtime,
    threads, batch) are measured; the table is saved atomically after every network by default
@@ -30,10 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from hwnas.hwmodels.graph import OpSig, op_graph
 from hwnas.hwmodels.lut import LookupTable
-from hwnas.hwmodels.timing import summarize
+from hwnas.ir import OpSig
+from hwnas.spaces.registry import op_graph, space_entry
 from hwnas.utils.io import file_lock
+from hwnas.utils.timing import summarize
 
 HIGH_SPREAD = "high-spread"
 REPROFILE = "delete it to profile the device again"
@@ -149,3 +150,13 @@ def _networks_covering(keys: set[str], nets: list[tuple[dict, list[OpSig]]]) -> 
         chosen.append(best)
         left -= hit
     return chosen
+
+
+def profile_device(device, space, space_type: str, workdir: Path, reporter, max_spread: float,
+                   refresh: bool = False, on_commit: Callable[[list[str]], None] | None = None) -> ProfileResult:
+    """Build or refresh a measured device's table in ``workdir/luts`` (see hwnas.hwmodels.profiler)."""
+    build_standalone = space_entry(space_type).build_standalone
+    with reporter.task(f"profile {device.name}", len(space.covering_archs())) as advance:
+        return build_lookup_table(device, space, build_standalone, workdir / "luts",
+                                  progress=lambda i, n: advance(i, total=n), max_spread=max_spread,
+                                  refresh=refresh, on_commit=on_commit)

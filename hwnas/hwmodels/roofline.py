@@ -24,7 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from hwnas.errors import ConfigError
 from hwnas.hwmodels.energy import Horowitz45nm
-from hwnas.hwmodels.graph import OpSig
+from hwnas.ir import OpSig
+from hwnas.utils.models import format_validation_error
 
 ATTENTION_UNITS = {"softmax": "mult", "linear": "mult", "binary": "adder"}
 
@@ -79,7 +80,6 @@ class RooflineModel:
         try:
             return cls(RooflineSpec.model_validate(tree))
         except ValidationError as exc:
-            from hwnas.config import format_validation_error
 
             raise ConfigError(f"device spec {path}: {format_validation_error(exc)}") from None
 

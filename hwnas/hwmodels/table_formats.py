@@ -5,7 +5,7 @@
   ``-se:0-hs:H``), ``Conv-input:...-output:...`` (the 3x3 stem), ``Conv_1-input:...-output:...``
   (the 1x1 head) and ``Logits-input:HxWxC-output:N`` (pooling and classifier) to ``{mean, std,
   count}`` in milliseconds (or a bare number). Blocks become ``mbconv`` rows, so a table of this
-  format prices subnets block by block (:func:`hwnas.hwmodels.graph.block_graph`). Bit-widths are
+  format prices subnets block by block (:func:`hwnas.ir.block_graph`). Bit-widths are
   not in the keys: they are wildcards. ``hs:1`` (hard-swish) rows and squeeze-excite (``se:1``)
   rows describe blocks hwnas spaces do not have; they are skipped with a warning naming them.
 - ``bitwidth``: convolution tables keyed ``(cin, cout, H, k, stride, pad, groups)-W{w}A{a}``, as
@@ -28,8 +28,8 @@ import pandas as pd
 import yaml
 
 from hwnas.errors import LookupTableError
-from hwnas.hwmodels.graph import signature_key
 from hwnas.hwmodels.lut import LookupTable, parse_row
+from hwnas.ir import signature_key
 from hwnas.utils.io import distinct_keys
 
 OFA_KEY = re.compile(r"^(?P<type>[A-Za-z][A-Za-z0-9_]*)-input:(?P<inp>\d+x\d+x\d+)"

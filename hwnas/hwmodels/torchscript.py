@@ -28,7 +28,7 @@ for ops and whole models alike (:attr:`TorchScriptCPU.optimize`, recorded by
 :meth:`~TorchScriptCPU.describe`, switches the pass on).
 
 Timing ops. Forward hooks do not fire inside a frozen TorchScript graph, so ops cannot be timed
-in place as :class:`~hwnas.hwmodels.devices.LocalCPU` does. Instead :meth:`TorchScriptCPU.time_ops`
+in place as :class:`~hwnas.hwmodels.local_cpu.LocalCPU` does. Instead :meth:`TorchScriptCPU.time_ops`
 
 1. runs the eager model once with a forward pre-hook on each module of
    :func:`~hwnas.spaces.ops.layers.op_modules`, capturing the real inputs of every op;
@@ -39,7 +39,7 @@ in place as :class:`~hwnas.hwmodels.devices.LocalCPU` does. Instead :meth:`Torch
 
 Running the ops in sequence, as inside a network, rather than each alone in a tight loop matters:
 an op repeated alone ran 10-13 % faster on this machine than inside a network (see
-:mod:`hwnas.hwmodels.timing`). What the per-op table cannot see is what running *one* frozen
+:mod:`hwnas.utils.timing`). What the per-op table cannot see is what running *one* frozen
 graph does across op boundaries. Freezing folds each batch norm into its convolution, and that
 happens in the per-op graphs too (a ``QConvBNAct`` is one op); but a whole model pays the fixed
 cost of a call from Python into the TorchScript interpreter (about 2 us here) once where the ops
@@ -65,10 +65,10 @@ import torch
 from torch import nn
 
 from hwnas.errors import HwnasError
-from hwnas.hwmodels.devices import LocalCPU
-from hwnas.hwmodels.graph import OpSig
-from hwnas.hwmodels.timing import _gc_paused, pinned_threads
+from hwnas.hwmodels.local_cpu import LocalCPU
+from hwnas.ir import OpSig
 from hwnas.spaces.ops.layers import op_modules
+from hwnas.utils.timing import _gc_paused, pinned_threads
 
 JIT_WARM_CALLS = 2  # the executor's profiling call and its optimizing call
 

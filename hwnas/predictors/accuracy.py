@@ -29,8 +29,9 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from hwnas.errors import ConfigError
-from hwnas.hwmodels.graph import count, op_graph
+from hwnas.ir import count
 from hwnas.predictors.quality import regression_quality
+from hwnas.spaces.registry import op_graph
 
 
 class BootstrapEnsemble:

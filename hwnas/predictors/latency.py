@@ -18,8 +18,9 @@ import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.ensemble import GradientBoostingRegressor
 
-from hwnas.hwmodels.graph import OpSig, count
 from hwnas.hwmodels.lut import LookupTable
+from hwnas.ir import OpSig, count
+from hwnas.predictors.quality import regression_quality
 
 Graph = Sequence[OpSig]
 
@@ -88,7 +89,6 @@ def select_latency_predictor(table: LookupTable, graphs: Sequence[Graph], y, int
                              holdout: float, seed: int) -> tuple[str, dict[str, dict[str, float]]]:
     """Fit the learned correction on part of the measurements and score it and the plain table sum
     on the rest; return the name of the one with the lower holdout MAPE and both qualities."""
-    from hwnas.predictors.quality import regression_quality
 
     y = np.asarray(y, dtype=float)
     order = np.random.default_rng(seed).permutation(len(y))

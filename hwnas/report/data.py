@@ -6,6 +6,7 @@ downstream only has to ask "is it there?" instead of catching errors of its own.
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -91,7 +92,6 @@ def _space(job, frame: pd.DataFrame, notes: list[str]) -> tuple[list[tuple[str, 
     except Exception as exc:  # an old or foreign job: show what was chosen rather than nothing
         notes.append(f"the search space could not be rebuilt ({type(exc).__name__}: {exc}); "
                      "the choices plot shows only the values seen on the front")
-    import json
 
     seen: dict[str, list] = {}
     for text in frame.get("arch", []):

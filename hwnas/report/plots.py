@@ -10,9 +10,18 @@ import math
 
 import numpy as np
 
+from hwnas.predictors.quality import regression_quality
 from hwnas.report.data import ReportData, describe_budgets, pareto_2d
-from hwnas.report.figures import (BUDGET_COLOR, FRONT_COLOR, OTHER_COLOR, PICK_COLOR, Figure, new_figure,
-                                  percent_axis, to_png)
+from hwnas.report.figures import (
+    BUDGET_COLOR,
+    FRONT_COLOR,
+    OTHER_COLOR,
+    PICK_COLOR,
+    Figure,
+    new_figure,
+    percent_axis,
+    to_png,
+)
 
 # (measured column, predicted column, axis label, budget key)
 LATENCY = ("latency_ms", "predicted_latency_ms", "latency (ms)", "max_latency_ms")
@@ -118,7 +127,6 @@ def front_figure(data: ReportData) -> Figure | str:
 
 def _parity_panel(ax, data: ReportData, measured: np.ndarray, predicted: np.ndarray, std: np.ndarray | None,
                   label: str) -> dict:
-    from hwnas.predictors.quality import regression_quality
 
     ok = np.isfinite(measured) & np.isfinite(predicted)
     on_front = data.candidates["id"].astype(int).isin(data.front_ids()).to_numpy()

@@ -1,2 +1,2 @@
 """The search: a pymoo problem over the integer encoding, algorithms, budgets as constraints, the
-job store and Pareto-front queries."""
+predictor-in-the-loop rounds, custom search over user callables, and Pareto-front queries."""

@@ -21,6 +21,7 @@ import logging
 from typing import Callable
 
 import numpy as np
+import optuna
 from pymoo.algorithms.moo.nsga2 import NSGA2
 from pymoo.algorithms.moo.nsga3 import NSGA3
 from pymoo.core.callback import Callback
@@ -137,8 +138,6 @@ def _random_search(problem, n: int, seed: int, on_generation, generations: int):
 
 
 def _optuna_search(problem, algorithm: str, population: int, generations: int, seed: int, on_generation):
-    import optuna
-
     optuna.logging.set_verbosity(logging.WARNING)
     sampler = (optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
                if algorithm == "optuna-nsga2" else optuna.samplers.TPESampler(seed=seed, multivariate=True))

@@ -14,7 +14,7 @@ import pandas as pd
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
 from hwnas.errors import HwnasError, NoCandidateError
-from hwnas.search.problem import objective_matrix
+from hwnas.search.objectives import objective_matrix
 
 
 def check_budget(name: str, value: float | None, upper: float | None = None) -> None:

@@ -26,6 +26,7 @@ from typing import Callable, ContextManager, Sequence
 
 import numpy as np
 from pymoo.indicators.hv import HV
+from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
 from hwnas.errors import NoCandidateError
 from hwnas.search.engine import run_search, select_for_evaluation
@@ -134,7 +135,6 @@ def _front_first(problem, archs: list[Arch], F: np.ndarray, n: int) -> np.ndarra
     next round's search starts from what is known to be good and varies it."""
     if not archs or n <= 0:
         return None
-    from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
     order = [i for front in NonDominatedSorting().do(np.asarray(F, dtype=float)) for i in front][:n]
     return np.array([problem.space.encode(archs[i]) for i in order])

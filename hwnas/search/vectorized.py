@@ -1,32 +1,31 @@
-"""Costs and predictor features of whole populations of CNN encodings, with numpy.
+"""Costs and predictor features of whole populations of encodings, with numpy.
 
 Why: the search scores populations of tens of thousands of integer encodings. The per-arch path
 (decode, subnet spec, op graph, a Python sum over ops in :meth:`CostModel.costs`, and the same
 again in :meth:`ArchFeatures.transform`) manages about 1,200 uncached subnets a second; the
-search needs tens of thousands. A CNN subnet decomposes: the stem, head and classifier are fixed, and a
-block's ops depend only on its position (stage i, block j: input channels and size are fixed by
-the stage layout, see :meth:`CNNSpace.covering_archs`) and its own choices. So every cost is a
-fixed part plus, per active block position, an entry of a small table indexed by the block's
-choice combination. :class:`VectorizedCosts` builds those tables once (one subnet spec per
-combination) and then costs a matrix of encodings with a few gathers and sums: about 800,000
-rows a second for costs and features of the default space (0.06 s to build), with latency and
-energy bit-identical to the per-arch path, since terms are added in the op graph's order.
+search needs tens of thousands. A space whose subnets decompose into a fixed part plus one term
+per block position describes itself with a :class:`~hwnas.spaces.layout.BlockLayout` (the CNN
+space does). Then every cost is a fixed part plus, per active block position, an entry of a small
+table indexed by the block's choice combination. :class:`VectorizedCosts` builds those tables
+once (one subnet spec per combination) and then costs a matrix of encodings with a few gathers
+and sums: about 800,000 rows a second for costs and features of the default space (0.06 s to
+build), with latency and energy bit-identical to the per-arch path, since terms are added in the
+op graph's order.
 
-Assumptions it relies on, all true of the CNN space: table latency and energy are sums over cost
-units (ops, or ``mbconv`` blocks for a block-granularity table), the energy model is additive
-over ops, and there is no learned latency correction (it needs whole graphs: see
-:meth:`VectorizedCosts.supported`; callers fall back to the per-arch path). ViT spaces are not
-decomposable, since a block's token count depends on earlier blocks.
+Assumptions it relies on: table latency and energy are sums over cost units (ops, or blocks for
+a block-granularity table), the energy model is additive over ops, and there is no learned
+latency correction (it needs whole graphs: see :meth:`VectorizedCosts.supported`; callers fall
+back to the per-arch path, as they do for a space without a layout, such as the ViT space, whose
+block's token count depends on earlier blocks).
 """
 from __future__ import annotations
-
-import itertools
 
 import numpy as np
 
 from hwnas.errors import ArchError, LookupTableError
 from hwnas.hwmodels.energy import PJ_PER_MJ
-from hwnas.hwmodels.graph import cnn_block_ops, cnn_fixed_ops, count, mbconv_unit
+from hwnas.ir import count
+from hwnas.predictors.accuracy import ArchFeatures
 
 # Block counts: integers (or integers over 8192), so their sums are exact in any order.
 COUNTS = ("params", "macs", "bitops", "weight_kb", "mult_macs", "shift_macs", "adder_macs")
@@ -34,68 +33,61 @@ _COL = {m: k for k, m in enumerate(COUNTS)}
 
 
 class VectorizedCosts:
-    """``costs(X)`` and ``features(X)`` for an (n, dims) matrix of encodings of a CNN space, equal
-    to ``cost_model.costs(space.decode(x))`` and ``ArchFeatures(space).transform(...)`` per row."""
+    """``costs(X)`` and ``features(X)`` for an (n, dims) matrix of encodings of a space with a
+    block layout, equal to ``cost_model.costs(space.decode(x))`` and
+    ``ArchFeatures(space).transform(...)`` per row."""
 
     def __init__(self, space, cost_model):
         if not self.supported(space, cost_model):
             raise ValueError(f"space {getattr(space, 'name', '?')!r} with this cost model is not decomposable "
                              "by block; use CostModel.costs per arch")
         self.space, self.cost_model = space, cost_model
-        names = list(space.names)
-        cfg = space.config
-        self.keys = list(space.block_choices())
-        radices = [len(v) for v in space.block_choices().values()]
+        layout = self.layout = space.block_layout()
+        radices = layout.radices
+        self.keys = list(layout.choice_keys)
         self.n_combos = int(np.prod(radices))
         self._strides = np.array([int(np.prod(radices[k + 1:])) for k in range(len(radices))], dtype=np.int64)
-        # Positions (stage, block): the stage's depth column and the block's choice columns.
-        self._depth_cols = np.array([names.index(f"s{i}.depth") for i in range(len(cfg.stages))])
-        self._depth_values = [np.array(space.dims[c].choices, dtype=np.int64) for c in self._depth_cols]
-        positions = [(i, j) for i, stage in enumerate(cfg.stages) for j in range(max(stage.depth))]
-        self._pos_stage = np.array([i for i, _ in positions])
-        self._pos_block = np.array([j for _, j in positions])
-        self._pos_cols = np.array([[names.index(f"s{i}.b{j}.{k}") for k in self.keys] for i, j in positions],
-                                  dtype=np.int64).reshape(len(positions), len(self.keys))
-        # Per dimension: the stage whose depth switches it off beyond block j (-1 for depth dims).
-        self._dim_stage = np.full(len(names), 0)
-        self._dim_block = np.full(len(names), -1)
-        for p, (i, j) in enumerate(positions):
-            self._dim_stage[self._pos_cols[p]], self._dim_block[self._pos_cols[p]] = i, j
+        # Positions: their group's depth column and their own choice columns.
+        self._depth_cols = np.asarray(layout.depth_columns)
+        self._depth_values = list(layout.depth_values)
+        self._pos_stage = np.asarray(layout.position_group)
+        self._pos_block = np.asarray(layout.position_index)
+        self._pos_cols = np.asarray(layout.position_columns, dtype=np.int64)
+        # Per dimension: the group whose depth switches it off beyond block j (-1 for depth dims).
+        self._dim_stage = np.full(len(space.names), 0)
+        self._dim_block = np.full(len(space.names), -1)
+        for p in range(len(self._pos_cols)):
+            self._dim_stage[self._pos_cols[p]], self._dim_block[self._pos_cols[p]] = self._pos_stage[p], self._pos_block[p]
         self._upper = space.upper_bounds
-        self._build_tables(positions)
+        self._build_tables(len(self._pos_cols))
         self._features = None
 
     @staticmethod
     def supported(space, cost_model) -> bool:
-        """CNN spaces whose latency is the table sum (no learned correction over whole graphs)."""
-        from hwnas.spaces.cnn import CNNSpace
-
-        is_cnn = isinstance(space, CNNSpace) or (getattr(space, "name", None) == "cnn" and hasattr(space, "config"))
-        return is_cnn and getattr(cost_model, "latency", None) is None
+        """Spaces with a block layout whose latency is the table sum (no learned correction over
+        whole graphs)."""
+        layout_of = getattr(space, "block_layout", None)
+        return (getattr(cost_model, "latency", None) is None and layout_of is not None
+                and layout_of() is not None)
 
     # -- tables ----------------------------------------------------------------------------------
-    def _build_tables(self, positions) -> None:
+    def _build_tables(self, P: int) -> None:
         """Per (position, combination), plus a zero row per position for an inactive block: the
         block's counts, and the latency of each of its cost units and the energy of each of its
         energy terms (units, or ops for an energy model) in graph order. The per-arch path sums them
         one by one, so :meth:`_priced` adds them in the same order and its sums are bit-identical
         (a job compares predicted and table latency with ``==``)."""
-        cfg, space, lut = self.space.config, self.space, self.cost_model.lut
-        C, P = self.n_combos, len(positions)
+        layout, lut = self.layout, self.cost_model.lut
+        C = self.n_combos
         self.counts = np.zeros((P, C + 1, len(COUNTS)))
         blocks = []
-        for c, combo in enumerate(itertools.product(*space.block_choices().values())):
-            values = {}
-            for i, stage in enumerate(cfg.stages):
-                values[f"s{i}.depth"] = max(stage.depth)
-                for j in range(max(stage.depth)):
-                    values.update({f"s{i}.b{j}.{k}": v for k, v in zip(self.keys, combo)})
-            spec = space.subnet_spec(values)
-            for p, block in enumerate(spec["blocks"]):
-                ops = cnn_block_ops(block)
+        for c, combo in enumerate(layout.combinations()):
+            for p, (ops, unit) in enumerate(layout.position_ops(combo)):
                 self.counts[p, c] = self._count(ops)
-                blocks.append((p, c, [mbconv_unit(block)] if lut.granularity == "block" else ops, ops))
-        fixed = cnn_fixed_ops(spec)  # stem, head, classifier: units at either granularity
+                if lut.granularity == "block" and unit is None:
+                    raise ValueError(f"space {self.space.name!r} has no block-granularity units")
+                blocks.append((p, c, [unit] if lut.granularity == "block" else ops, ops))
+        fixed = [*layout.leading, *layout.trailing]  # units at either granularity
         self.fixed_counts = self._count(fixed)
         self._pj = self._sums_picojoules(fixed)
         self._errors: dict[tuple[int, int], str] = {}  # (position, combo) -> why it cannot be priced
@@ -105,7 +97,7 @@ class VectorizedCosts:
             latency, energy, error = self._terms(units, ops)
             self.latency_terms[p, c, :len(latency)], self.energy_terms[p, c, :len(energy)] = latency, energy
             self._errors.update({(p, c): error} if error else {})
-        self.fixed_terms, self._fixed_error = [], None  # (latency, energy) of stem, head, classifier
+        self.fixed_terms, self._fixed_error = [], None  # (latency, energy) of each fixed op, graph order
         for op in fixed:
             latency, energy, error = self._terms([op], [op])
             self.fixed_terms.append((latency[0], energy[0]))
@@ -177,17 +169,19 @@ class VectorizedCosts:
 
     def _priced(self, combo: np.ndarray) -> np.ndarray:
         """(n, 2) latency and energy, summed term by term in the op graph's order."""
-        (lat0, en0), (lat1, en1), (lat2, en2) = self.fixed_terms
-        latency, energy = np.full(len(combo), lat0), np.full(len(combo), en0)  # the stem
+        leading = len(self.layout.leading)
+        latency, energy = np.zeros(len(combo)), np.zeros(len(combo))
+        for lat, en in self.fixed_terms[:leading]:
+            latency += lat
+            energy += en
         for p in range(combo.shape[1]):
             lat, en = self.latency_terms[p][combo[:, p]], self.energy_terms[p][combo[:, p]]
             for k in range(lat.shape[1]):
                 latency += lat[:, k]
                 energy += en[:, k]
-        latency += lat1  # the head conv, then the classifier
-        latency += lat2
-        energy += en1
-        energy += en2
+        for lat, en in self.fixed_terms[leading:]:
+            latency += lat
+            energy += en
         if np.isnan(latency).any():
             self._raise_missing(combo)
         return np.stack([latency, energy / PJ_PER_MJ if self._pj else energy], axis=1)
@@ -214,8 +208,6 @@ class VectorizedCosts:
         """The rows of ``ArchFeatures(space).transform`` of the decoded encodings (no table needed)."""
         X = self._check(X)
         if self._features is None:
-            from hwnas.predictors.accuracy import ArchFeatures
-
             # Per dim: one row per choice plus a last row (zeros) for an inactive dimension.
             self._features = [np.array([ArchFeatures._encode(d, v) for v in (*d.choices, None)], dtype=float)
                               for d in self.space.dims]

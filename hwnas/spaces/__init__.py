@@ -1,6 +1,6 @@
-"""What can be searched: search spaces, the weight-sharing supernets that realize them, and the
-trainer. Spaces are looked up by name in :data:`SPACES` so that adding one never edits the core."""
+"""What can be searched: one registered entry per space (see :mod:`hwnas.spaces.registry` for the
+contract), and the elastic and compressed operators every space may use (``ops/``)."""
 from hwnas.spaces.dims import Arch, Dim, SearchSpace
-from hwnas.spaces.registry import SPACES, build_space, register_space
+from hwnas.spaces.registry import SPACES, build_space, register_space, space_entry
 
-__all__ = ["Arch", "Dim", "SearchSpace", "SPACES", "build_space", "register_space"]
+__all__ = ["Arch", "Dim", "SearchSpace", "SPACES", "build_space", "register_space", "space_entry"]

@@ -184,6 +184,12 @@ class SearchSpace:
         """Numeric dims at their smallest value, others at their first listed choice."""
         return self.canonical({d.name: _extreme(d.choices, min, 0) for d in self.dims})
 
+    def block_layout(self):
+        """A :class:`~hwnas.spaces.layout.BlockLayout` when every block's ops depend only on its
+        position and its own choices (the search then prices populations from per-block tables);
+        None, the default, prices every subnet from its op graph."""
+        return None
+
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "dims": {d.name: list(d.choices) for d in self.dims}}
 

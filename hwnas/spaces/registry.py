@@ -1,16 +1,50 @@
-"""Registry of search spaces: name -> (config model, space class, supernet class).
+"""The space contract: everything the core needs of a search space, in one registered entry.
 
-A space registers itself with :func:`register_space`; configs name it in ``space.type``. The core
-(trainer, cost model, search, export) only talks to the :class:`SpaceEntry` interface.
+A space is a module or subpackage of its own (``hwnas/spaces/cnn/``, ``hwnas/spaces/vit/``, or one
+outside hwnas) that calls :func:`register_space` once with a :class:`SpaceEntry`; configs name it
+in ``space.type``. The core (training, cost models, predictors, search, export) asks this entry,
+never which space it has, so adding a space edits no file of the core.
+
+The built-in spaces, and any a package declares under the ``hwnas.spaces`` entry-point group
+(``[project.entry-points."hwnas.spaces"] myspace = "mypackage.myspace"``), are imported the first
+time a space is looked up: importing the registry (or :mod:`hwnas.spaces.dims`) stays cheap, and
+a space installed as a package is found by every process, Ray workers included, without an
+import in user code.
+
+Required of a space:
+
+* ``config_model``: the pydantic model of its ``space:`` section (with a ``type`` field);
+* ``build_space(config, input_shape, num_classes)``: a :class:`~hwnas.spaces.dims.SearchSpace`
+  with its dimensions and encoding, ``subnet_spec(arch)`` (a JSON-able description of one subnet,
+  with ``"type"`` set to the space's name), ``covering_archs()`` (archs that together hold every
+  distinct op, for profiling), ``largest()``, ``smallest()`` and ``summary(arch)``;
+* ``build_supernet(space)``: an ``nn.Module`` with ``set_active(arch)`` and ``extract()``;
+* ``build_standalone(spec)``: the standalone ``nn.Module`` of a subnet spec (what an export loads);
+* ``op_graph(spec)``: the ops of a subnet spec in execution order (:class:`~hwnas.ir.OpSig`).
+
+Optional hooks (None when the space has no such thing):
+
+* ``block_graph(spec)``: the subnet at block granularity, for OFA-style block lookup tables;
+* ``int8_ineligible_reason(spec)``: None when the subnet can be exported as a real int8 model,
+  else why not; a space without the hook has no int8 export;
+* ``load_pretrained(supernet, path)``: start the supernet from a local checkpoint.
+
+A space object may also return a :class:`~hwnas.spaces.layout.BlockLayout` from
+``block_layout()``; the search then prices whole populations from per-block tables instead of
+arch by arch (the generic fallback from the op graph).
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from typing import Any, Callable
 
 from pydantic import BaseModel, ValidationError
 
 from hwnas.errors import ConfigError
+from hwnas.ir import OpSig
+from hwnas.utils.models import format_validation_error
 
 
 @dataclass(frozen=True)
@@ -19,10 +53,17 @@ class SpaceEntry:
     config_model: type[BaseModel]
     build_space: Callable[..., Any]        # (config, input_shape, num_classes) -> SearchSpace
     build_supernet: Callable[..., Any]     # (space) -> nn.Module with set_active / extract
-    build_standalone: Callable[..., Any]   # (subnet_spec dict) -> nn.Module
+    build_standalone: Callable[..., Any]   # (subnet spec) -> nn.Module
+    op_graph: Callable[[dict[str, Any]], list[OpSig]]   # (subnet spec) -> ops in execution order
+    block_graph: Callable[[dict[str, Any]], list[OpSig]] | None = None
+    int8_ineligible_reason: Callable[[dict[str, Any]], str | None] | None = None
+    load_pretrained: Callable[[Any, Any], None] | None = None
 
 
 SPACES: dict[str, SpaceEntry] = {}
+BUILTIN_SPACES = ("hwnas.spaces.cnn", "hwnas.spaces.vit")  # each registers itself when imported
+ENTRY_POINT_GROUP = "hwnas.spaces"
+_loaded = False
 
 
 def register_space(entry: SpaceEntry) -> SpaceEntry:
@@ -30,19 +71,36 @@ def register_space(entry: SpaceEntry) -> SpaceEntry:
     return entry
 
 
+def load_spaces() -> dict[str, SpaceEntry]:
+    """Import the built-in spaces and the installed space plugins once; every space registered."""
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for module in BUILTIN_SPACES:
+            importlib.import_module(module)
+        for plugin in entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                plugin.load()
+            except Exception as exc:  # a broken plugin is named, never a traceback
+                raise ConfigError(f"space plugin {plugin.name!r} ({plugin.value}, entry point group "
+                                  f"{ENTRY_POINT_GROUP}) failed to load: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    return SPACES
+
+
 def space_entry(name: str) -> SpaceEntry:
-    _load_builtin_spaces()
     try:
-        return SPACES[name]
+        return load_spaces()[name]
     except KeyError:
         raise ConfigError(f"space.type: unknown space {name!r}; known: {sorted(SPACES)}") from None
 
 
-def parse_space_config(raw: dict[str, Any]) -> BaseModel:
+def parse_space_config(raw: dict[str, Any] | BaseModel) -> BaseModel:
     """Validate a ``space:`` section with the config model of the space it names."""
-    from hwnas.config import format_validation_error
-
+    if isinstance(raw, BaseModel):
+        raw = raw.model_dump()
     kind = raw.get("type", "cnn")
+    if not isinstance(kind, str):
+        raise ConfigError(f"space.type: must be the name of a space (got {kind!r})")
     entry = space_entry(kind)
     try:
         return entry.config_model.model_validate(raw)
@@ -51,9 +109,26 @@ def parse_space_config(raw: dict[str, Any]) -> BaseModel:
 
 
 def build_space(space_config: BaseModel, input_shape: tuple[int, int, int], num_classes: int):
-    return space_entry(space_config.type).build_space(space_config, input_shape, num_classes)
+    typed = parse_space_config(space_config)
+    return space_entry(typed.type).build_space(typed, input_shape, num_classes)
 
 
-def _load_builtin_spaces() -> None:
-    import hwnas.spaces.cnn  # noqa: F401  (registers "cnn")
-    import hwnas.spaces.vit  # noqa: F401  (registers "vit")
+def op_graph(spec: dict[str, Any]) -> list[OpSig]:
+    """The ops of a subnet spec, in execution order, by the space that wrote the spec."""
+    return space_entry(spec["type"]).op_graph(spec)
+
+
+def block_graph(spec: dict[str, Any]) -> list[OpSig]:
+    """The ops of a subnet spec at block granularity (see :attr:`SpaceEntry.block_graph`)."""
+    builder = space_entry(spec["type"]).block_graph
+    if builder is None:
+        raise ValueError(f"block-granularity tables do not cover the {spec['type']!r} space")
+    return builder(spec)
+
+
+def int8_ineligible_reason(spec: dict[str, Any]) -> str | None:
+    """None when the subnet of ``spec`` has a real int8 export, else why not."""
+    check = space_entry(spec["type"]).int8_ineligible_reason
+    if check is None:
+        return f"the int8 export does not cover the {spec['type']} space"
+    return check(spec)

@@ -1,1 +1,1 @@
-"""Small helpers shared by every subpackage: atomic file writes and hashing."""
+"""Helpers every layer may use: atomic writes, digests and locks, timing, progress, executors."""

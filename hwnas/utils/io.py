@@ -8,7 +8,7 @@ Artifacts that hwnas reads back (lookup tables, sample caches) also get a sha256
 when they are written and checked on every read, so a file truncated or altered on disk afterwards
 is refused by name instead of being used (see :func:`atomic_path_with_digest`,
 :func:`verify_digest`; checkpoints and safetensors files carry theirs inside, see
-:func:`state_digest`). A file that should have a digest but has none (written by an older hwnas, or
+:func:`hwnas.utils.tensor_digest.state_digest`). A file that should have a digest but has none (written by an older hwnas, or
 its digest was deleted) is refused too, unless ``HWNAS_ACCEPT_UNVERIFIED=1`` is set, which lets it
 be used with a warning.
 
@@ -28,10 +28,15 @@ import warnings
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator
 
 from hwnas.errors import HwnasError, IntegrityError
 from hwnas.utils.write_errors import write_failure
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: nothing is locked
+    fcntl = None
 
 
 def _current_umask() -> int:
@@ -242,45 +247,6 @@ def verify_digest(path: str | Path, *, what: str, remedy: str, data: bytes | Non
     return check_digest(path, actual, recorded, what=what, remedy=remedy, error=error)
 
 
-def state_digest(obj: Any) -> str:
-    """The sha256 of a checkpoint-like object (nested dicts, lists and tuples of tensors, numbers
-    and strings), independent of tensors' device and memory layout: what a checkpoint or a
-    safetensors file records about itself so that a reader can tell it was altered."""
-    import torch
-
-    digest = hashlib.sha256()
-
-    def feed(tag: bytes, payload: bytes = b"") -> None:
-        digest.update(tag + len(payload).to_bytes(8, "little") + payload)
-
-    def walk(value: Any) -> None:
-        if isinstance(value, torch.Tensor):
-            t = value.detach().to("cpu").contiguous()
-            feed(b"T", f"{t.dtype}{tuple(t.shape)}".encode())
-            feed(b"t", t.reshape(-1).view(torch.uint8).numpy().tobytes())
-        elif isinstance(value, Mapping):
-            feed(b"D", str(len(value)).encode())
-            for key, item in value.items():
-                walk(key)
-                walk(item)
-        elif isinstance(value, (list, tuple)):
-            feed(b"L" if isinstance(value, list) else b"U", str(len(value)).encode())
-            for item in value:
-                walk(item)
-        elif isinstance(value, str):
-            feed(b"S", value.encode("utf-8", "surrogatepass"))
-        elif value is None or isinstance(value, (bool, int)):
-            feed(b"I", repr(value).encode())
-        elif isinstance(value, float):
-            feed(b"F", value.hex().encode())
-        else:
-            feed(b"O", f"{type(value).__qualname__}:{value!r}".encode())
-
-    walk(obj)
-    return digest.hexdigest()
-
-
-# -- lock files -----------------------------------------------------------------------------------
 class LockBusy(Exception):
     """The lock is held by another process; ``holder`` is what that process recorded (pid, host,
     since), empty when it could not be read."""
@@ -328,9 +294,7 @@ def file_lock(path: str | Path, blocking: bool = False) -> Iterator[None]:
     releases the lock when the process exits in any way, SIGKILL included, so no stale lock is
     ever left behind. Where ``fcntl`` does not exist (Windows) nothing is locked.
     """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
+    if fcntl is None:  # pragma: no cover - not POSIX
         yield
         return
     path = Path(path)
@@ -363,9 +327,7 @@ def lock_held(path: str | Path) -> bool | None:
     """Whether some process holds :func:`file_lock` on ``path`` now; None when that cannot be told
     (no such file here: the job ran on another machine, or never started; or not POSIX). Takes a
     shared lock for an instant, so it never blocks and never creates the file."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
+    if fcntl is None:  # pragma: no cover - not POSIX
         return None
     try:
         fd = os.open(path, os.O_RDONLY)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, get_args
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 
 def _holds_bool(value: Any) -> bool:
@@ -34,3 +34,15 @@ class StrictModel(BaseModel):
         if _holds_bool(v) and not _takes_bool(cls.model_fields[info.field_name].annotation):
             raise ValueError("Input should be a number, not a boolean")
         return v
+
+
+def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
+    """One line naming the first failing field: ``train.epochs: Input should be ... (got -1)``."""
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in ((prefix,) if prefix else ()) + tuple(err["loc"]))
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif "input" in err and not isinstance(err["input"], (dict, list)) and repr(err["input"]) not in msg:
+        msg = f"{msg} (got {err['input']!r})"
+    return f"{loc}: {msg}" if loc else msg

@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import resource
 from pathlib import Path
 from typing import Iterator
 
@@ -65,7 +66,6 @@ def _place_state(path: Path, tmp: Path | None) -> int | None:
     if stat.f_bavail * stat.f_frsize < _NEARLY_FULL_BYTES:
         return errno.ENOSPC
     try:
-        import resource
 
         limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
         if tmp is not None and limit != resource.RLIM_INFINITY and \

@@ -3,7 +3,7 @@
 Shared by ``test_kills.py`` and ``experiments/bench_reliability.py``. A run is the real CLI in a
 subprocess (``python -m tests.reliability.steady_device``: hwnas with the deterministic measured
 device registered, see :mod:`tests.reliability.steady_device`). The job's journal
-(:mod:`hwnas.events`) says when the wanted stage starts; the process is then SIGKILLed after a
+(:mod:`hwnas.job.events`) says when the wanted stage starts; the process is then SIGKILLed after a
 random delay, a fraction of that stage's duration in an uninterrupted reference run, and the
 journal says which stage was really running when it died. Before the rerun, everything the
 job had committed (store rows, sample caches, lookup-table entries, checkpointed epochs) is
@@ -25,7 +25,7 @@ from typing import Any
 
 import pandas as pd
 
-from hwnas.events import read_events, repeated, unfinished
+from hwnas.job.events import read_events, repeated, unfinished
 
 REPO = Path(__file__).resolve().parents[2]
 KILLABLE_STAGES = ("train", "profile", "predictor", "search", "evaluate")
@@ -161,7 +161,7 @@ def committed(workdir: Path, name: str) -> dict[str, dict]:
     (of every cached table in ``WORKDIR/luts``) and the checkpoint's epochs."""
     import torch
 
-    from hwnas.search.store import JobStore, default_store_url
+    from hwnas.job.store import JobStore, default_store_url
 
     job_dir = workdir / name
     out: dict[str, dict] = {"candidates": {}, "accuracy_samples": {}, "latency_samples": {}, "lut": {}, "epochs": {}}

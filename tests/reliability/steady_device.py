@@ -41,6 +41,6 @@ class SteadyCPU(LocalCPU):
 register_device("steady-cpu", SteadyCPU)
 
 if __name__ == "__main__":
-    from hwnas.cli import main
+    from hwnas.cli.app import main
 
     sys.exit(main(sys.argv[1:]))

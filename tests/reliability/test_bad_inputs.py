@@ -4,7 +4,7 @@ JSON, export manifests and CLI arguments, and property-based tests of configs an
 Every catalogue case must give one clear line naming the problem, the right exit code, no
 traceback and no file left behind:
 
-- a CLI case runs ``hwnas.cli.main(argv)`` in-process, in a fresh directory (the working directory
+- a CLI case runs ``hwnas.cli.app.main(argv)`` in-process, in a fresh directory (the working directory
   too, so a default ``runs/`` would be caught); stderr must be exactly one line, ``error: ...``,
   matching the case's pattern, stdout empty, and the exit code the case's;
 - an API case (architectures, export manifests: inputs that reach hwnas through Python or a job's
@@ -34,8 +34,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hwnas.cli import main
-from hwnas.config import Config, default_config_text, load_config
+from hwnas.cli.app import main
+from hwnas.config import Config, default_config_text
+from hwnas.job.checks import load_job_config as load_config
 from hwnas.errors import ArchError, ConfigError, HwnasError
 from hwnas.spaces.dims import Arch
 from hwnas.spaces.registry import build_space
@@ -157,7 +158,7 @@ def export_dir(tmp: Path, change: Callable[[dict, Path], Any] | None = None) -> 
     manifest.json) and may alter the files."""
     from safetensors.torch import save_file
 
-    from hwnas.export import MANIFEST_FORMAT
+    from hwnas.export.loading import MANIFEST_FORMAT
     from hwnas.spaces.registry import space_entry
     from hwnas.utils.io import sha256_file
     from tests.conftest import TINY
@@ -181,7 +182,7 @@ def export_dir(tmp: Path, change: Callable[[dict, Path], Any] | None = None) -> 
 
 def manifest(change: Callable[[dict, Path], Any]) -> Callable[[Path], Callable[[], Any]]:
     def make(tmp: Path) -> Callable[[], Any]:
-        from hwnas.export import load_exported
+        from hwnas.export.loading import load_exported
 
         path = export_dir(tmp, change)
         return lambda: load_exported(path)
@@ -191,7 +192,7 @@ def manifest(change: Callable[[dict, Path], Any]) -> Callable[[Path], Callable[[
 def damaged_manifest(damage: Callable[[Path], Any]) -> Callable[[Path], Callable[[], Any]]:
     """A whole export whose manifest (or its digest) is then ``damage``d on disk."""
     def make(tmp: Path) -> Callable[[], Any]:
-        from hwnas.export import load_exported
+        from hwnas.export.loading import load_exported
 
         path = export_dir(tmp)
         damage(path / "manifest.json")
@@ -476,14 +477,14 @@ def judge(case: Case, tmp_path: Path) -> list[str]:
     """How ``case`` fell short of being refused well: [] when it gave one ``error:`` line (or one
     HwnasError of the right class) matching its pattern, its exit code, no traceback and no file
     left behind. Shared with ``experiments/bench_reliability.py``, which counts these."""
-    import hwnas.pipeline
+    import hwnas.job.runner
 
     def reached(self):  # a config problem found only while the job runs is found too late (and slowly)
         raise AssertionError("the bad input reached the search job")
 
     problems: list[str] = []
-    real_run, cwd = hwnas.pipeline.SearchJob.run, os.getcwd()
-    hwnas.pipeline.SearchJob.run = reached
+    real_run, cwd = hwnas.job.runner.SearchJob.run, os.getcwd()
+    hwnas.job.runner.SearchJob.run = reached
     os.chdir(tmp_path)  # a default workdir ("runs") would land here, and be seen
     try:
         made = case.make(tmp_path)
@@ -526,7 +527,7 @@ def judge(case: Case, tmp_path: Path) -> list[str]:
         if _snapshot(tmp_path) != before:
             problems.append("files were left behind")
     finally:
-        hwnas.pipeline.SearchJob.run = real_run
+        hwnas.job.runner.SearchJob.run = real_run
         os.chdir(cwd)
     return problems
 
@@ -538,7 +539,7 @@ def test_bad_input_gives_one_clear_line(case: Case, tmp_path: Path):
 
 def test_the_manifest_fixture_itself_loads(tmp_path):
     """The manifest cases alter one thing each of an export that loads as it is."""
-    from hwnas.export import load_exported
+    from hwnas.export.loading import load_exported
 
     model = load_exported(export_dir(tmp_path))
     import torch

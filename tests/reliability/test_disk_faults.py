@@ -123,9 +123,9 @@ def one_line(result: subprocess.CompletedProcess) -> str:
 def checkpoint_epochs(path: Path) -> int:
     """How many epochs the checkpoint at ``path`` holds, read by the trainer's own resume (which
     checks its digest)."""
-    from hwnas.config import load_config
-    from hwnas.pipeline import Components
-    from hwnas.spaces.trainer import SupernetTrainer
+    from hwnas.job.checks import load_job_config as load_config
+    from hwnas.train.components import Components
+    from hwnas.train.trainer import SupernetTrainer
 
     config = load_config(copy.deepcopy(TINY))
     parts = Components.build(config, torch.device("cpu"))
@@ -139,7 +139,7 @@ def check_artifacts(workdir: Path) -> dict[str, int | None]:
     """Every artifact under ``workdir`` passes its check; no temporary file is left. Returns the
     names checked (relative to ``workdir``), a checkpoint's with its epochs."""
     from hwnas.hwmodels.lut import LookupTable
-    from hwnas.pipeline import load_weights_file
+    from hwnas.train.components import load_weights_file
 
     checked: dict[str, int | None] = {}
     for path in sorted(p for p in workdir.rglob("*") if p.is_file()):
@@ -397,7 +397,7 @@ def test_torchscript_export_on_full_disk_raises_instead_of_aborting(small_disk):
     destructor) when the disk fills; hwnas saves TorchScript through memory, so the write fails
     like any other."""
     script = ("import sys, torch\n"
-              "from hwnas.export_formats import save_scripted\n"
+              "from hwnas.export.formats import save_scripted\n"
               "module = torch.jit.script(torch.nn.Linear(200, 200))\n"
               "try:\n"
               f"    save_scripted(module, __import__('pathlib').Path({str(small_disk / 'm.pt')!r}))\n"

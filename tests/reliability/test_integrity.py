@@ -27,9 +27,9 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from hwnas.config import load_config
+from hwnas.job.checks import load_job_config as load_config
 from hwnas.errors import HwnasError, IntegrityError, JobLockedError, LookupTableError
-from hwnas.hwmodels.graph import OpSig
+from hwnas.ir import OpSig
 from hwnas.hwmodels.lut import LookupTable, meta_path
 from hwnas.utils import io as hio
 from hwnas.utils.io import (ACCEPT_UNVERIFIED_ENV, LockBusy, atomic_path_with_digest, digest_path, file_lock,
@@ -99,7 +99,7 @@ def tiny_supernet():
 
 
 def _trainer(tiny_supernet, ckpt: Path):
-    from hwnas.spaces.trainer import SupernetTrainer
+    from hwnas.train.trainer import SupernetTrainer
 
     cfg, data, fresh = tiny_supernet
     return SupernetTrainer(fresh(), data, cfg.train, 0, torch.device("cpu"), 64, ckpt)
@@ -173,7 +173,7 @@ def test_an_unverified_checkpoint_is_used_only_when_asked_with_a_warning(tiny_su
 # 2. Supernet weights (safetensors, digest in the file's metadata)
 # =================================================================================================
 def _components(tiny_supernet):
-    from hwnas.pipeline import Components
+    from hwnas.train.components import Components
 
     cfg, data, fresh = tiny_supernet
     return Components(config=cfg, data=data, space=None, supernet=fresh(), compute=torch.device("cpu"))
@@ -181,7 +181,7 @@ def _components(tiny_supernet):
 
 @pytest.fixture
 def weights(tiny_supernet, tmp_path) -> Path:
-    from hwnas.pipeline import save_weights
+    from hwnas.train.components import save_weights
 
     path = tmp_path / "supernet.safetensors"
     net = tiny_supernet[2]()
@@ -312,17 +312,17 @@ def test_an_imported_table_device_must_have_its_digest_in_a_job(tmp_path):
     """A table in WORKDIR/devices (what hwnas import-table writes) is checked strictly by a job:
     an old import without digests, or one whose digest was removed, is refused there."""
     from hwnas.config import DeviceConfig
-    from hwnas.pipeline import SearchJob
-    from hwnas.progress import Reporter
+    from hwnas.job.runner import SearchJob
+    from hwnas.utils.progress import Reporter
 
     work = tmp_path / "w"
     path = work / "devices" / "board.csv"
     _table().save(path)
     job = SearchJob(load_config(None), "t", None, work, torch.device("cpu"), Reporter())
-    assert job._device(DeviceConfig(name="board")).name == "board"
+    assert job.device(DeviceConfig(name="board")).name == "board"
     for file in (digest_path(path), digest_path(meta_path(path)), meta_path(path)):
         file.unlink()  # as an hwnas older than digests imported it
-    refused(lambda: job._device(DeviceConfig(name="board")), path, LookupTableError,
+    refused(lambda: job.device(DeviceConfig(name="board")), path, LookupTableError,
             match="no recorded sha256 digest.*import it again")
 
 
@@ -330,8 +330,8 @@ def test_an_imported_table_device_must_have_its_digest_in_a_job(tmp_path):
 # 4. Sample caches (rewritten whole at every flush: FILE.sha256 follows each flush)
 # =================================================================================================
 def _sample_job(tmp_path):
-    from hwnas.pipeline import SearchJob
-    from hwnas.progress import Reporter
+    from hwnas.job.runner import SearchJob
+    from hwnas.utils.progress import Reporter
 
     return SearchJob(load_config(None), "t", None, tmp_path, torch.device("cpu"), Reporter())
 
@@ -343,14 +343,14 @@ def samples(tmp_path):
     archs = [Arch.from_dict({"depth": d}) for d in (1, 2, 3)]
     path = tmp_path / "accuracy_samples.csv"
     job = _sample_job(tmp_path)
-    job._measure_resumably(archs, path, "val_accuracy", lambda a: 0.5 + a.to_dict()["depth"] / 100, "s")
+    job.measure_resumably(archs, path, "val_accuracy", lambda a: 0.5 + a.to_dict()["depth"] / 100, "s")
     return job, archs, path
 
 
 def test_an_intact_sample_cache_resumes(samples):
     job, archs, path = samples
     measured = []
-    out = job._measure_resumably(archs, path, "val_accuracy", measured.append, "s")
+    out = job.measure_resumably(archs, path, "val_accuracy", measured.append, "s")
     assert list(out) == [0.51, 0.52, 0.53] and measured == []
 
 
@@ -360,7 +360,7 @@ def test_a_damaged_sample_cache_is_refused_before_measuring(samples, damage):
     {"truncate": truncate, "flip": change_a_digit, "alter-digest": alter_digest_file,
      "remove-digest": lambda p: digest_path(p).unlink()}[damage](path)
     measured = []
-    message = refused(lambda: job._measure_resumably(archs, path, "val_accuracy", measured.append, "s"), path,
+    message = refused(lambda: job.measure_resumably(archs, path, "val_accuracy", measured.append, "s"), path,
                       match="delete it to measure again")
     assert not measured
     if damage != "truncate":
@@ -413,7 +413,7 @@ def test_a_kill_between_a_file_and_its_digest_leaves_them_agreeing(tmp_path, mon
 @pytest.fixture(scope="module")
 def finished_job(tmp_path_factory):
     """One tiny job through the CLI (one epoch, no correction samples): a work directory to copy."""
-    from hwnas.cli import main
+    from hwnas.cli.app import main
 
     tree = copy.deepcopy(TINY)
     tree["train"]["epochs"] = 1
@@ -429,7 +429,7 @@ def finished_job(tmp_path_factory):
 
 def _reopen(finished_job, tmp_path) -> tuple[Path, Path]:
     """A copy of the finished job, marked interrupted (as a kill leaves it) so a rerun resumes it."""
-    from hwnas.search.store import JobStore, default_store_url
+    from hwnas.job.store import JobStore, default_store_url
 
     work = tmp_path / "w"
     shutil.copytree(finished_job / "w", work)
@@ -441,7 +441,7 @@ def _reopen(finished_job, tmp_path) -> tuple[Path, Path]:
 
 @pytest.mark.parametrize("artifact", ["supernet.safetensors", "accuracy_samples.csv", "luts"])
 def test_a_resumed_job_after_damage_stops_with_one_clear_line(finished_job, tmp_path, capsys, artifact):
-    from hwnas.cli import main
+    from hwnas.cli.app import main
 
     work, cfg = _reopen(finished_job, tmp_path)
     path = next((work / "luts").glob("*.csv")) if artifact == "luts" else work / "tiny" / artifact
@@ -459,7 +459,7 @@ def test_a_resumed_job_after_damage_stops_with_one_clear_line(finished_job, tmp_
 
 
 def test_a_resumed_training_after_damage_stops_with_one_clear_line(finished_job, tmp_path, capsys):
-    from hwnas.cli import main
+    from hwnas.cli.app import main
 
     work, cfg = _reopen(finished_job, tmp_path)
     (work / "tiny" / "supernet.safetensors").unlink()  # training resumes from the checkpoint
@@ -506,7 +506,7 @@ def holder():
 def test_a_second_run_of_a_running_job_is_refused_then_proceeds_after_a_kill(finished_job, tmp_path, holder,
                                                                               capsys):
     import hwnas
-    from hwnas.cli import main
+    from hwnas.cli.app import main
 
     work, cfg = _reopen(finished_job, tmp_path)
     lock = work / "tiny" / ".lock"
@@ -560,7 +560,7 @@ def test_two_processes_racing_to_create_one_job_get_a_clear_error(tmp_path):
     """What the job lock prevents in one work directory, the store reports across two sharing one
     store: the loser of the race to create the study gets a JobError, not optuna's traceback."""
     from hwnas.errors import JobError
-    from hwnas.search.store import JobStore
+    from hwnas.job.store import JobStore
 
     store = JobStore(f"sqlite:///{tmp_path / 'hwnas.db'}")
     store.create("same", ["accuracy"], {})
@@ -577,7 +577,7 @@ def test_warnings_module_is_quiet_for_verified_files(saved_table):
 
 def test_a_running_job_whose_lock_is_free_shows_as_killed(tmp_path, holder):
     """``hwnas jobs`` must not call a job running forever after its process died by SIGKILL."""
-    from hwnas.search.store import live_status
+    from hwnas.job.store import live_status
     from hwnas.utils.io import lock_held
 
     job_dir = tmp_path / "tiny"

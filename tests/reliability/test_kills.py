@@ -18,7 +18,7 @@ import pytest
 
 import hwnas
 from hwnas.errors import HwnasError
-from hwnas.events import read_events, summary
+from hwnas.job.events import read_events, summary
 
 from .faults import (MissedStage, committed, describe, journal_counts, kill_in_every_stage, kill_seed, lost, run_hwnas,
                      stage_seconds, steady_tree, write_config)

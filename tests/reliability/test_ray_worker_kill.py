@@ -31,11 +31,11 @@ import pytest
 import yaml
 
 import hwnas
-from hwnas.events import read_events, repeated
+from hwnas.job.events import read_events, repeated
 
 ROOT = Path(__file__).resolve().parents[2]
 
-#: Title of an actor's worker process while it executes ``_Worker.run`` (hwnas.search.executors).
+#: Title of an actor's worker process while it executes ``_Worker.run`` (hwnas.utils.executors).
 RUN_TITLE = "ray::_Worker.run"
 #: Title prefix of every hwnas actor's worker process (idle: exactly ``ray::_Worker``).
 WORKER_TITLE = "ray::_Worker"

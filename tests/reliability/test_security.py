@@ -71,7 +71,7 @@ ALLOWED: dict[tuple[str, str, str], str] = {
         "_SafeUnpickler subclasses pickle.Unpickler and overrides find_class with an allowlist of numpy's "
         "array-rebuilding globals: any other global raises DataError before it is resolved, so a hostile "
         "batch cannot name a callable (test_cifar_batches_refuse_a_pickle_payload)",
-    ("hwnas/export_formats.py", "ref:torch.jit.load", "load_torchscript"):
+    ("hwnas/export/formats.py", "ref:torch.jit.load", "load_torchscript"):
         "reloads the TorchScript file the export has just written, to check it against the supernet. "
         "TorchScript's loader does not unpickle arbitrary Python globals (its unpickler only restores "
         "tensors and TorchScript types), but a TorchScript archive IS code: its graph runs when the model "
@@ -256,8 +256,8 @@ def test_scan_reads_every_module(package_scan):
     importable = {m.name for m in pkgutil.walk_packages([str(PACKAGE)], "hwnas.")}
     scanned = {n.removesuffix(".py").removesuffix("/__init__").replace("/", ".") for n in names}
     assert importable <= scanned and len(importable) > 30, sorted(importable - scanned)
-    for must in ("hwnas/pipeline.py", "hwnas/export.py", "hwnas/hwmodels/lut.py", "hwnas/spaces/trainer.py",
-                 "hwnas/search/store.py", "hwnas/report/data.py"):
+    for must in ("hwnas/job/runner.py", "hwnas/export/candidate.py", "hwnas/hwmodels/lut.py", "hwnas/train/trainer.py",
+                 "hwnas/job/store.py", "hwnas/report/data.py"):
         assert must in names
 
 
@@ -375,7 +375,7 @@ def test_payloads_are_live(tmp_path):
 
 def _trainer(checkpoint: Path):
     from hwnas.config import TrainConfig
-    from hwnas.spaces.trainer import SupernetTrainer
+    from hwnas.train.trainer import SupernetTrainer
 
     return SupernetTrainer(torch.nn.Linear(2, 2), None, TrainConfig(), 0, torch.device("cpu"), 8, checkpoint)
 
@@ -407,7 +407,7 @@ def test_trainer_still_resumes_a_genuine_checkpoint(tmp_path):
 
 
 def _components():
-    from hwnas.pipeline import Components
+    from hwnas.train.components import Components
 
     return Components(config=None, data=None, space=None, supernet=torch.nn.Linear(2, 2),
                       compute=torch.device("cpu"))
@@ -439,7 +439,7 @@ def test_supernet_weights_refuse_hostile_files(tmp_path, kind):
 def test_pretrained_vit_checkpoint_refuses_a_payload(tmp_path):
     """space.pretrained (a timm checkpoint, .pt) is read with weights_only=True too."""
     pytest.importorskip("timm")
-    from hwnas.spaces.vit import load_timm_checkpoint
+    from hwnas.spaces.vit.pretrained import load_timm_checkpoint
 
     marker = tmp_path / "pwned"
     ckpt = _evil_checkpoint(tmp_path / "vit.pt", marker)
@@ -514,9 +514,9 @@ def test_table_imports_refuse_hostile_files(tmp_path, name):
 def test_sample_caches_refuse_hostile_files(tmp_path, kind):
     """The resumable sample caches (accuracy_samples.csv, latency_samples.csv) are refused with an
     HwnasError naming the file, before anything is measured."""
-    from hwnas.config import load_config
-    from hwnas.pipeline import SearchJob
-    from hwnas.progress import Reporter
+    from hwnas.job.checks import load_job_config as load_config
+    from hwnas.job.runner import SearchJob
+    from hwnas.utils.progress import Reporter
     from hwnas.spaces.dims import Arch
 
     marker = tmp_path / "pwned"
@@ -531,23 +531,23 @@ def test_sample_caches_refuse_hostile_files(tmp_path, kind):
     job = SearchJob(load_config(None), "t", None, tmp_path, torch.device("cpu"), Reporter())
     measured = []
     with pytest.raises(HwnasError, match="delete it") as info:
-        job._measure_resumably([arch], path, "val_accuracy", measured.append, "sample")
+        job.measure_resumably([arch], path, "val_accuracy", measured.append, "sample")
     assert str(path) in str(info.value) and not measured and not marker.exists()
 
 
 def test_sample_caches_still_resume(tmp_path):
     """Control: a genuine cache is used, nothing measured twice."""
-    from hwnas.config import load_config
-    from hwnas.pipeline import SearchJob
-    from hwnas.progress import Reporter
+    from hwnas.job.checks import load_job_config as load_config
+    from hwnas.job.runner import SearchJob
+    from hwnas.utils.progress import Reporter
     from hwnas.spaces.dims import Arch
 
     a, b = Arch.from_dict({"depth": 1}), Arch.from_dict({"depth": 2})
     path = tmp_path / "samples.csv"
     job = SearchJob(load_config(None), "t", None, tmp_path, torch.device("cpu"), Reporter())
-    assert list(job._measure_resumably([a], path, "v", lambda arch: 0.5, "s")) == [0.5]
+    assert list(job.measure_resumably([a], path, "v", lambda arch: 0.5, "s")) == [0.5]
     measured = []
-    out = job._measure_resumably([a, b], path, "v", lambda arch: measured.append(arch) or 0.25, "s")
+    out = job.measure_resumably([a, b], path, "v", lambda arch: measured.append(arch) or 0.25, "s")
     assert list(out) == [0.5, 0.25] and measured == [b]
 
 
@@ -555,7 +555,8 @@ def test_sample_caches_still_resume(tmp_path):
 def test_configs_and_device_specs_refuse_hostile_yaml(tmp_path, kind):
     """Configs (and --set values) and device.spec roofline files use yaml.safe_load: a python tag is
     an error, absurd nesting too; neither runs anything."""
-    from hwnas.config import load_config, parse_override
+    from hwnas.config import parse_override
+    from hwnas.job.checks import load_job_config as load_config
     from hwnas.hwmodels.roofline import RooflineModel
 
     marker = tmp_path / "pwned"
@@ -594,7 +595,7 @@ def test_cifar_batches_refuse_a_pickle_payload(tmp_path):
 
 
 def _tiny_subnet_spec() -> dict:
-    from hwnas.config import load_config
+    from hwnas.job.checks import load_job_config as load_config
     from hwnas.spaces.registry import build_space, space_entry
     from tests.conftest import TINY
 
@@ -606,7 +607,7 @@ def _tiny_subnet_spec() -> dict:
 
 
 def _write_export(folder: Path, weights: bytes, spec: dict) -> Path:
-    from hwnas.export import MANIFEST_FORMAT
+    from hwnas.export.loading import MANIFEST_FORMAT
 
     folder.mkdir()
     (folder / "model.safetensors").write_bytes(weights)
@@ -620,7 +621,7 @@ def _write_export(folder: Path, weights: bytes, spec: dict) -> Path:
 def test_exports_refuse_hostile_files(tmp_path):
     """load_exported: a pickle manifest, and pickle or torch-checkpoint weights whose hash the manifest
     vouches for (a crafted export), are HwnasErrors; nothing runs."""
-    from hwnas.export import load_exported
+    from hwnas.export.loading import load_exported
 
     marker = tmp_path / "pwned"
     bad_manifest = tmp_path / "pickled-manifest"
@@ -640,7 +641,7 @@ def test_exports_refuse_hostile_files(tmp_path):
 
 
 def test_exports_refuse_a_deeply_nested_manifest(tmp_path):
-    from hwnas.export import load_exported
+    from hwnas.export.loading import load_exported
 
     (tmp_path / "manifest.json").write_text(DEEP_JSON)
     record_digest(tmp_path / "manifest.json")
@@ -655,7 +656,7 @@ def test_exports_refuse_a_deeply_nested_manifest(tmp_path):
 def test_exports_refuse_a_malformed_or_escaping_weights_entry(tmp_path, weights):
     import json
 
-    from hwnas.export import MANIFEST_FORMAT, load_exported
+    from hwnas.export.loading import MANIFEST_FORMAT, load_exported
 
     manifest = {"format": MANIFEST_FORMAT, "space": "cnn", "subnet": {}, "weights": weights}
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
@@ -673,7 +674,7 @@ ESCAPING_NAMES = ["../escape", "..", "a/../../b", "/etc/passwd", "/tmp/x", "sub/
 
 @pytest.mark.parametrize("name", ESCAPING_NAMES, ids=repr)
 def test_job_names_cannot_escape(name):
-    from hwnas.pipeline import check_job_name
+    from hwnas.job.paths import check_job_name
 
     with pytest.raises(JobError, match="job name"):
         check_job_name(name)
@@ -682,7 +683,7 @@ def test_job_names_cannot_escape(name):
 @pytest.mark.parametrize("name", ["digits-cnn", "run.1_a", "A", "x" * 100, "v1.2-rc.3"])
 def test_accepted_job_names_stay_inside_the_workdir(tmp_path, name):
     """What check_job_name accepts is one path component: the job dir is a child of the workdir."""
-    from hwnas.pipeline import JobPaths, check_job_name
+    from hwnas.job.paths import JobPaths, check_job_name
 
     root = JobPaths(tmp_path / check_job_name(name)).root.resolve()
     assert root.parent == tmp_path.resolve() and root.name == name
@@ -690,7 +691,7 @@ def test_accepted_job_names_stay_inside_the_workdir(tmp_path, name):
 
 def test_launch_refuses_an_escaping_name_before_touching_disk(tmp_path):
     """hwnas.launch (hwnas search --name): refused before the store or any folder is created."""
-    from hwnas.pipeline import launch
+    from hwnas.job.launch import launch
 
     work = tmp_path / "w" / "runs"
     for name in ("../../escaped", str(tmp_path / "abs")):
@@ -702,7 +703,7 @@ def test_launch_refuses_an_escaping_name_before_touching_disk(tmp_path):
 @pytest.mark.parametrize("name", ["../x", "x/../../y", "/abs", "abc\n", ".."])
 def test_config_names_cannot_escape(name):
     """The config's own ``name`` field is validated the same way (a ConfigError naming the field)."""
-    from hwnas.config import load_config
+    from hwnas.job.checks import load_job_config as load_config
 
     with pytest.raises(ConfigError, match="^config: name"):
         load_config({"name": name})
@@ -710,7 +711,7 @@ def test_config_names_cannot_escape(name):
 
 def test_import_table_name_cannot_escape(tmp_path):
     """hwnas import-table --name writes <workdir>/devices/<name>.csv: a path-like name is refused."""
-    from hwnas.cli import main
+    from hwnas.cli.app import main
 
     source = tmp_path / "src.csv"
     source.write_text(LUT_HEADER + "conv,3,8,8,8,0.1,5,\n")
@@ -743,7 +744,7 @@ def test_user_given_paths_are_taken_as_given(tmp_path):
     """workdir, data.root, device.table, device.spec and store are the user's to choose: absolute
     paths and '..' are kept verbatim (not confined, not rewritten) - hwnas reads them with the
     safe loaders tested above and writes only under workdir/<job name>."""
-    from hwnas.config import load_config
+    from hwnas.job.checks import load_job_config as load_config
 
     values = {"workdir": str(tmp_path / ".." / "elsewhere"), "store": f"sqlite:///{tmp_path}/x.db",
               "data": {"root": "/srv/datasets/../cifar"}, "device": {"table": "/abs/t.csv"}}
@@ -768,7 +769,7 @@ HOSTILE_URLS = [
 
 
 def test_display_url_masks_the_password():
-    from hwnas.search.store import display_url
+    from hwnas.job.store import display_url
 
     assert display_url(URL) == "postgresql+psycopg://user:***@localhost:1/db"
 
@@ -777,8 +778,8 @@ def test_display_url_masks_the_password():
 def test_store_errors_hide_the_password(url, capsys, caplog):
     """Opening the store fails (no server, no driver, bad URL): the error a user sees through the
     CLI, and anything logged on the way, name the store without its password."""
-    from hwnas.cli import main
-    from hwnas.search.store import JobStore
+    from hwnas.cli.app import main
+    from hwnas.job.store import JobStore
 
     with pytest.raises(HwnasError) as info:
         JobStore(url)
@@ -797,10 +798,10 @@ def test_the_job_records_the_store_masked(tmp_path):
     masked URL only. The job runs in a SQLite store and stops at once (cifar10 without a root)."""
     import yaml
 
-    from hwnas.config import load_config
-    from hwnas.pipeline import SearchJob
-    from hwnas.progress import Reporter
-    from hwnas.search.store import JobStore
+    from hwnas.job.checks import load_job_config as load_config
+    from hwnas.job.runner import SearchJob
+    from hwnas.utils.progress import Reporter
+    from hwnas.job.store import JobStore
 
     config = load_config(None, [f"store={URL}", "data.dataset=cifar10"])
     store = JobStore(f"sqlite:///{tmp_path}/hwnas.db")
@@ -816,11 +817,11 @@ def test_the_job_records_the_store_masked(tmp_path):
 
 
 def test_only_the_store_module_reads_the_raw_url():
-    """Statically: outside hwnas/search/store.py no code reads a ``.url`` attribute, so the CLI,
+    """Statically: outside hwnas/job/store.py no code reads a ``.url`` attribute, so the CLI,
     report and export can only show ``JobStore.display`` (masked)."""
     readers = []
     for file in sorted(PACKAGE.rglob("*.py")):
-        if file.relative_to(REPO).as_posix() == "hwnas/search/store.py":
+        if file.relative_to(REPO).as_posix() == "hwnas/job/store.py":
             continue
         for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Attribute) and node.attr == "url":

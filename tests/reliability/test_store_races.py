@@ -8,9 +8,9 @@ import sys
 import optuna
 
 import hwnas
-from hwnas.search.store import JobStore, default_store_url
+from hwnas.job.store import JobStore, default_store_url
 
-OPEN_STORE = "import sys; from hwnas.search.store import JobStore; JobStore(sys.argv[1]); print('opened')"
+OPEN_STORE = "import sys; from hwnas.job.store import JobStore; JobStore(sys.argv[1]); print('opened')"
 
 
 def test_processes_creating_one_new_store_at_once_all_open_it(tmp_path):

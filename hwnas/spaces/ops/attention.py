@@ -21,6 +21,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from hwnas.ir import attention_op_counts
+
 FEATURE_MAPS = ("elu", "relu")
 
 
@@ -155,37 +157,7 @@ def _lookup(kind: str) -> Callable[..., torch.Tensor]:
 
 
 def count_attention_ops(kind: str, n_tokens: int, dim_per_head: int, heads: int) -> dict[str, int]:
-    """Multiplies and adds of the attention core for one sample, projections excluded.
-
-    With N tokens, D dims per head and H heads, counting a length-L dot product as L mults and
-    L - 1 adds, and exp and division as mults:
-
-    * softmax: q k^T is N^2 D mults and N^2 (D - 1) adds; exp and the normalizing division are
-      N^2 mults each; the row sums are N (N - 1) adds; A v is N^2 D mults and N (N - 1) D adds.
-      Per head: mults = 2 N^2 D + 2 N^2, adds = N^2 (D - 1) + N (N - 1) + N (N - 1) D. The
-      1 / sqrt(D) scale (foldable into the q projection) and the max-subtraction of a stable
-      softmax are not counted.
-    * linear: phi(k)^T v is N D^2 mults and (N - 1) D^2 adds; sum_n phi(k) is (N - 1) D adds;
-      phi(q) kv is N D^2 mults and N (D - 1) D adds; the normalizer phi(q) . sum is N D mults and
-      N (D - 1) adds; the division is N D mults. Per head: mults = 2 N D^2 + 2 N D,
-      adds = (N - 1) D^2 + (N - 1) D + N (D - 1) D + N (D - 1). The element-wise feature map and
-      the eps are not counted.
-    * binary: the same dataflow as linear, but every product has a {0, 1} operand and is a
-      select, so the q/k-side MatMuls and the normalizer are additions only: mults = N D (the
-      division), adds = the linear count's adds (the worst case, every code bit set; fewer set
-      bits mean fewer adds). The sign binarization (a comparison) is not counted.
-
-    All counts are multiplied by H.
-    """
+    """Multiplies and adds of a registered attention kind's core (the formulas live with the op
+    graph they price: :func:`hwnas.ir.attention_op_counts`)."""
     _lookup(kind)
-    n, d, h = int(n_tokens), int(dim_per_head), int(heads)
-    if min(n, d, h) < 1:
-        raise ValueError(f"n_tokens, dim_per_head and heads must be >= 1, got {n}, {d}, {h}")
-    if kind == "softmax":
-        mults = 2 * n * n * d + 2 * n * n
-        adds = n * n * (d - 1) + n * (n - 1) + n * (n - 1) * d
-    else:
-        linear_adds = (n - 1) * d * d + (n - 1) * d + n * (d - 1) * d + n * (d - 1)
-        mults = 2 * n * d * d + 2 * n * d if kind == "linear" else n * d
-        adds = linear_adds
-    return {"mults": h * mults, "adds": h * adds}
+    return attention_op_counts(kind, n_tokens, dim_per_head, heads)

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from hwnas.errors import ArchError
-from hwnas.spaces.ops.layers import QConvBNAct, make_activation
 from hwnas.spaces.ops.adder import adder_conv2d
+from hwnas.spaces.ops.layers import QConvBNAct, make_activation
 from hwnas.spaces.ops.quant import FLOAT_BITS, ElasticLSQ, fake_quantize, qrange
 from hwnas.spaces.ops.shift import shift_quantize, shift_weight
 

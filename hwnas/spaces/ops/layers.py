@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from hwnas.spaces.ops import vit_layers as v
 from hwnas.spaces.ops.adder import AdderConv2d
 from hwnas.spaces.ops.quant import FLOAT_BITS, ActQuant
 
@@ -91,7 +92,6 @@ class ClassifierHead(nn.Module):
 
 def op_modules(model: nn.Module) -> list[nn.Module]:
     """The modules of a fixed model that each execute one op of its op graph, in graph order."""
-    from hwnas.spaces.ops import vit_layers as v
 
     kinds = (QConvBNAct, ResidualAdd, ClassifierHead, v.QLinear, v.TokenLayerNorm, v.AttentionCore,
              v.TokenSelect, v.PatchEmbed, v.TokenClassifier)

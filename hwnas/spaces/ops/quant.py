@@ -16,7 +16,7 @@ import math
 import torch
 from torch import nn
 
-FLOAT_BITS = 32  # a bit-width of 32 means "not quantized"
+from hwnas.ir import FLOAT_BITS  # noqa: E402  (a bit-width of 32 means "not quantized")
 
 
 def qrange(bits: int, signed: bool) -> tuple[int, int]:

@@ -1,6 +1,6 @@
 """Fixed transformer layers: what an exported ViT subnet is made of, and what the profiler times.
 
-Each class executes one op of the ViT op graph (see :func:`hwnas.hwmodels.graph.vit_op_graph`),
+Each class executes one op of the ViT op graph (see :func:`hwnas.ir.vit_op_graph`),
 so the profiler can time it in place: layer norm, a quantized linear layer, the attention core,
 token selection, the residual add, the patch embedding and the class-token classifier.
 """

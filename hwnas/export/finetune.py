@@ -16,12 +16,13 @@ from typing import Any
 
 import torch
 
+from hwnas.train.trainer import SupernetTrainer
+
 LR_SCALE = 0.1
 
 
 def finetune_subnet(parts, arch, epochs: int, seed: int, on_epoch=None) -> list[dict[str, Any]]:
     """Train ``arch`` alone in ``parts.supernet`` for ``epochs`` epochs; returns the per-epoch history."""
-    from hwnas.spaces.trainer import SupernetTrainer
 
     train = parts.config.train
     schedule = train.model_copy(update={"epochs": int(epochs), "warmup_epochs": 0, "lr": train.lr * LR_SCALE,

@@ -9,6 +9,10 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn
+from rich.text import Text
+
 Advance = Callable[..., None]
 
 
@@ -32,8 +36,6 @@ def _clock(seconds: float) -> str:
 def _eta_column():
     """``eta 0:01:23`` while a step runs, ``took 0:00:45`` once it is done: one column, so a bar
     fits an 80-column terminal with its note."""
-    from rich.progress import ProgressColumn
-    from rich.text import Text
 
     class EtaColumn(ProgressColumn):
         def render(self, task) -> Text:
@@ -50,14 +52,10 @@ class RichReporter(Reporter):
     (stderr by default), one per step; informational lines on the same console."""
 
     def __init__(self, console=None):
-        from rich.console import Console
-
         self.console = console or Console(stderr=True)
 
     @contextmanager
     def task(self, description: str, total: int | None) -> Iterator[Advance]:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
         columns = [TextColumn("{task.description:<18}"), BarColumn(bar_width=20), MofNCompleteColumn(),
                    _eta_column(), TextColumn("{task.fields[note]}")]
         with Progress(*columns, console=self.console, transient=False) as progress:

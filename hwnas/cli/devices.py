@@ -1,16 +1,18 @@
 """The device commands of ``hwnas``: ``devices`` (what a config can name), ``import-table`` (a
 lookup table measured elsewhere, as a table device) and ``profile`` (measure a space's ops on a
-device). Registered on :data:`hwnas.cli_style.app` when :mod:`hwnas.cli` imports this module;
-in the one style of :mod:`hwnas.cli_style`."""
+device). Registered on :data:`hwnas.cli.style.app` when :mod:`hwnas.cli.app` imports this module;
+in the one style of :mod:`hwnas.cli.style`."""
 from __future__ import annotations
 
+import datetime as dt
+import warnings
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from hwnas.cli_style import (DEFAULT_WORKDIR, FOLD, RIGHT, ConfigWorkdir, Json, Overrides, Quiet, Ui, Workdir, _fits,
+from hwnas.cli.style import (DEFAULT_WORKDIR, FOLD, RIGHT, ConfigWorkdir, Json, Overrides, Quiet, Ui, Workdir, _fits,
                              app, make_table)
 
 DEVICE_COLUMNS = ("name", "kind", "processor", "runtime", "threads", "batch", "input", "date", "about")
@@ -33,7 +35,7 @@ def devices(workdir: Workdir = DEFAULT_WORKDIR, quiet: Quiet = False, as_json: J
         ui.emit(rows)
         return
     wide = [c for c in DEVICE_COLUMNS if c != "about"]
-    if _fits(ui, rows, wide, 24):  # one column each, the description wrapped
+    if _fits(ui, rows, wide, 16):  # one column each, the description wrapped
         table = make_table(*[(c, {"no_wrap": True}) for c in wide], ("about", {"ratio": 1}))
         for row in rows:
             table.add_row(*(str(row[k]) for k in DEVICE_COLUMNS))
@@ -81,12 +83,10 @@ def import_table(
       hwnas import-table pixel1_lut.yaml --format ofa --name pixel1 \\
         --processor "Pixel 1 CPU"
     """
-    import datetime as dt
-    import warnings
 
     from hwnas.hwmodels.devices import tables_dir
     from hwnas.hwmodels.table_formats import import_table as read_table
-    from hwnas.pipeline import check_job_name
+    from hwnas.job.paths import check_job_name
 
     ui = Ui(quiet, as_json)
     check_job_name(name)
@@ -133,12 +133,12 @@ def profile(
     Example:
       hwnas profile --device local-cpu --space experiments/digits-cnn.yaml
     """
-    from hwnas.config import load_config
+    from hwnas.job.checks import load_job_config as load_config
     from hwnas.data import load_data
     from hwnas.errors import ConfigError
     from hwnas.hwmodels.devices import build_device
     from hwnas.hwmodels.profiler import HIGH_SPREAD
-    from hwnas.pipeline import profile_device
+    from hwnas.hwmodels.profiler import profile_device
     from hwnas.spaces.registry import build_space
 
     ui = Ui(quiet, as_json)

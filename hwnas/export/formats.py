@@ -22,6 +22,9 @@ from safetensors.torch import save_file
 from torch import nn
 
 from hwnas.errors import HwnasError
+from hwnas.hwmodels.torchscript import script_model
+from hwnas.spaces.ops.layers import QConvBNAct
+from hwnas.spaces.ops.shift import shift_decompose
 from hwnas.utils.io import atomic_path, sha256_file
 from hwnas.utils.write_errors import cannot_write_error
 
@@ -37,7 +40,6 @@ def _first_line(exc: BaseException) -> str:
 
 def save_torchscript(model: nn.Module, example: torch.Tensor, target: Path) -> dict[str, Any]:
     """Trace + freeze ``model`` (see :func:`hwnas.hwmodels.torchscript.script_model`) into ``target``."""
-    from hwnas.hwmodels.torchscript import script_model
 
     save_scripted(script_model(model, (example,)), target)
     return {"file": target.name, "sha256": sha256_file(target), "input_shape": list(example.shape),
@@ -122,7 +124,6 @@ def onnx_available() -> str | None:
 
 def shift_layers(model: nn.Module) -> dict[str, nn.Module]:
     """The convolutions of ``model``'s shift layers (weights exact powers of two), by module name."""
-    from hwnas.spaces.ops.layers import QConvBNAct
 
     return {name: m.conv for name, m in model.named_modules() if isinstance(m, QConvBNAct) and m.op == "shift"}
 
@@ -131,7 +132,6 @@ def save_shift_exponents(model: nn.Module, target: Path) -> dict[str, Any] | Non
     """Each shift layer's weights as what a shift kernel consumes: ``NAME.sign`` and
     ``NAME.exponent`` int8 tensors with ``weight == sign * 2**exponent`` exactly (checked here).
     None when the model has no shift layer."""
-    from hwnas.spaces.ops.shift import shift_decompose
 
     layers = shift_layers(model)
     if not layers:

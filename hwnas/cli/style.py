@@ -1,4 +1,4 @@
-"""The CLI's one style, shared by every command of :mod:`hwnas.cli`: its shared options (declared
+"""The CLI's one style, shared by every command of :mod:`hwnas.cli.app`: its shared options (declared
 once as ``Annotated`` types), :class:`Ui` (what goes to stdout, stderr, or the ``--json``
 document) and the table style. Kept apart from the commands so that each command module reads as
 what it does."""
@@ -13,6 +13,8 @@ import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
+
+from hwnas.utils.progress import Reporter, RichReporter
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Hardware-aware neural architecture and quantization-policy search.\n\n"
@@ -74,8 +76,6 @@ class Ui:
         self.out, self.err = _console(), _console(stderr=True)
 
     def reporter(self):
-        from hwnas.progress import Reporter, RichReporter
-
         return Reporter() if self.quiet else RichReporter(self.err)
 
     def table(self, table: Table) -> None:

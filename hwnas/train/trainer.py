@@ -9,7 +9,7 @@ Every epoch's randomness (data order, sampled subnets) is drawn from generators 
 ``(seed, epoch)``, so a run resumed from the checkpoint of epoch e continues exactly as an
 uninterrupted run would. The checkpoint (weights, optimizer state, history) is written atomically
 after every epoch and read back with ``torch.load(weights_only=True)``. It records the sha256 of its
-own content (:func:`~hwnas.utils.io.state_digest`, under ``digest``), computed when it is made, so
+own content (:func:`~hwnas.utils.tensor_digest.state_digest`, under ``digest``), computed when it is made, so
 one truncated or altered on disk afterwards is refused by name instead of resumed from; the digest
 lives inside the file, so file and digest can never disagree after a kill, and the Ray trainer's
 checkpoints (made by the same :meth:`SupernetTrainer.checkpoint_state`) carry it too.
@@ -17,7 +17,6 @@ checkpoints (made by the same :meth:`SupernetTrainer.checkpoint_state`) carry it
 from __future__ import annotations
 
 import io
-
 import math
 import time
 from pathlib import Path
@@ -29,7 +28,8 @@ import torch.nn.functional as F
 
 from hwnas.data import iterate_batches
 from hwnas.errors import HwnasError
-from hwnas.utils.io import atomic_path, check_digest, state_digest
+from hwnas.utils.io import atomic_path, check_digest
+from hwnas.utils.tensor_digest import state_digest
 
 CHECKPOINT_VERSION = 1
 RETRAIN = "delete it to retrain (from epoch 0)"
@@ -170,19 +170,28 @@ class SupernetTrainer:
         in order; returns the first (largest) subnet's loss and its number of correct predictions.
 
         The one place a step's gradients are made, so that a distributed trainer can override it
-        (see :mod:`hwnas.spaces.distributed`) and keep everything else of this class.
+        (see :mod:`hwnas.train.distributed`) and keep everything else of this class.
         """
+        return self._run_subnets(net, x, y, archs, lambda k, loss: loss.backward())
+
+    def _run_subnets(self, net, x: torch.Tensor, y: torch.Tensor, archs: list,
+                     on_loss: Callable[[int, torch.Tensor], None],
+                     needs_grad: Callable[[int], bool] = lambda k: True) -> tuple[float, float]:
+        """Forward every subnet of ``archs`` in order (the first one teaches the others) and hand
+        each loss to ``on_loss``; a subnet whose ``needs_grad`` is False runs without autograd.
+        Returns the first subnet's loss and its number of correct predictions."""
         teacher = None
         loss0 = hits = 0.0
         for k, arch in enumerate(archs):
             net.set_active(arch)
-            logits = net(x)
-            loss = self._subnet_loss(k, logits, y, teacher)
+            with torch.set_grad_enabled(needs_grad(k)):
+                logits = net(x)
+                loss = self._subnet_loss(k, logits, y, teacher)
             if k == 0:
                 teacher = F.softmax(logits.detach(), 1)
                 loss0 = float(loss.detach())
                 hits = float((logits.argmax(1) == y).sum())
-            loss.backward()
+            on_loss(k, loss)
         return loss0, hits
 
     def _subnet_loss(self, k: int, logits: torch.Tensor, y: torch.Tensor, teacher) -> torch.Tensor:

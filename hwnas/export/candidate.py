@@ -11,23 +11,36 @@ manifest records every other file's sha256 and has its own in ``manifest.json.sh
 """
 from __future__ import annotations
 
-import json
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 import hwnas
 from hwnas.errors import HwnasError
-from hwnas.hwmodels.graph import op_graph
+from hwnas.export.finetune import LR_SCALE, finetune_subnet
+from hwnas.export.formats import (
+    load_onnx,
+    load_torchscript,
+    onnx_available,
+    save_onnx,
+    save_shift_exponents,
+    save_torchscript,
+)
+from hwnas.export.int8 import calibration_images, write_int8
+from hwnas.export.loading import MANIFEST_FORMAT
+from hwnas.hwmodels.devices import LocalCPU, build_device
+from hwnas.hwmodels.torchscript import script_model
 from hwnas.spaces.dims import Arch
-from hwnas.spaces.evaluation import accuracy
-from hwnas.spaces.registry import space_entry
-from hwnas.utils.io import atomic_path, digest_path, sha256_file, verify_digest, write_json_with_digest
+from hwnas.spaces.ops.quant import ActQuant
+from hwnas.spaces.registry import int8_ineligible_reason, op_graph
+from hwnas.train.components import Components, resolve_compute
+from hwnas.train.evaluation import accuracy
+from hwnas.utils.hooks import run_with_pre_hooks
+from hwnas.utils.io import atomic_path, digest_path, sha256_file, write_json_with_digest
 
-MANIFEST_FORMAT = "hwnas-export/1"
 PACKAGES = ("torch", "numpy", "scikit-learn", "pymoo", "optuna", "safetensors", "onnx", "onnxruntime")
 
 
@@ -52,7 +65,7 @@ CHECK_INPUTS = 16
 # max |output - supernet output| on validation inputs. pt runs the same PyTorch ops as the supernet;
 # TorchScript folds batch norm into the convolution and ONNX Runtime uses its own kernels, which
 # reorder float sums. The int8 model is not checked against a tolerance: its scales come from
-# calibration (see hwnas.int8), so its accuracy and top-1 agreement are recorded instead.
+# calibration (see hwnas.export.int8), so its accuracy and top-1 agreement are recorded instead.
 TOLERANCE = {"pt": 1e-5, "torchscript": 1e-4, "onnx": 1e-4}
 
 
@@ -77,9 +90,6 @@ def rounding_margin(model: torch.nn.Module, x: torch.Tensor) -> float:
     """How close, in steps, any activation quantizer of ``model`` comes to a rounding boundary on
     input ``x`` (inf when it has none). Where it is within float error of one, another runtime's
     kernels, which sum in another order, may round that activation to the neighbouring level."""
-    from hwnas.spaces.ops.quant import ActQuant
-    from hwnas.utils.hooks import run_with_pre_hooks
-
     margins: list[float] = []
 
     def hook(module, args):
@@ -114,8 +124,6 @@ def _check(name: str, run, inputs: torch.Tensor, reference: torch.Tensor, model:
 def _measure_latency(job, model, input_shape, predicted_ms: float) -> dict[str, Any]:
     """The exported module timed on the job's device now, next to the search's prediction; the gap
     is flagged above 10 %. Devices that do not measure (tables, models) report their prediction."""
-    from hwnas.hwmodels.devices import build_device
-
     device = build_device(job.config.device, job.config.workdir)
     if not device.measures:
         return {"measured": False, "predicted_ms": predicted_ms}
@@ -125,17 +133,14 @@ def _measure_latency(job, model, input_shape, predicted_ms: float) -> dict[str, 
             "gap": gap, "gap_above_10pct": bool(abs(gap) > 0.10)}
 
 
-def resolve_formats(formats: tuple[str, ...], spec: dict[str, Any], space_type: str) -> tuple[list[str], dict]:
+def resolve_formats(formats: tuple[str, ...], spec: dict[str, Any]) -> tuple[list[str], dict]:
     """The formats to write and, for ``all``, the ones left out with the reason. A format named
     explicitly that cannot be written here is an error naming why."""
-    from hwnas.export_formats import onnx_available
-    from hwnas.int8 import int8_ineligible_reason
-
     wanted = list(FORMATS) if "all" in formats else list(dict.fromkeys(("pt", *formats)))
     unknown = [f for f in wanted if f not in FORMATS]
     if unknown:
         raise HwnasError(f"--format: unknown format {unknown[0]!r}; known: {list(FORMATS)} or all")
-    reasons = {"onnx": onnx_available(), "int8": int8_ineligible_reason(spec, space_type)}
+    reasons = {"onnx": onnx_available(), "int8": int8_ineligible_reason(spec)}
     skipped = {}
     for name, reason in reasons.items():
         if name in wanted and reason is not None:
@@ -149,8 +154,6 @@ def resolve_formats(formats: tuple[str, ...], spec: dict[str, Any], space_type: 
 def _finetune(parts, arch: Arch, epochs: int, seed: int) -> dict[str, Any]:
     """Fine-tune ``arch`` in place and return the figures from before (the after figures are the
     export's own, filled in by :func:`export_candidate` from the model it recalibrates anyway)."""
-    from hwnas.finetune import LR_SCALE, finetune_subnet
-
     extracted = parts.recalibrated_subnet(arch)  # one recalibration serves both splits
     before, before_val = accuracy(extracted, parts.data.test), accuracy(extracted, parts.data.val)
     history = finetune_subnet(parts, arch, epochs, seed)
@@ -160,10 +163,6 @@ def _finetune(parts, arch: Arch, epochs: int, seed: int) -> dict[str, Any]:
 
 def _export_int8(job, parts, model, out: Path, inputs, example, test_accuracy: float) -> dict[str, Any]:
     """The real int8 model beside the fake-quantized one: accuracy, agreement and latency of both."""
-    from hwnas.hwmodels.devices import LocalCPU
-    from hwnas.hwmodels.torchscript import script_model
-    from hwnas.int8 import calibration_images, write_int8
-
     calibration = calibration_images(parts.data.train, parts.config.train.recalibration_samples)
     target = out / "model.int8.torchscript.pt"
     converted, reloaded, backend = write_int8(model, calibration, example, target)
@@ -189,13 +188,10 @@ def export_candidate(job, candidate_id: int, out: Path, formats: tuple[str, ...]
     alone; ``onnx`` a file for ONNX Runtime; ``int8`` a real int8 TorchScript model of an all-8-bit
     subnet. The fixed-shape files take batch 1. Each float file is checked against the supernet on
     validation inputs and the result is recorded in the manifest; a file that does not match is an
-    error. With ``finetune_epochs`` the subnet is first fine-tuned alone (see :mod:`hwnas.finetune`)."""
-    from hwnas.export_formats import load_onnx, load_torchscript, save_onnx, save_shift_exponents, save_torchscript
-    from hwnas.pipeline import Components, JobPaths, resolve_compute
-
+    error. With ``finetune_epochs`` the subnet is first fine-tuned alone (see :mod:`hwnas.export.finetune`)."""
     row = job.candidate(candidate_id)
     config = job.config
-    paths = JobPaths(job.job_dir)
+    paths = job.paths
     if not paths.supernet.exists():
         raise HwnasError(f"job {job.name!r} has no trained supernet at {paths.supernet}")
     if out.exists() and not out.is_dir():
@@ -206,7 +202,7 @@ def export_candidate(job, candidate_id: int, out: Path, formats: tuple[str, ...]
     parts.load_weights(paths.supernet)
     arch = parts.space.validate(Arch.from_json(row["arch"]).to_dict())
     spec = parts.space.subnet_spec(arch)
-    wanted, skipped = resolve_formats(tuple(formats), spec, config.space.type)
+    wanted, skipped = resolve_formats(tuple(formats), spec)
     finetune = _finetune(parts, arch, finetune_epochs, config.seed) if finetune_epochs else None
     model = parts.recalibrated_subnet(arch)
     test_accuracy = accuracy(model, parts.data.test)
@@ -256,45 +252,3 @@ def export_candidate(job, candidate_id: int, out: Path, formats: tuple[str, ...]
     }
     write_json_with_digest(out / "manifest.json", manifest)
     return out
-
-
-def load_exported(path: str | Path) -> torch.nn.Module:
-    """Rebuild an exported subnet from ``path/manifest.json`` and its weights file."""
-    path = Path(path)
-    manifest_file = path / "manifest.json"
-    try:
-        data = manifest_file.read_bytes()
-    except FileNotFoundError:
-        raise HwnasError(f"{manifest_file} does not exist: not an hwnas export (or one whose writing was "
-                         "interrupted: export it again)") from None
-    verify_digest(manifest_file, what="export manifest", remedy="export the candidate again", data=data)
-    try:
-        manifest = json.loads(data.decode("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-        raise HwnasError(f"{manifest_file} is not valid JSON") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        got = manifest.get("format") if isinstance(manifest, dict) else None
-        raise HwnasError(f"{manifest_file} has format {got!r}; this hwnas reads {MANIFEST_FORMAT!r}")
-    entry = manifest.get("weights")
-    if not (isinstance(entry, dict) and isinstance(entry.get("file"), str) and isinstance(entry.get("sha256"), str)
-            and isinstance(manifest.get("space"), str) and isinstance(manifest.get("subnet"), dict)):
-        raise HwnasError(f"{manifest_file} lacks its weights entry (file and sha256), space or subnet")
-    name = entry["file"]
-    if Path(name).name != name or name in ("", ".", ".."):  # the weights live beside the manifest
-        raise HwnasError(f"{manifest_file} names weights {name!r} outside its export directory")
-    weights = path / name
-    if not weights.exists():
-        raise HwnasError(f"{weights} does not exist")
-    if sha256_file(weights) != entry["sha256"]:
-        raise HwnasError(f"{weights} does not match the hash in its manifest (altered or truncated)")
-    try:
-        model = space_entry(manifest["space"]).build_standalone(manifest["subnet"])
-    except HwnasError as exc:
-        raise HwnasError(f"{manifest_file}: {exc}") from None
-    except Exception as exc:  # a subnet spec this hwnas cannot build
-        raise HwnasError(f"{manifest_file} has a subnet this hwnas cannot build ({str(exc).splitlines()[0]})") from None
-    try:
-        model.load_state_dict(load_file(str(weights)))
-    except Exception as exc:
-        raise HwnasError(f"{weights} does not fit the manifest's subnet ({str(exc).splitlines()[0]})") from None
-    return model.eval()

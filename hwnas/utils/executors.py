@@ -1,5 +1,9 @@
 """Run independent evaluations in process or on Ray workers, yielding results as they finish.
 
+Why one module this long: a fifth of it is this docstring, the contract both executors keep, and
+the Ray executor's retry, drain and interrupt handling is one state machine over one worker pool;
+split, that contract would be scattered over files that must change together.
+
 Evaluating a candidate for real (recalibrate batch norm, test accuracy, measure latency) takes
 0.1-2 s per subnet and each evaluation is independent, so ``--workers N`` spreads them over N
 processes of a local Ray, and ``--ray-address ADDR`` over a Ray cluster. The caller commits each
@@ -97,6 +101,8 @@ import os
 import sys
 import traceback
 from typing import Any, Callable, Iterable, Iterator
+
+import torch
 
 from hwnas.errors import HwnasError
 
@@ -248,7 +254,6 @@ class _Worker:
 
     def __init__(self, setup: Setup):
         try:
-            import torch
 
             torch.set_num_threads(1)
         except ImportError:  # pragma: no cover - torch is a dependency of hwnas
@@ -318,6 +323,24 @@ def start_local_ray(num_cpus: int, object_store_memory: int | None = LOCAL_OBJEC
     return ray
 
 
+def join_or_start_ray(ray, address: str | None, workers: int,
+                      object_store_memory: int | None = LOCAL_OBJECT_STORE_BYTES) -> bool:
+    """Join the Ray cluster at ``address`` or start a local one of ``workers`` CPUs, unless Ray is
+    already initialised in this process; True when this call started or joined it (so the caller
+    shuts it down). A cluster that cannot be reached is one :class:`HwnasError` line."""
+    if ray.is_initialized():
+        return False
+    if address:
+        try:
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING,
+                     ignore_reinit_error=True)
+        except Exception as exc:
+            raise HwnasError(f"cannot connect to Ray at {address}: {_describe(exc)}") from None
+    else:
+        start_local_ray(workers, object_store_memory)
+    return True
+
+
 class RayExecutor(_Executor):
     """Evaluate on ``workers`` Ray actors, each running ``setup`` once and one item at a time.
 
@@ -357,15 +380,7 @@ class RayExecutor(_Executor):
     def start(self) -> "RayExecutor":
         """Initialise Ray if needed and create the missing actors (without waiting for them)."""
         ray = self._ray
-        if not ray.is_initialized():
-            if self.address:
-                try:
-                    ray.init(address=self.address, log_to_driver=False, logging_level=logging.WARNING,
-                             ignore_reinit_error=True)
-                except Exception as exc:
-                    raise HwnasError(f"cannot connect to Ray at {self.address}: {_describe(exc)}") from None
-            else:
-                start_local_ray(self.workers, self.object_store_memory)
+        if join_or_start_ray(ray, self.address, self.workers, self.object_store_memory):
             self._started_ray = True
         if self._actor_class is None:
             self._actor_class = ray.remote(_Worker).options(num_cpus=1, max_restarts=0,

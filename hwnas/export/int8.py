@@ -13,46 +13,29 @@ outputs are not bit-equal to the fake-quantized model: the manifest records its 
 top-1 agreement with the fake-quantized model and its latency, next to the fake-quantized figures.
 The stem, the head and the classifier stay in float, as in the fake-quantized subnet.
 
-Only subnets whose every convolution is a multiplication layer with 8-bit weights and 8-bit
-inputs qualify: the backends have no shift or adder kernels, and lower bit-widths have no int
-kernels on these backends (they would run as int8, not as what was searched).
+Which subnets qualify is the space's call (its ``int8_ineligible_reason`` hook, see
+:mod:`hwnas.spaces.registry`): for the CNN space, those whose every searched convolution is a
+multiplication layer with 8-bit weights and 8-bit inputs.
 """
 from __future__ import annotations
 
 import copy
 import warnings
-from typing import Any
 
 import torch
 from torch import nn
 
-INT8_BITS = 8
+from hwnas.data import iterate_batches
+from hwnas.export.formats import load_torchscript, save_scripted
+from hwnas.hwmodels.torchscript import script_model
+from hwnas.spaces.ops.layers import QConvBNAct
+
 FLOAT_MODULES = ("stem", "head", "classifier")  # float in the search, float here
-
-
-def int8_ineligible_reason(spec: dict[str, Any], space_type: str) -> str | None:
-    """None when the subnet of ``spec`` can be exported as a real int8 model, else why not.
-
-    The searched layers (every block's) must all be 8-bit multiplication layers; the stem and the
-    head are float in the search (first and last layers unquantized, as is common practice) and
-    stay float in the int8 model.
-    """
-    if space_type != "cnn":
-        return f"the int8 export covers the cnn space; this is a {space_type} subnet"
-    for block in spec["blocks"]:
-        for layer in block["layers"].values():
-            if layer["op"] != "mult":
-                return f"it has {layer['op']} layers, which PyTorch's int8 backends cannot run"
-            if layer["wbits"] != INT8_BITS or layer["abits"] != INT8_BITS:
-                return (f"block {block['name']} has {layer['wbits']}-bit weights and {layer['abits']}-bit "
-                        "inputs; the int8 export is for subnets whose every searched layer is 8-bit")
-    return None
 
 
 def _without_input_quantizers(model: nn.Module) -> nn.Module:
     """A copy of ``model`` whose activation fake-quantizers are identities: the int8 flow inserts
     its own quantize / dequantize steps, and a fake quantizer left in would be traced as float ops."""
-    from hwnas.spaces.ops.layers import QConvBNAct
 
     plain = copy.deepcopy(model).cpu().eval()
     for module in plain.modules():
@@ -69,7 +52,6 @@ def quantize_int8(model: nn.Module, calibration: torch.Tensor, example: torch.Te
     from torch.ao.quantization import QConfigMapping, get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
-    from hwnas.hwmodels.torchscript import script_model
 
     backend = backend or _default_backend()
     torch.backends.quantized.engine = backend
@@ -96,7 +78,6 @@ def _default_backend() -> str:
 
 def calibration_images(dataset, samples: int) -> torch.Tensor:
     """The first ``samples`` images of ``dataset`` in order: the same set the BN recalibration uses."""
-    from hwnas.data import iterate_batches
 
     return torch.cat([x for x, _ in iterate_batches(dataset, 256, shuffle=False, limit=samples)])
 
@@ -104,7 +85,6 @@ def calibration_images(dataset, samples: int) -> torch.Tensor:
 def write_int8(model: nn.Module, calibration: torch.Tensor, example: torch.Tensor, target) -> tuple:
     """:func:`quantize_int8`, saved to ``target`` and loaded back from it: (the converted module,
     the loaded TorchScript module, the backend's name)."""
-    from hwnas.export_formats import load_torchscript, save_scripted
 
     converted, scripted, backend = quantize_int8(model, calibration, example)
     save_scripted(scripted, target)

@@ -13,8 +13,8 @@ import json
 import logging
 import os
 import time
-from contextlib import nullcontext
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 
 from hwnas.errors import HwnasError, JobError
-from hwnas.search.problem import objective_column
+from hwnas.search.objectives import objective_column
 from hwnas.spaces.dims import Arch
 from hwnas.utils.io import file_lock, lock_held
 

@@ -1,8 +1,10 @@
-"""The op graph of a subnet: every op it executes, with shapes, stride and bits.
+"""The op-graph IR every layer speaks: an op with shapes, stride and bits, and what it costs to run.
 
-An :class:`OpSig` is the unit a lookup table is keyed by. The graph is read from the subnet spec
-(:meth:`hwnas.spaces.cnn.CNNSpace.subnet_spec`), the same description the supernet activates and
-the exporter builds, so the costed network is the exported network.
+An :class:`OpSig` is the unit a lookup table is keyed by, a predictor featurizes and an energy
+model prices. A space turns its subnet spec (the same description its supernet activates and its
+exporter builds) into a list of them (its registered ``op_graph``, see :mod:`hwnas.spaces.registry`),
+so the costed network is the exported network. This module knows no space: it sits at the bottom
+of the layers, and per-kind counting rules (:data:`COUNTERS`) are all it holds.
 """
 from __future__ import annotations
 
@@ -10,8 +12,7 @@ from dataclasses import asdict, dataclass, fields
 from functools import cached_property
 from typing import Any, Iterable
 
-from hwnas.spaces.ops.quant import FLOAT_BITS
-
+FLOAT_BITS = 32  # a bit-width of 32 means "not quantized"
 OPTIONAL_FIELDS = ("op", "mid")  # fields added after the first table format; their default applies
 BLOCK_KINDS = ("mbconv",)  # kinds only a block-granularity graph has (see block_graph)
 
@@ -170,11 +171,50 @@ def _linear_counts(op: OpSig) -> OpCounts:
                     (op.cin + op.cout) * op.h)
 
 
+ATTENTION_KINDS = ("softmax", "linear", "binary")
+
+
+def attention_op_counts(kind: str, n_tokens: int, dim_per_head: int, heads: int) -> dict[str, int]:
+    """Multiplies and adds of the attention core for one sample, projections excluded.
+
+    With N tokens, D dims per head and H heads, counting a length-L dot product as L mults and
+    L - 1 adds, and exp and division as mults:
+
+    * softmax: q k^T is N^2 D mults and N^2 (D - 1) adds; exp and the normalizing division are
+      N^2 mults each; the row sums are N (N - 1) adds; A v is N^2 D mults and N (N - 1) D adds.
+      Per head: mults = 2 N^2 D + 2 N^2, adds = N^2 (D - 1) + N (N - 1) + N (N - 1) D. The
+      1 / sqrt(D) scale (foldable into the q projection) and the max-subtraction of a stable
+      softmax are not counted.
+    * linear: phi(k)^T v is N D^2 mults and (N - 1) D^2 adds; sum_n phi(k) is (N - 1) D adds;
+      phi(q) kv is N D^2 mults and N (D - 1) D adds; the normalizer phi(q) . sum is N D mults and
+      N (D - 1) adds; the division is N D mults. Per head: mults = 2 N D^2 + 2 N D,
+      adds = (N - 1) D^2 + (N - 1) D + N (D - 1) D + N (D - 1). The element-wise feature map and
+      the eps are not counted.
+    * binary: the same dataflow as linear, but every product has a {0, 1} operand and is a
+      select, so the q/k-side MatMuls and the normalizer are additions only: mults = N D (the
+      division), adds = the linear count's adds (the worst case, every code bit set; fewer set
+      bits mean fewer adds). The sign binarization (a comparison) is not counted.
+
+    All counts are multiplied by H.
+    """
+    if kind not in ATTENTION_KINDS:
+        raise ValueError(f"unknown attention {kind!r}; known: {sorted(ATTENTION_KINDS)}")
+    n, d, h = int(n_tokens), int(dim_per_head), int(heads)
+    if min(n, d, h) < 1:
+        raise ValueError(f"n_tokens, dim_per_head and heads must be >= 1, got {n}, {d}, {h}")
+    if kind == "softmax":
+        mults = 2 * n * n * d + 2 * n * n
+        adds = n * n * (d - 1) + n * (n - 1) + n * (n - 1) * d
+    else:
+        linear_adds = (n - 1) * d * d + (n - 1) * d + n * (d - 1) * d + n * (d - 1)
+        mults = 2 * n * d * d + 2 * n * d if kind == "linear" else n * d
+        adds = linear_adds
+    return {"mults": h * mults, "adds": h * adds}
+
+
 def _attention_counts(op: OpSig) -> OpCounts:
     """The attention core: ``cin`` heads of width ``cout`` over ``h`` tokens, by kind (``op``)."""
-    from hwnas.spaces.ops.attention import count_attention_ops
-
-    c = count_attention_ops(op.op, op.h, op.cout, op.cin)
+    c = attention_op_counts(op.op, op.h, op.cout, op.cin)
     return OpCounts(c["mults"], c["adds"], 0, 0, 4 * op.cin * op.cout * op.h)
 
 
@@ -228,108 +268,6 @@ def mbconv_ops(op: OpSig) -> list[OpSig]:
 COUNTERS = {"conv": _conv_counts, "dwconv": _conv_counts, "patch": _patch_counts, "linear": _linear_counts,
             "attention": _attention_counts, "layernorm": _layernorm_counts, "tokens": _token_counts,
             "add": _add_counts, "classifier": _classifier_counts, "mbconv": _mbconv_counts}
-
-
-def _conv_op(layer: dict[str, Any], cin_hw: tuple[int, int]) -> OpSig:
-    kind = "dwconv" if layer["groups"] > 1 and layer["groups"] == layer["cin"] else "conv"
-    return OpSig(kind, layer["cin"], cin_hw[0], cin_hw[1], layer["cout"], layer["kernel"], layer["stride"],
-                 layer["groups"], layer["wbits"], layer["abits"], layer["act"], layer["act_signed"],
-                 layer.get("op", "mult"))
-
-
-def op_graph(spec: dict[str, Any]) -> list[OpSig]:
-    """The ops of a subnet spec, in execution order (dispatched on the spec's space type)."""
-    return GRAPH_BUILDERS[spec["type"]](spec)
-
-
-def cnn_op_graph(spec: dict[str, Any]) -> list[OpSig]:
-    """The ops of a CNN subnet spec, in execution order."""
-    ops = [_conv_op(spec["stem"], tuple(spec["stem"]["in_shape"][1:]))]
-    for block in spec["blocks"]:
-        ops += cnn_block_ops(block)
-    head = spec["head"]
-    ops.append(_conv_op(head, tuple(head["in_shape"][1:])))
-    c, h, w = spec["classifier"]["in_shape"]
-    ops.append(OpSig("classifier", c, h, w, spec["classifier"]["num_classes"]))
-    return ops
-
-
-def cnn_block_ops(block: dict[str, Any]) -> list[OpSig]:
-    """The ops of one block of a CNN subnet spec (``spec["blocks"][k]``), in execution order."""
-    ops: list[OpSig] = []
-    hw = tuple(block["in_shape"][1:])
-    for name in ("expand", "depthwise", "project"):
-        if name in block["layers"]:
-            op = _conv_op(block["layers"][name], hw)
-            ops.append(op)
-            hw = op.out_hw
-    if block["residual"]:
-        last = ops[-1]
-        ops.append(OpSig("add", last.cout, hw[0], hw[1], last.cout))
-    return ops
-
-
-def cnn_fixed_ops(spec: dict[str, Any]) -> list[OpSig]:
-    """The ops of a CNN subnet spec outside its blocks: stem conv, head conv and classifier."""
-    head, (c, h, w) = spec["head"], spec["classifier"]["in_shape"]
-    return [_conv_op(spec["stem"], tuple(spec["stem"]["in_shape"][1:])),
-            _conv_op(head, tuple(head["in_shape"][1:])),
-            OpSig("classifier", c, h, w, spec["classifier"]["num_classes"])]
-
-
-def mbconv_unit(block: dict[str, Any]) -> OpSig:
-    """One block of a CNN subnet spec as a block-granularity ``mbconv`` signature."""
-    c, h, w = block["in_shape"]
-    dw, project = block["layers"]["depthwise"], block["layers"]["project"]
-    return OpSig("mbconv", c, h, w, project["cout"], dw["kernel"], dw["stride"], 1, dw["wbits"],
-                 dw["abits"], dw["act"], dw["act_signed"], dw.get("op", "mult"), mid=dw["cout"])
-
-
-def vit_op_graph(spec: dict[str, Any]) -> list[OpSig]:
-    """The ops of a ViT subnet spec, in execution order (the order of StandaloneViT's modules).
-
-    Field use beyond the names: a linear op runs on ``h`` tokens; an attention op has ``cin``
-    heads of width ``cout`` and its kind in ``op``; a token op keeps ``cout`` patch tokens and
-    scores them with ``groups`` heads of width ``kernel``.
-    """
-    c, height, width = spec["input_shape"]
-    d, p = spec["dim"], spec["patch_size"]
-    ops = [OpSig("patch", c, height, width, d, kernel=p, stride=p)]
-    for b in spec["blocks"]:
-        n, inner, wb, ab = b["tokens"], b["heads"] * b["head_dim"], b["wbits"], b["abits"]
-        ops += [OpSig("layernorm", d, n, 1, d),
-                OpSig("linear", d, n, 1, 3 * inner, wbits=wb, abits=ab),
-                OpSig("attention", b["heads"], n, 1, b["head_dim"], op=b["attn"]),
-                OpSig("linear", inner, n, 1, d, wbits=wb, abits=ab),
-                OpSig("add", d, n, 1, d)]
-        if b["keep"] is not None:
-            ops.append(OpSig("tokens", d, n, 1, b["keep"], kernel=b["head_dim"], groups=b["heads"]))
-        n = b["out_tokens"]
-        ops += [OpSig("layernorm", d, n, 1, d),
-                OpSig("linear", d, n, 1, b["hidden"], wbits=wb, abits=ab, act="gelu"),
-                OpSig("linear", b["hidden"], n, 1, d, wbits=wb, abits=ab),
-                OpSig("add", d, n, 1, d)]
-    ops += [OpSig("layernorm", d, spec["final_tokens"], 1, d),
-            OpSig("classifier", d, 1, 1, spec["num_classes"])]
-    return ops
-
-
-GRAPH_BUILDERS = {"cnn": cnn_op_graph, "vit": vit_op_graph}
-
-
-def block_graph(spec: dict[str, Any]) -> list[OpSig]:
-    """A CNN subnet at block granularity, the unit of OFA-style lookup tables: the stem conv, one
-    ``mbconv`` per block (see :class:`OpSig`), the head conv and the classifier (pooling and linear)."""
-    if spec["type"] != "cnn":
-        raise ValueError(f"block-granularity tables cover CNN spaces only, not {spec['type']!r}")
-    units = [_conv_op(spec["stem"], tuple(spec["stem"]["in_shape"][1:]))]
-    for block in spec["blocks"]:
-        units.append(mbconv_unit(block))
-    head = spec["head"]
-    units.append(_conv_op(head, tuple(head["in_shape"][1:])))
-    c, h, w = spec["classifier"]["in_shape"]
-    units.append(OpSig("classifier", c, h, w, spec["classifier"]["num_classes"]))
-    return units
 
 
 def count(ops: Iterable[OpSig]) -> dict[str, float]:

@@ -12,6 +12,8 @@ from torch import nn
 
 from hwnas.data import iterate_batches
 from hwnas.spaces.ops.elastic import reset_bn_for_recalibration, restore_bn_momentum
+from hwnas.spaces.ops.quant import FLOAT_BITS, ElasticLSQ
+from hwnas.utils.timing import pinned_threads
 
 
 @torch.no_grad()
@@ -60,8 +62,6 @@ def initialize_quantizers(supernet, space, dataset, samples: int = 64, device: t
     would disagree with an uninterrupted serial run. Running the space's covering subnets (which
     together hold every op) in a fixed order on fixed training images, on one thread, settles
     them all before any evaluation. Weights and BN statistics are untouched (eval mode)."""
-    from hwnas.hwmodels.timing import pinned_threads
-    from hwnas.spaces.ops.quant import FLOAT_BITS, ElasticLSQ
 
     quantizers = [m for m in supernet.modules() if isinstance(m, ElasticLSQ)]
 

@@ -1,9 +1,13 @@
 """Supernet training on Ray Train workers (CPU, ``torch.distributed`` gloo) with the serial result.
 
+Why one module this long: most of it is the argument, below, that the result is bit-identical to
+the serial trainer's; the worker loop, the gradient exchange and the driver that checkpoints
+between epochs are kept beside it so that the argument and the code it is about read together.
+
 ``--workers N`` (or ``--ray-address ADDR``) trains the supernet on N Ray Train workers
 (:class:`ray.train.torch.TorchTrainer`, ``ScalingConfig(num_workers=N, use_gpu=False)``). The
 trained weights, optimizer state and history are bit-identical to those of
-:class:`~hwnas.spaces.trainer.SupernetTrainer` run serially with the same seed and the same number
+:class:`~hwnas.train.trainer.SupernetTrainer` run serially with the same seed and the same number
 of torch threads (see "Threads" below).
 
 Why the work is split over the sandwich's subnets, not over the data
@@ -67,7 +71,7 @@ training ends. Ray Train's own
 checkpointing and storage are not used (its storage path is a temporary directory, removed
 afterwards).
 
-Ray is started the way :mod:`hwnas.search.executors` starts it: a new local Ray on loopback with
+Ray is started the way :mod:`hwnas.utils.executors` starts it: a new local Ray on loopback with
 ``num_cpus=workers`` and no dashboard, whose workers' output is not forwarded (and gloo is bound
 to the loopback interface when the node's address is 127.0.0.1), or ``ray.init(address)`` to join a
 cluster; it is shut down afterwards only if this module started it. ``fit`` runs in a background
@@ -80,7 +84,6 @@ Workers must be able to import hwnas and load the dataset named by the config (a
 from __future__ import annotations
 
 import io
-import logging
 import shutil
 import sys
 import tempfile
@@ -91,9 +94,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+import torch.distributed as dist
 
+from hwnas.config import Config, load_config
 from hwnas.errors import HwnasError
-from hwnas.spaces.trainer import SupernetTrainer
+from hwnas.ir import count
+from hwnas.spaces.registry import op_graph
+from hwnas.train.components import Components
+from hwnas.train.trainer import SupernetTrainer
+from hwnas.utils.executors import join_or_start_ray, prepare_ray_environment
 from hwnas.utils.io import atomic_path
 
 RAY_TRAIN_MISSING = ('supernet training on Ray workers needs Ray Train, which is not installed: '
@@ -109,7 +118,6 @@ POLL_SECONDS = 0.5
 def _import_ray_train(local: bool):
     """``(ray, ray.train, TorchTrainer)``, with the environment hwnas sets before importing Ray;
     a one-line :class:`HwnasError` when Ray or Ray Train (``ray[train]``) is not installed."""
-    from hwnas.search.executors import prepare_ray_environment
 
     prepare_ray_environment(local, {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": HEALTH_CHECK_INTERVAL_S})
     try:
@@ -144,7 +152,6 @@ class SubnetParallelTrainer(SupernetTrainer):
     def owners(self, archs: list) -> list[int]:
         """The rank computing each subnet's gradient: longest processing time first on MACs
         (ties by position), the same on every rank because the archs are."""
-        from hwnas.hwmodels.graph import count, op_graph
 
         space = self.supernet.space
         costs = []
@@ -161,32 +168,23 @@ class SubnetParallelTrainer(SupernetTrainer):
         return owner
 
     def _accumulate_gradients(self, net, x: torch.Tensor, y: torch.Tensor, archs: list) -> tuple[float, float]:
-        import torch.distributed as dist
-        import torch.nn.functional as F
-
         started = time.perf_counter()
         owner = self.owners(archs)
         n, params = len(archs), self._params
         rows = torch.zeros(n, self._total + len(params))  # gradients, then a touched-flag per tensor
-        teacher = None
-        loss0 = hits = 0.0
-        for k, arch in enumerate(archs):
-            net.set_active(arch)
-            mine = owner[k] == self.rank
-            with torch.set_grad_enabled(mine):
-                logits = net(x)
-                loss = self._subnet_loss(k, logits, y, teacher)
-            if k == 0:
-                teacher = F.softmax(logits.detach(), 1)
-                loss0 = float(loss.detach())
-                hits = float((logits.argmax(1) == y).sum())
-            if mine:
-                loss.backward()
-                for j, p in enumerate(params):
-                    if p.grad is not None:
-                        rows[k, self._offsets[j]:self._offsets[j] + self._sizes[j]] = p.grad.reshape(-1)
-                        rows[k, self._total + j] = 1.0
-                        p.grad = None
+
+        def keep_gradient(k: int, loss: torch.Tensor) -> None:
+            if owner[k] != self.rank:
+                return
+            loss.backward()
+            for j, p in enumerate(params):
+                if p.grad is not None:
+                    rows[k, self._offsets[j]:self._offsets[j] + self._sizes[j]] = p.grad.reshape(-1)
+                    rows[k, self._total + j] = 1.0
+                    p.grad = None
+
+        loss0, hits = self._run_subnets(net, x, y, archs, keep_gradient,
+                                        needs_grad=lambda k: owner[k] == self.rank)
         reduced = time.perf_counter()
         if self.world_size > 1:
             dist.all_reduce(rows, op=dist.ReduceOp.SUM)
@@ -217,8 +215,6 @@ def _train_worker(spec: dict) -> None:
     import ray
     import ray.train
 
-    from hwnas.config import load_config
-    from hwnas.pipeline import Components
 
     torch.set_num_threads(int(spec["threads"]))
     context = ray.train.get_context()
@@ -278,7 +274,7 @@ def _cpu(tree: Any) -> Any:
 class RaySupernetTrainer(SupernetTrainer):
     """Drop-in for :class:`SupernetTrainer` that trains on ``workers`` Ray Train workers.
 
-    ``supernet`` and ``data`` must be what :meth:`hwnas.pipeline.Components.build` makes from
+    ``supernet`` and ``data`` must be what :meth:`hwnas.job.runner.Components.build` makes from
     ``job_config`` (the workers rebuild them from the config and load the supernet's state), and
     ``checkpoint_path`` / ``on_epoch`` / ``fixed_arch`` mean what they do for the serial trainer.
     :meth:`try_resume` is the serial one; :meth:`train` leaves the trained weights in ``supernet``
@@ -311,20 +307,7 @@ class RaySupernetTrainer(SupernetTrainer):
         if self.start_epoch >= self.config.epochs:
             return self.history  # resumed after the last epoch: nothing to train
         ray, train, TorchTrainer = _import_ray_train(local=not self.address)
-        started = False
-        if not ray.is_initialized():
-            if self.address:
-                try:
-                    ray.init(address=self.address, log_to_driver=False, logging_level=logging.WARNING,
-                             ignore_reinit_error=True)
-                except Exception as exc:
-                    raise HwnasError(f"cannot connect to Ray at {self.address}: "
-                                     f"{type(exc).__name__}: {_first_line(str(exc))}") from None
-            else:
-                from hwnas.search.executors import start_local_ray
-
-                start_local_ray(self.workers)
-            started = True
+        started = join_or_start_ray(ray, self.address, self.workers)
         storage = tempfile.mkdtemp(prefix="hwnas-ray-train-")
         try:
             return self._fit(ray, train, TorchTrainer, storage)
@@ -414,11 +397,9 @@ def train_supernet_on_ray(config, *, workers: int, address: str | None = None,
     """Train a job's supernet on Ray Train workers, resuming from ``checkpoint_path`` if it exists.
 
     ``config`` is a :class:`~hwnas.config.Config` or a config tree; ``components`` (a
-    :class:`~hwnas.pipeline.Components` of that config, built on the CPU) is built when not given,
+    :class:`~hwnas.job.runner.Components` of that config, built on the CPU) is built when not given,
     and its supernet receives the trained weights. Returns the final state dict and history.
     """
-    from hwnas.config import Config, load_config
-    from hwnas.pipeline import Components
 
     if not isinstance(config, Config):
         config = load_config(config)

@@ -1,0 +1,57 @@
+"""Rebuild an exported subnet from its manifest: the one module a deployment needs, so it imports
+no training, search or job code (only the space registry that builds the standalone module)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from hwnas.errors import HwnasError
+from hwnas.spaces.registry import space_entry
+from hwnas.utils.io import sha256_file, verify_digest
+
+MANIFEST_FORMAT = "hwnas-export/1"
+
+
+def load_exported(path: str | Path) -> torch.nn.Module:
+    """Rebuild an exported subnet from ``path/manifest.json`` and its weights file."""
+    path = Path(path)
+    manifest_file = path / "manifest.json"
+    try:
+        data = manifest_file.read_bytes()
+    except FileNotFoundError:
+        raise HwnasError(f"{manifest_file} does not exist: not an hwnas export (or one whose writing was "
+                         "interrupted: export it again)") from None
+    verify_digest(manifest_file, what="export manifest", remedy="export the candidate again", data=data)
+    try:
+        manifest = json.loads(data.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        raise HwnasError(f"{manifest_file} is not valid JSON") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        got = manifest.get("format") if isinstance(manifest, dict) else None
+        raise HwnasError(f"{manifest_file} has format {got!r}; this hwnas reads {MANIFEST_FORMAT!r}")
+    entry = manifest.get("weights")
+    if not (isinstance(entry, dict) and isinstance(entry.get("file"), str) and isinstance(entry.get("sha256"), str)
+            and isinstance(manifest.get("space"), str) and isinstance(manifest.get("subnet"), dict)):
+        raise HwnasError(f"{manifest_file} lacks its weights entry (file and sha256), space or subnet")
+    name = entry["file"]
+    if Path(name).name != name or name in ("", ".", ".."):  # the weights live beside the manifest
+        raise HwnasError(f"{manifest_file} names weights {name!r} outside its export directory")
+    weights = path / name
+    if not weights.exists():
+        raise HwnasError(f"{weights} does not exist")
+    if sha256_file(weights) != entry["sha256"]:
+        raise HwnasError(f"{weights} does not match the hash in its manifest (altered or truncated)")
+    try:
+        model = space_entry(manifest["space"]).build_standalone(manifest["subnet"])
+    except HwnasError as exc:
+        raise HwnasError(f"{manifest_file}: {exc}") from None
+    except Exception as exc:  # a subnet spec this hwnas cannot build
+        raise HwnasError(f"{manifest_file} has a subnet this hwnas cannot build ({str(exc).splitlines()[0]})") from None
+    try:
+        model.load_state_dict(load_file(str(weights)))
+    except Exception as exc:
+        raise HwnasError(f"{weights} does not fit the manifest's subnet ({str(exc).splitlines()[0]})") from None
+    return model.eval()

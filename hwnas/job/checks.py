@@ -1,0 +1,64 @@
+"""Everything a config names, checked against the registries before any work starts.
+
+:mod:`hwnas.config` checks types and shapes and knows no registry (it is a leaf of the layers).
+Here each name is looked up where its registry lives: the space and its keys
+(:mod:`hwnas.spaces.registry`), the dataset, the energy model, the predictor, the algorithm, the
+objectives and the devices. A wrong one is one line naming the field, and the file, as before
+the job's store or directory exists.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from hwnas.config import Config, DeviceConfig, load_config
+from hwnas.data import DATASETS
+from hwnas.errors import ConfigError
+from hwnas.hwmodels.devices import build_device
+from hwnas.hwmodels.energy import ENERGY_MODELS
+from hwnas.predictors.accuracy import REGRESSORS
+from hwnas.search.engine import ALGORITHMS
+from hwnas.search.objectives import extra_devices, parse_objective
+from hwnas.spaces.registry import parse_space_config
+
+
+def _known(field: str, value: str, known, what: str) -> None:
+    if value not in known:
+        raise ConfigError(f"{field}: unknown {what} {value!r}; known: {', '.join(sorted(known))}")
+
+
+def check_config(config: Config) -> Config:
+    """``config`` with its space section replaced by the space's own checked model (its defaults
+    filled in), after checking every name it gives; raises :class:`ConfigError` naming the first
+    wrong field."""
+    _known("data.dataset", config.data.dataset, DATASETS, "dataset")
+    space = parse_space_config(config.space)
+    _known("device.energy_model", config.device.energy_model, ENERGY_MODELS, "energy model")
+    _known("predictor.model", config.predictor.model, REGRESSORS, "model")
+    _known("search.algorithm", config.search.algorithm, ALGORITHMS, "algorithm")
+    for name in config.search.objectives:
+        try:
+            parse_objective(name)
+        except ValueError as exc:
+            raise ConfigError(f"search.objectives: {exc}") from None
+    return config.model_copy(update={"space": space})
+
+
+def load_job_config(source: str | Path | dict | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a config (see :func:`hwnas.config.load_config`) and check every name it gives."""
+    config = load_config(source, overrides)
+    try:
+        return check_config(config)
+    except ConfigError as exc:
+        origin = "default config" if source is None else "config" if isinstance(source, dict) else str(source)
+        raise ConfigError(f"{origin}: {exc}") from None
+
+
+def check_devices(config: Config, workdir: Path) -> None:
+    """Refuse an unknown device, or a measured one named in an objective (``energy@NAME`` needs a
+    table or analytical device), before anything is written: found in the profile stage instead,
+    it would leave a failed job behind."""
+    build_device(config.device, workdir)
+    for name in extra_devices(config.search.objectives):
+        if build_device(DeviceConfig(name=name), workdir).measures:
+            raise ConfigError(f"search.objectives: {name} is a measured device; objectives on another device "
+                              "need a table or analytical one (profile it and import its table)")

@@ -1,0 +1,219 @@
+"""The stages of a search job, as data: what each reads and writes, how it runs and how it resumes.
+
+:class:`~hwnas.job.runner.SearchJob` runs :data:`STAGES` in order, handing each the results of
+the stages before it; adding a stage is one more entry here. Every stage leaves an artifact in
+the job directory (written atomically) or rows in the store, and skips work that is already
+there, so rerunning the same command after a kill resumes the job where it stopped.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from hwnas.config import DeviceConfig
+from hwnas.hwmodels.cost import CostModel
+from hwnas.hwmodels.energy import energy_model
+from hwnas.hwmodels.profiler import profile_device
+from hwnas.job.rounds import SearchRounds
+from hwnas.predictors.accuracy import ArchFeatures, fit_with_holdout
+from hwnas.predictors.latency import LearnedLatencyPredictor, select_latency_predictor
+from hwnas.search.objectives import extra_devices
+from hwnas.spaces.dims import Arch
+from hwnas.spaces.registry import op_graph
+from hwnas.train.components import Components, save_weights
+from hwnas.train.distributed import RaySupernetTrainer
+from hwnas.train.trainer import SupernetTrainer
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of a job. ``run(job, results)`` gets the results of the stages before it by name.
+
+    ``journaled`` stages are timed and journaled by the runner as a whole; the search stage times
+    and journals its rounds itself (its real evaluations are the ``evaluate`` stage's time).
+    """
+
+    name: str
+    reads: tuple[str, ...]
+    writes: tuple[str, ...]
+    resumes: str
+    run: Callable[[Any, dict[str, Any]], Any]
+    journaled: bool = True
+
+
+# -- load ------------------------------------------------------------------------------------------
+def load(job, results: dict[str, Any]) -> Components:
+    parts = Components.build(job.config, job.compute)
+    job.study.set_user_attr("input_shape", list(parts.data.input_shape))
+    job.study.set_user_attr("num_classes", parts.data.num_classes)
+    return parts
+
+
+# -- train -----------------------------------------------------------------------------------------
+def train(job, results: dict[str, Any]) -> None:
+    parts: Components = results["load"]
+    if job.paths.supernet.exists():
+        parts.load_weights(job.paths.supernet)
+        return
+    config, cfg = job.config, job.config.train
+    with job.reporter.task("train supernet", cfg.epochs) as advance:
+        def on_epoch(epoch: int, epochs: int, record: dict) -> None:  # after its checkpoint is saved
+            job.events.write("epoch_finished", epoch=epoch - 1, loss=record["loss"])
+            advance(epoch, note=f"loss {record['loss']:.3f}")
+        if config.workers > 1 or config.ray_address:
+            # Ray Train workers share each step's sandwich subnets: the same weights as serial.
+            # Imported here: Ray is an optional dependency (the ray extra).
+
+            trainer = RaySupernetTrainer(config, parts.supernet, parts.data, workers=config.workers,
+                                         address=config.ray_address, checkpoint_path=job.paths.checkpoint,
+                                         on_epoch=on_epoch)
+        else:
+            trainer = SupernetTrainer(parts.supernet, parts.data, cfg, config.seed, job.compute,
+                                      config.data.batch_size, job.paths.checkpoint, on_epoch=on_epoch)
+        if trainer.try_resume():
+            advance(trainer.start_epoch)
+        history = trainer.train()
+    parts.settle_quantizers()
+    # The weights file marks the stage done, so the attributes are recorded first: a kill
+    # between the two resumes from the last epoch's checkpoint (training is over, nothing
+    # retrains) and records them again, instead of leaving a trained job without its history.
+    job.study.set_user_attr("train_history", history)
+    largest = parts.evaluate(parts.space.largest(), "test")
+    smallest = parts.evaluate(parts.space.smallest(), "test")
+    job.study.set_user_attr("supernet_test_accuracy", {"largest": largest, "smallest": smallest})
+    save_weights(job.paths.supernet, parts.supernet.state_dict())
+    job.reporter.info(f"supernet test accuracy: largest {largest:.4f}, smallest {smallest:.4f}")
+
+
+# -- profile ---------------------------------------------------------------------------------------
+def profile(job, results: dict[str, Any]) -> tuple[CostModel, dict[str, CostModel]]:
+    """The cost model of the job's device, and of every device named in an objective."""
+    parts: Components = results["load"]
+    device = job.device(job.config.device)
+    lut_info: dict[str, Any] = {"cache": None, "measured_now": 0}
+    if device.measures:
+        result = profile_device(device, parts.space, job.config.space.type, job.workdir, job.reporter,
+                                job.config.device.max_spread,
+                                on_commit=lambda keys: job.events.write("ops_measured", keys=keys))
+        table = result.table
+        lut_info = {"cache": str(result.path), "measured_now": result.measured,
+                    "remeasured": result.remeasured, "flagged_high_spread": result.flagged}
+    else:  # a table or analytical device prices every op without measuring
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            table = device.lookup_table(parts.space)
+        for w in caught:
+            job.reporter.info(f"warning: {w.message}")
+        lut_info["interpolated"] = sum(r["note"] == "interpolated" for r in table.entries.values())
+    table.save(job.paths.lut)
+    job.study.set_user_attr("device_description", table.device)
+    job.study.set_user_attr("lut", {"entries": len(table), **lut_info})
+    energy = getattr(device, "energy", None) or energy_model(job.config.device.energy_model)
+    latency = None
+    if device.measures and job.config.device.correction_samples > 0:
+        latency = fit_latency(job, parts, device, table)
+    return CostModel(parts.space, table, energy, latency), extra_cost_models(job, parts)
+
+
+def extra_cost_models(job, parts: Components) -> dict[str, CostModel]:
+    """Cost models of the devices named in objectives such as ``energy@edge-accel-45nm``."""
+    models = {}
+    for name in extra_devices(job.config.search.objectives):
+        device = job.device(DeviceConfig(name=name))  # not a measured one: see check_devices
+        energy = getattr(device, "energy", None) or energy_model(job.config.device.energy_model)
+        models[name] = CostModel(parts.space, device.lookup_table(parts.space), energy)
+    return models
+
+
+def fit_latency(job, parts: Components, device, table):
+    """Measure sampled subnets end to end and keep the better of the table sum and the table
+    sum with a learned correction, judged on a holdout (both qualities are stored)."""
+    n = job.config.device.correction_samples
+    rng = np.random.default_rng([job.config.seed, 2])
+    archs = list(dict.fromkeys(parts.space.sample(rng) for _ in range(3 * n)))[:n]
+
+    def measure(arch: Arch) -> float:
+        parts.supernet.set_active(arch)
+        return device.time_model(parts.supernet.extract().cpu(), parts.data.input_shape)[0]
+
+    y = job.measure_resumably(archs, job.paths.latency_samples, "latency_ms", measure, "measure subnets")
+    graphs = [op_graph(parts.space.subnet_spec(a)) for a in archs]
+    interpolate = getattr(parts.space, "interpolated_field", None)
+    choice, quality = select_latency_predictor(table, graphs, y, interpolate, job.config.predictor.holdout,
+                                               job.config.seed)
+    record = {"chosen": choice, "samples": len(archs), "holdout": job.config.predictor.holdout, **quality}
+    job.study.set_user_attr("latency_predictor", record)
+    table.save(job.paths.lut, meta={"latency_correction": record})  # kept with the device's table
+    job.reporter.info(f"latency predictor: {choice} (holdout MAPE table sum "
+                      f"{quality['table_sum']['mape']:.3f}, learned {quality['learned']['mape']:.3f})")
+    if choice == "table_sum":
+        return None
+    return LearnedLatencyPredictor(table, interpolate, job.config.seed).fit(graphs, y)
+
+
+# -- predictor -------------------------------------------------------------------------------------
+def sample_archs(space, samples: int, seed: int) -> list[Arch]:
+    """The space's extremes and distinct random subnets, ``samples`` in all (fewer for a tiny space)."""
+    rng = np.random.default_rng([seed, 1])
+    archs = {space.largest(): None, space.smallest(): None}
+    attempts = 0
+    while len(archs) < samples and attempts < 50 * samples:
+        archs.setdefault(space.sample(rng), None)
+        attempts += 1
+    return list(archs)
+
+
+def fit_predictor(job, results: dict[str, Any]):
+    parts: Components = results["load"]
+    cfg = job.config.predictor
+    archs = sample_archs(parts.space, cfg.samples, job.config.seed)
+    y = job.measure_resumably(archs, job.paths.samples, "val_accuracy",
+                              lambda arch: parts.evaluate(arch, "val"), "sample subnets")
+    features = ArchFeatures(parts.space)
+    X = features.transform(archs)
+    predictor, quality = fit_with_holdout(X, y, cfg.model, cfg.holdout, job.config.seed)
+    job.study.set_user_attr("predictor_quality", {"accuracy": quality})
+    uncertainty = (f", uncertainty vs error Spearman {quality['uncertainty_spearman']:.2f}"
+                   if "uncertainty_spearman" in quality else "")
+    job.reporter.info(f"accuracy predictor ({cfg.model}): holdout Kendall tau {quality['kendall_tau']:.3f}, "
+                      f"RMSE {quality['rmse']:.4f} on {quality['n']} subnets{uncertainty}")
+    return predictor, features, (archs, y)
+
+
+# -- search ----------------------------------------------------------------------------------------
+def search(job, results: dict[str, Any]) -> None:
+    """Predictor-in-the-loop rounds (see :mod:`hwnas.job.rounds`); real evaluation time is the
+    ``evaluate`` stage's, the rest the ``search`` stage's."""
+    parts: Components = results["load"]
+    cost_model, extra_costs = results["profile"]
+    predictor, features, samples = results["predictor"]
+    device = job.device(job.config.device)
+    rounds = SearchRounds(job, parts, cost_model, extra_costs, predictor, features, samples, device)
+    started = time.perf_counter()
+    try:
+        rounds.run()
+    finally:
+        total = time.perf_counter() - started
+        job.add_seconds("evaluate", rounds.evaluate_seconds)
+        job.add_seconds("search", total - rounds.evaluate_seconds)
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("load", reads=("config",), writes=("store: input_shape, num_classes",),
+          resumes="always reruns (data and space are rebuilt from the config)", run=load),
+    Stage("train", reads=("load",), writes=("checkpoint.pt", "supernet.safetensors", "store: train_history"),
+          resumes="skipped once supernet.safetensors exists; else from the last epoch in checkpoint.pt", run=train),
+    Stage("profile", reads=("load", "device"), writes=("luts/DEVICE.csv", "lut.csv", "latency_samples.csv"),
+          resumes="measures only the ops (and subnets) the cached table lacks", run=profile),
+    Stage("predictor", reads=("load",), writes=("accuracy_samples.csv", "store: predictor_quality"),
+          resumes="samples only the subnets the sample cache lacks", run=fit_predictor),
+    Stage("search", reads=("load", "profile", "predictor"), writes=("store: candidates, search_rounds",),
+          resumes="replays finished rounds from the store; evaluates only candidates not yet stored",
+          run=search, journaled=False),
+)
+# Every stage whose time a job records (the search stage's real evaluations are "evaluate").
+TIMED = tuple(s.name for s in STAGES) + ("evaluate",)

@@ -1,0 +1,73 @@
+"""Objectives and budgets by name, and their matrices over metric rows: what the search, the store
+and front queries share, kept apart from the pymoo problem so that reading a job needs only numpy.
+
+Objectives are minimized, so accuracy enters as ``-accuracy``. An objective is ``accuracy``,
+``latency``, ``energy``, ``params``, ``flops`` or ``bitops``; ``latency@NAME`` and ``energy@NAME``
+take the figure from another device (a table or analytical one), so one search can trade
+latency on this CPU against energy on an accelerator. A budget is a bound on a metric column;
+its constraint is feasible at ``g <= 0``.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+BASE_COLUMNS = {"accuracy": "accuracy", "latency": "latency_ms", "energy": "energy_mj", "params": "params",
+                "flops": "flops", "bitops": "bitops"}
+PER_DEVICE = ("latency", "energy")
+
+
+def objective_column(name: str) -> str:
+    """The metric column of an objective: ``latency`` -> ``latency_ms``, ``energy@acc`` -> ``energy_mj@acc``."""
+    base, _, device = name.partition("@")
+    column = BASE_COLUMNS[base]
+    return f"{column}@{device}" if device else column
+
+
+def parse_objective(name: str) -> tuple[str, str | None]:
+    """(base, device or None); raises ValueError naming what is wrong."""
+    base, at, device = name.partition("@")
+    if base not in BASE_COLUMNS:
+        raise ValueError(f"unknown objective {name!r}; known: {list(BASE_COLUMNS)}, or latency@DEVICE / energy@DEVICE")
+    if at and (base not in PER_DEVICE or not device):
+        raise ValueError(f"objective {name!r}: only latency and energy take @DEVICE")
+    return base, device or None
+
+
+def extra_devices(objectives: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(d for d in (parse_objective(o)[1] for o in objectives) if d))
+
+
+def budgets_of(config) -> dict[str, float]:
+    """The active budgets of a SearchConfig: column -> bound."""
+    out = {}
+    if config.max_latency_ms is not None:
+        out["latency_ms"] = config.max_latency_ms
+    if config.max_energy_mj is not None:
+        out["energy_mj"] = config.max_energy_mj
+    if config.min_accuracy is not None:
+        out["accuracy"] = config.min_accuracy
+    return out
+
+
+def objective_matrix(rows: Sequence[dict] | Mapping[str, np.ndarray], objectives: Sequence[str]) -> np.ndarray:
+    """Minimization matrix of the objectives for metric rows (or a dict of column arrays)."""
+    cols = []
+    for name in objectives:
+        column = objective_column(name)
+        values = (np.asarray(rows[column], dtype=float) if isinstance(rows, Mapping)
+                  else np.array([float(r[column]) for r in rows]))
+        cols.append(-values if name == "accuracy" else values)
+    n = len(next(iter(rows.values()))) if isinstance(rows, Mapping) else len(rows)
+    return np.column_stack(cols) if cols else np.zeros((n, 0))
+
+
+def constraint_matrix(rows: Sequence[dict] | Mapping[str, np.ndarray], budgets: dict[str, float]) -> np.ndarray:
+    cols = []
+    for column, bound in budgets.items():
+        values = (np.asarray(rows[column], dtype=float) if isinstance(rows, Mapping)
+                  else np.array([float(r[column]) for r in rows]))
+        cols.append(bound - values if column == "accuracy" else values - bound)
+    n = len(next(iter(rows.values()))) if isinstance(rows, Mapping) else len(rows)
+    return np.column_stack(cols) if cols else np.zeros((n, 0))

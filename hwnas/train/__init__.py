@@ -1,0 +1,1 @@
+"""Supernet training (sandwich rule, distillation, Ray Train workers), BN recalibration, evaluation."""
