@@ -57,12 +57,13 @@ def main() -> None:
     print(f"front_candidates: {len(front)}")
     print(f"evaluated_candidates: {len(everything)}")
     print(f"front_latency_span: {front['latency_ms'].max() / front['latency_ms'].min():.2f}")
-    print(f"front_accuracy_range: {front['accuracy'].min():.4f}-{front['accuracy'].max():.4f}")
+    print(f"front_val_accuracy_range: {front['val_accuracy'].min():.4f}-{front['val_accuracy'].max():.4f}")
+    print(f"front_test_accuracy_range: {front['test_accuracy'].min():.4f}-{front['test_accuracy'].max():.4f}")
     supernet = job.attrs["supernet_test_accuracy"]
     print(f"largest_subnet_test_accuracy: {supernet['largest']:.4f}")
     print(f"smallest_subnet_test_accuracy: {supernet['smallest']:.4f}")
     print(f"accuracy_prediction_error_front_median: "
-          f"{float(np.median(np.abs(front['accuracy'] - front['predicted_accuracy']))):.4f}")
+          f"{float(np.median(np.abs(front['val_accuracy'] - front['predicted_accuracy']))):.4f}")
 
 
 if __name__ == "__main__":

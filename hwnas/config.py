@@ -35,7 +35,8 @@ class DataConfig(_Section):
     dataset: str = "digits"
     root: str | None = None
     image_size: int | None = Field(None, gt=0, le=1024)
-    val_fraction: float = Field(0.2, gt=0, lt=0.5)
+    val_fraction: float = Field(0.3, gt=0, lt=0.5, description="the split every choice is made on (the search, "
+                                "the front, budgets): see the README on its size")
     test_fraction: float = Field(0.2, gt=0, lt=0.5)
     split_seed: int = Field(0, ge=0, le=2**32 - 1)  # the range scikit-learn's splitter accepts
     batch_size: int = Field(64, gt=0, le=8192)
@@ -57,10 +58,15 @@ class DeviceConfig(_Section):
     batch_size: int = Field(1, gt=0, le=1024)
     threads: int = Field(1, gt=0, le=256)
     warmup: int = Field(10, ge=0, le=10000)
-    repeats: int = Field(30, ge=3, le=100000)
+    repeats: int = Field(90, ge=3, le=100000, description="timed calls per model (or network of ops) in all, "
+                         "spread over the rounds")
+    rounds: int = Field(15, ge=1, le=1000, description="interleaved rounds: every model of a batch is timed in "
+                        "each, in a fresh shuffled order, with a reference model spread through it")
+    max_drift: float = Field(0.1, gt=0, le=10, description="time a round again when the reference's median in it "
+                             "strays more than this share from the batch's")
     energy_model: str = "horowitz-45nm"
     spec: str | None = Field(None, description="YAML roofline model of an analytical device (see hwnas devices)")
-    correction_samples: int = Field(0, ge=0, le=100000,
+    correction_samples: int = Field(60, ge=0, le=100000,
                                     description="subnets measured end to end to learn the table's correction")
     table: str | None = Field(None, description="lookup table of a table device (hwnas schema, see hwnas import-table)")
     interpolate_missing: bool = Field(False, description="price ops a table lacks from its neighbours, with a warning")

@@ -8,8 +8,6 @@ samples one by one inside a search loop.
 """
 from __future__ import annotations
 
-import importlib
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -23,6 +21,7 @@ from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from hwnas.errors import DataError
+from hwnas.utils.safe_pickle import NumpyOnlyUnpickler, RefusedGlobal
 
 DATASETS: dict[str, Callable[..., "DataSplits"]] = {}
 
@@ -164,34 +163,6 @@ def _load_digits(*, root: str | Path | None, image_size: int | None, val_fractio
                    val_fraction=val_fraction, test_fraction=test_fraction)
 
 
-class _SafeUnpickler(pickle.Unpickler):
-    """Unpickler for CIFAR's python batches that resolves only the globals a numpy array needs.
-
-    A pickle can name any callable; refusing everything but this allowlist turns a malicious
-    "dataset" into a DataError instead of code execution.
-    """
-
-    _ALLOWED = frozenset({
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
-    })
-
-    def __init__(self, file: Any, **kwargs: Any) -> None:
-        super().__init__(file, **kwargs)
-        self._source = getattr(file, "name", "<stream>")
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in self._ALLOWED:
-            raise DataError(f"refusing to unpickle {module}.{name} from {self._source}: "
-                            "only numpy array globals are allowed")
-        try:  # numpy 2 renamed numpy.core to numpy._core; the old name only warns, so prefer the new one
-            return getattr(importlib.import_module(module.replace("numpy.core.", "numpy._core.")), name)
-        except (ImportError, AttributeError):
-            return super().find_class(module, name)
-
-
 def _read_cifar_bin(path: Path) -> tuple[np.ndarray, np.ndarray]:
     raw = np.frombuffer(path.read_bytes(), dtype=np.uint8)
     if raw.size == 0 or raw.size % 3073:
@@ -203,9 +174,9 @@ def _read_cifar_bin(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def _read_cifar_py(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with path.open("rb") as fh:
-            obj = _SafeUnpickler(fh, encoding="bytes").load()
-    except DataError:
-        raise
+            obj = NumpyOnlyUnpickler(fh, encoding="bytes").load()
+    except RefusedGlobal as refused:
+        raise DataError(f"refusing to unpickle {refused} from {path}: only numpy array globals are allowed") from None
     except Exception as exc:  # any malformed pickle is the file's fault, not ours
         raise DataError(f"cannot read CIFAR-10 batch {path}: {exc}") from None
     data, labels = (obj.get(b"data"), obj.get(b"labels")) if isinstance(obj, dict) else (None, None)

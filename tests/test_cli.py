@@ -36,13 +36,14 @@ def test_end_to_end_search_front_export(tiny_config_file, tmp_path):
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)
     assert rows and all(row["measured"] is True for row in rows)
-    assert {"id", "arch", "accuracy", "latency_ms", "energy_mj", "params", "flops", "measured"} <= set(rows[0])
-    assert all(0 < row["accuracy"] <= 1 for row in rows)
-    assert [row["accuracy"] for row in rows] == sorted((row["accuracy"] for row in rows), reverse=True)
+    assert {"id", "arch", "val_accuracy", "test_accuracy", "latency_ms", "latency_source", "energy_mj", "params",
+            "flops", "measured"} <= set(rows[0])
+    assert all(0 < row["val_accuracy"] <= 1 and 0 < row["test_accuracy"] <= 1 for row in rows)
+    assert [row["val_accuracy"] for row in rows] == sorted((row["val_accuracy"] for row in rows), reverse=True)
 
     budget = max(row["latency_ms"] for row in rows)
     r = run_cli("front", "tiny", "--workdir", str(work), "--format", "csv", "--max-latency-ms", str(budget))
-    assert r.returncode == 0 and r.stdout.startswith("id,accuracy,latency_ms")
+    assert r.returncode == 0 and r.stdout.startswith("id,val_accuracy,test_accuracy,latency_ms")
 
     out = tmp_path / "exported"
     r = run_cli("export", "tiny", "--workdir", str(work), "--max-latency-ms", str(budget), "--out", str(out),
@@ -181,7 +182,7 @@ def test_killed_search_resumes_without_losing_or_repeating(tiny_config_file, tmp
     rounds = job.attrs["search_rounds"]["rounds"]
     assert len(rounds) >= 2 and sum(r["picked"] for r in rounds) == len(after) <= 12
     kept = after.set_index("id").loc[before["id"]]
-    assert (kept["accuracy"].values == before["accuracy"].values).all()
+    assert (kept["val_accuracy"].values == before["val_accuracy"].values).all()
     history = job.attrs["train_history"]
     assert [h["epoch"] for h in history] == [0, 1, 2, 3]
 

@@ -73,7 +73,7 @@ def test_json_outputs_parse_and_hold_the_tables_information(tiny_job, capsys, tm
 
     code, out, _ = run(capsys, "front", "tiny", *w, "--json")
     rows = json.loads(out)
-    assert code == 0 and rows and {"id", "arch", "accuracy", "latency_ms", "energy_mj", "params"} <= set(rows[0])
+    assert code == 0 and rows and {"id", "arch", "val_accuracy", "test_accuracy", "latency_ms", "energy_mj", "params"} <= set(rows[0])
     assert isinstance(rows[0]["arch"], dict)
     code, same, _ = run(capsys, "front", "tiny", *w, "--format", "json")
     assert code == 0 and json.loads(same) == rows
@@ -102,7 +102,7 @@ def test_json_outputs_parse_and_hold_the_tables_information(tiny_job, capsys, tm
     assert code == 0 and exported["candidate"] == int(best)
     assert exported["manifest"] == str(tmp_path / "e" / "manifest.json")
     assert exported["files"]["weights"] == "model.safetensors"
-    assert 0 < exported["metrics"]["measured"]["export_test_accuracy"] <= 1
+    assert 0 < exported["metrics"]["evaluated"]["export_test_accuracy"] <= 1
 
 
 def test_import_table_json(tmp_path, capsys):

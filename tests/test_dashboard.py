@@ -152,7 +152,7 @@ def hand_made(tmp_path):
         archs.setdefault(arch.to_json(), arch)
     for (acc, lat, energy), arch in zip(POINTS, archs.values()):
         store.add_candidate(study, space, arch, {
-            "accuracy": acc, "latency_ms": lat, "energy_mj": energy, "params": 1000,
+            "val_accuracy": acc, "test_accuracy": acc - 0.005, "latency_ms": lat, "energy_mj": energy, "params": 1000,
             "predicted_accuracy": acc - 0.01, "predicted_accuracy_std": 0.02, "predicted_latency_ms": lat * 1.1,
             "measured": True})
     store.storage.engine.dispose()
@@ -165,7 +165,7 @@ def test_hand_made_job_reads_back_through_optuna(hand_made):
     url, job = hand_made
     assert set(job.front()["id"]) == FRONT
     study = _check_study(url, job)
-    assert study.metric_names == ["accuracy", "latency_ms", "energy_mj"]
+    assert study.metric_names == ["val_accuracy", "latency_ms", "energy_mj"]
     assert [t.values for t in study.trials] == [list(p) for p in POINTS]
     assert {t.number for t in study.best_trials} == FRONT
 
@@ -175,7 +175,7 @@ def test_hand_made_job_opens_in_optuna_dashboard(hand_made):
     study = optuna.load_study(study_name=job.name, storage=url)
     detail = _check_dashboard(url, job, study)
     assert {t["number"] for t in detail["best_trials"]} == FRONT
-    assert detail["objective_names"] == ["accuracy", "latency_ms", "energy_mj"]
+    assert detail["objective_names"] == ["val_accuracy", "latency_ms", "energy_mj"]
     shown_attrs = {a["key"] for a in detail["union_user_attrs"]}
     assert {"predicted_accuracy", "predicted_latency_ms", "measured"} <= shown_attrs
     # `after` pages the trials as the front end polls: only the newer ones come back.

@@ -177,7 +177,7 @@ def test_int8_export_of_an_all_8bit_subnet_runs_next_to_the_fake_quantized_one(o
     int8 = manifest["int8"]
     assert manifest["formats"] == ["pt", "int8"]
     assert int8["sha256"] == sha256_file(out / int8["file"])
-    assert int8["fake_quant_test_accuracy"] == manifest["metrics"]["measured"]["export_test_accuracy"]
+    assert int8["fake_quant_test_accuracy"] == manifest["metrics"]["evaluated"]["export_test_accuracy"]
     assert 0 <= int8["test_accuracy"] <= 1 and 0 <= int8["top1_agreement_with_fake_quant"] <= 1
     assert int8["latency_ms"] > 0 and int8["fake_quant_torchscript_latency_ms"] > 0
     assert int8["speedup_over_fake_quant"] == pytest.approx(int8["fake_quant_torchscript_latency_ms"]
@@ -201,8 +201,8 @@ def test_finetuning_before_export_records_before_and_after_and_leaves_the_job_al
     manifest = json.loads((out / "manifest.json").read_text())
     ft = manifest["finetune"]
     assert ft["epochs"] == 1 and len(ft["history"]) == 1
-    assert ft["test_accuracy_before"] == pytest.approx(job.candidate(cid)["accuracy"])
-    assert ft["test_accuracy_after"] == manifest["metrics"]["measured"]["export_test_accuracy"]
+    assert ft["test_accuracy_before"] == pytest.approx(job.candidate(cid)["test_accuracy"])
+    assert ft["test_accuracy_after"] == manifest["metrics"]["evaluated"]["export_test_accuracy"]
     assert manifest["checks"]["pt"]["passed"]  # the export equals the fine-tuned supernet
     assert sha256_file(supernet_file) == before_hash
     with pytest.raises(HwnasError, match="--finetune-epochs must be 0 or more"):

@@ -11,7 +11,7 @@ from hwnas.search.front import query_front
 
 def _frame(n=40, seed=0):
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({"id": range(n), "arch": ["{}"] * n, "accuracy": rng.uniform(0.8, 1.0, n),
+    return pd.DataFrame({"id": range(n), "arch": ["{}"] * n, "val_accuracy": rng.uniform(0.8, 1.0, n),
                          "latency_ms": rng.uniform(0.5, 3.0, n), "energy_mj": rng.uniform(1e-3, 1e-2, n)})
 
 
@@ -20,8 +20,8 @@ def _brute_front(frame, cols):
     for i, a in frame.iterrows():
         dominated = False
         for j, b in frame.iterrows():
-            better_eq = all((b[c] >= a[c]) if c == "accuracy" else (b[c] <= a[c]) for c in cols)
-            strictly = any((b[c] > a[c]) if c == "accuracy" else (b[c] < a[c]) for c in cols)
+            better_eq = all((b[c] >= a[c]) if c == "val_accuracy" else (b[c] <= a[c]) for c in cols)
+            strictly = any((b[c] > a[c]) if c == "val_accuracy" else (b[c] < a[c]) for c in cols)
             if i != j and better_eq and strictly:
                 dominated = True
                 break
@@ -33,17 +33,17 @@ def _brute_front(frame, cols):
 @pytest.mark.parametrize("objectives", [["accuracy", "latency"], ["accuracy", "latency", "energy"]])
 def test_front_equals_brute_force_pareto_set(objectives):
     frame = _frame()
-    cols = ["accuracy", "latency_ms", "energy_mj"][: len(objectives)]
+    cols = ["val_accuracy", "latency_ms", "energy_mj"][: len(objectives)]
     got = query_front(frame, objectives)
     assert set(got["id"]) == _brute_front(frame, cols)
-    assert list(got["accuracy"]) == sorted(got["accuracy"], reverse=True)
+    assert list(got["val_accuracy"]) == sorted(got["val_accuracy"], reverse=True)
 
 
 def test_budgets_filter_before_the_front():
     frame = _frame()
     got = query_front(frame, ["accuracy", "latency"], max_latency_ms=1.5, max_energy_mj=0.006)
     feasible = frame[(frame.latency_ms <= 1.5) & (frame.energy_mj <= 0.006)]
-    assert set(got["id"]) == _brute_front(feasible, ["accuracy", "latency_ms"])
+    assert set(got["id"]) == _brute_front(feasible, ["val_accuracy", "latency_ms"])
     assert (got.latency_ms <= 1.5).all() and (got.energy_mj <= 0.006).all()
 
 

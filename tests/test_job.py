@@ -24,7 +24,9 @@ def test_job_is_done_with_measured_candidates(tiny_job):
     assert {space.largest().to_json(), space.smallest().to_json()} <= set(frame["arch"])  # the anchors
     assert frame["measured"].all()
     assert frame["arch"].is_unique
-    assert ((frame["accuracy"] > 0) & (frame["accuracy"] <= 1)).all()
+    assert ((frame["val_accuracy"] > 0) & (frame["val_accuracy"] <= 1)).all()
+    assert ((frame["test_accuracy"] > 0) & (frame["test_accuracy"] <= 1)).all()
+    assert (frame["latency_source"] == "measured").all()
     assert (frame["latency_ms"] > 0).all() and (frame["energy_mj"] > 0).all()
     assert set(job.attrs["stage_seconds"]) >= {"train", "profile", "predictor", "search", "evaluate"}
     assert -1 <= job.attrs["predictor_quality"]["accuracy"]["kendall_tau"] <= 1
@@ -35,8 +37,8 @@ def test_open_job_and_front_dataframe(tiny_job):
     again = hwnas.open_job("tiny", workdir=workdir)
     front = again.front()
     assert isinstance(front, pd.DataFrame) and len(front) >= 1
-    assert list(front["accuracy"]) == sorted(front["accuracy"], reverse=True)
-    assert {"id", "arch", "accuracy", "latency_ms", "energy_mj", "params", "flops", "measured"} <= set(front.columns)
+    assert list(front["val_accuracy"]) == sorted(front["val_accuracy"], reverse=True)
+    assert {"id", "arch", "val_accuracy", "test_accuracy", "latency_ms", "energy_mj", "params", "flops", "measured"} <= set(front.columns)
 
 
 def test_unknown_job_and_candidate(tiny_job):
@@ -70,8 +72,9 @@ def test_export_round_trip_equals_the_supernet(tiny_job, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["candidate"] == int(best["id"])
     assert manifest["arch"] == json.loads(best["arch"])
-    assert manifest["metrics"]["measured"]["accuracy"] == pytest.approx(best["accuracy"])
-    assert manifest["metrics"]["measured"]["export_test_accuracy"] == pytest.approx(best["accuracy"])
+    assert manifest["metrics"]["evaluated"]["val_accuracy"] == pytest.approx(best["val_accuracy"])
+    assert manifest["metrics"]["evaluated"]["export_test_accuracy"] == pytest.approx(best["test_accuracy"])
+    assert manifest["metrics"]["measured"]["latency_ms"] == pytest.approx(best["latency_ms"])
     assert manifest["seed"] == 0 and manifest["device"]["name"] == "local-cpu"
     assert {"torch", "pymoo", "optuna", "hwnas"} <= set(manifest["versions"])
     assert manifest["quantization"][0]["wbits"] == 32 and manifest["quantization"][0]["kind"] == "conv"
@@ -125,18 +128,62 @@ def test_torchscript_export_checks_itself_and_loads_without_hwnas(tiny_job, tmp_
                  str(tmp_path / "bad"), "--format", "tflite"]) == 2
 
 
-def test_export_under_a_budget_picks_the_most_accurate_that_fits(tiny_job, tmp_path):
+def test_export_under_a_budget_picks_the_most_accurate_on_validation_that_fits(tiny_job, tmp_path):
     job, workdir = tiny_job
     frame = job.candidates()
     budget = float(frame["latency_ms"].median())
     out = job.export(tmp_path / "b", max_latency_ms=budget)
     manifest = json.loads((out / "manifest.json").read_text())
     fitting = frame[frame["latency_ms"] <= budget]
-    assert manifest["metrics"]["measured"]["latency_ms"] <= budget
-    assert manifest["metrics"]["measured"]["accuracy"] == pytest.approx(fitting["accuracy"].max())
+    assert manifest["metrics"]["measured"]["latency_ms"] <= budget  # local-cpu measured it
+    assert manifest["metrics"]["evaluated"]["val_accuracy"] == pytest.approx(fitting["val_accuracy"].max())
     with pytest.raises(NoCandidateError):
         job.export(tmp_path / "c", max_latency_ms=1e-6)
     assert not (tmp_path / "c").exists()
+
+
+def test_front_budgets_and_export_choose_on_validation_never_on_test(tiny_job, tmp_path):
+    """Two candidates under a budget: one best on validation, the other best on test. The front,
+    the budget query, hwnas front's JSON and the export all take the validation-best."""
+    import shutil
+
+    from hwnas.cli.app import main
+    from hwnas.job.handle import open_job
+
+    job, workdir = tiny_job
+    shutil.copy(workdir / "hwnas.db", tmp_path / "hwnas.db")  # the job's files stay shared, read-only
+    copy = open_job("tiny", workdir=tmp_path)
+    space = copy.space()
+    base = copy.candidates().iloc[0].to_dict()
+    metrics = {k: base[k] for k in ("energy_mj", "params", "flops", "macs", "bitops", "weight_kb",
+                                    "predicted_accuracy", "predicted_accuracy_std", "predicted_latency_ms")}
+    fast = 1e-4  # below every real candidate
+    ids = {}
+    for name, arch, val, test in (("val_best", space.largest(), 0.99, 0.50), ("test_best", space.smallest(), 0.60, 0.99)):
+        ids[name] = copy.store.add_candidate(copy.study, space, arch, {
+            **metrics, "val_accuracy": val, "test_accuracy": test, "latency_ms": fast, "latency_spread_ms": 0.0,
+            "latency_source": "measured", "measured": True, "round": 9})
+    front = copy.front(max_latency_ms=2 * fast)
+    assert front["id"].tolist() == [ids["val_best"]]  # test_best is dominated on validation accuracy
+    assert main(["front", "tiny", "--workdir", str(tmp_path), "--max-latency-ms", str(2 * fast), "--format", "json"]) == 0
+    out = copy.export(tmp_path / "picked", max_latency_ms=2 * fast)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["candidate"] == ids["val_best"]
+    assert manifest["metrics"]["evaluated"]["val_accuracy"] == 0.99
+    assert manifest["metrics"]["evaluated"]["test_accuracy"] == 0.50
+    assert manifest["metrics"]["evaluated"]["chosen_on"] == "val_accuracy"
+
+
+def test_front_json_names_validation_and_test_accuracy(tiny_job, capsys):
+    from hwnas.cli.app import main
+
+    job, workdir = tiny_job
+    assert main(["front", "tiny", "--workdir", str(workdir), "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    rows = rows["front"] if isinstance(rows, dict) else rows
+    assert rows and {"val_accuracy", "test_accuracy", "latency_source"} <= set(rows[0])
+    assert "accuracy" not in rows[0]
+    assert [r["val_accuracy"] for r in rows] == sorted((r["val_accuracy"] for r in rows), reverse=True)
 
 
 def test_tampered_or_foreign_exports_are_refused(tiny_job, tmp_path):

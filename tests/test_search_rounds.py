@@ -61,7 +61,7 @@ def _tree(**search):
 
 def _result(job):
     frame = job.candidates().sort_values("arch")
-    return list(frame["arch"]), list(frame["accuracy"]), list(frame["latency_ms"])
+    return list(frame["arch"]), list(frame["val_accuracy"]), list(frame["latency_ms"])
 
 
 @pytest.fixture(scope="module")

@@ -58,7 +58,8 @@ def space():
 
 def _metrics(i: int) -> dict:
     """Every candidate column but id/arch, distinct per ``i`` so a lost or doubled one shows."""
-    return {"accuracy": 0.5 + i / 1000, "latency_ms": 1.0 + i / 7, "latency_spread_ms": 0.01,
+    return {"val_accuracy": 0.5 + i / 1000, "test_accuracy": 0.4 + i / 1000, "latency_ms": 1.0 + i / 7,
+            "latency_spread_ms": 0.01, "latency_source": "measured" if i % 2 == 0 else "table",
             "energy_mj": 0.25 + i / 3, "params": 1000 + i, "flops": 1.5e6 + i, "macs": 7.5e5 + i,
             "bitops": 2.0e8 + i, "weight_kb": 12.5 + i, "predicted_accuracy": 0.49 + i / 1000,
             "predicted_accuracy_std": 0.02, "predicted_latency_ms": 1.1 + i / 7, "measured": i % 2 == 0,
@@ -94,7 +95,7 @@ def test_round_trip_through_a_new_store(store_url, space):
     pd.testing.assert_frame_equal(read, expected, check_dtype=False)
     for row, trial in zip(added, reopened.get_trials()):
         assert trial.params == Arch.from_json(row["arch"]).to_dict()
-        assert trial.values == [row["accuracy"], row["latency_ms"], row["energy_mj"]]
+        assert trial.values == [row["val_accuracy"], row["latency_ms"], row["energy_mj"]]  # the dashboard's objectives
     assert reopened.directions[0].name == "MAXIMIZE" and reopened.directions[1].name == "MINIMIZE"
     assert reopened.user_attrs["objectives"] == OBJECTIVES
 
@@ -211,6 +212,6 @@ def test_cli_search_jobs_front_on_postgresql(pg_url, tiny_config_file, tmp_path,
     assert main(["front", "tiny", "--store", url, "--workdir", str(work), "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert rows and all(row["measured"] is True for row in rows)
-    assert all(0 < row["accuracy"] <= 1 for row in rows)
+    assert all(0 < row["val_accuracy"] <= 1 for row in rows)
     assert main(["front", "tiny", "--store", url, "--workdir", str(work)]) == 0
     assert "Pareto front of tiny" in capsys.readouterr().out

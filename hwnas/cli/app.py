@@ -50,8 +50,12 @@ class Format(str, Enum):
     json = "json"
 
 
-FRONT_COLUMNS = ["id", "accuracy", "latency_ms", "energy_mj", "params", "flops", "bitops", "weight_kb",
-                 "predicted_accuracy", "predicted_accuracy_std", "predicted_latency_ms", "measured", "arch"]
+# val_accuracy chose the front (and any budget pick); test_accuracy is reported beside it. latency_ms
+# is what latency_source says: measured on the job's device in this job, or a table's or analytical
+# model's figure (then predicted_latency_ms is the same model's).
+FRONT_COLUMNS = ["id", "val_accuracy", "test_accuracy", "latency_ms", "latency_source", "energy_mj", "params", "flops",
+                 "bitops", "weight_kb", "predicted_accuracy", "predicted_accuracy_std", "predicted_latency_ms",
+                 "measured", "arch"]
 
 
 def _front_rows(frame):
@@ -70,11 +74,14 @@ def _front_records(frame) -> list[dict[str, Any]]:
 def _front_table(job, frame, title: str) -> Table:
     from hwnas.job.store import arch_of
 
-    table = make_table(("id", RIGHT), ("acc", RIGHT), ("lat ms", RIGHT), ("pred ms", RIGHT), ("uJ", RIGHT),
-                       ("params", RIGHT), ("MFLOPs", RIGHT), ("arch", {**FOLD, "min_width": 12}), title=title)
+    sources = set(frame["latency_source"]) if not frame.empty else {"measured"}
+    latency = f"lat ms ({'/'.join(sorted(sources))})"
+    table = make_table(("id", RIGHT), ("val acc", RIGHT), ("test acc", RIGHT), (latency, RIGHT), ("pred ms", RIGHT),
+                       ("uJ", RIGHT), ("params", RIGHT), ("MFLOPs", RIGHT), ("arch", {**FOLD, "min_width": 12}),
+                       title=title)
     space = job.space()
     for _, r in frame.iterrows():
-        table.add_row(str(int(r["id"])), f"{r['accuracy']:.4f}", f"{r['latency_ms']:.3f}",
+        table.add_row(str(int(r["id"])), f"{r['val_accuracy']:.4f}", f"{r['test_accuracy']:.4f}", f"{r['latency_ms']:.3f}",
                       f"{r['predicted_latency_ms']:.3f}", f"{r['energy_mj'] * 1000:.2f}",
                       f"{int(r['params']):,}", f"{r['flops'] / 1e6:.2f}", space.summary(arch_of(r)))
     return table
@@ -306,7 +313,9 @@ def export(
     manifest_path = path / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     metrics = manifest.get("metrics", {})
-    m = metrics.get("measured", {})
+    evaluated = metrics.get("evaluated", {})
+    search_latency = metrics.get("measured") or metrics.get("modelled") or {}
+    source = "measured" if "measured" in metrics else search_latency.get("source", "model")
     lat = metrics.get("export_latency", {})
     if lat.get("gap_above_10pct"):
         ui.warn(f"the export runs in {lat['median_ms']:.3f} ms on {job.config.device.name}, "
@@ -318,8 +327,12 @@ def export(
                  "checks": manifest.get("checks", {}), "skipped_formats": manifest.get("skipped_formats", {}),
                  "int8": manifest.get("int8"), "finetune": manifest.get("finetune")})
         return
-    ui.result(f"exported candidate {manifest['candidate']} of {job.name} to {path}: accuracy "
-              f"{m['export_test_accuracy']:.4f}, latency {m['latency_ms']:.3f} ms", wrap=False)
+    ui.result(f"exported candidate {manifest['candidate']} of {job.name} to {path}: validation accuracy "
+              f"{evaluated['val_accuracy']:.4f} (chosen on), test accuracy {evaluated['export_test_accuracy']:.4f}, "
+              f"latency {search_latency['latency_ms']:.3f} ms ({source})", wrap=False)
+    if lat.get("measured"):
+        ui.info(f"  re-measured now: {lat['median_ms']:.3f} ms against the predicted {lat['predicted_ms']:.3f} ms "
+                f"({100 * lat['gap']:+.1f} %)")
     for name, check in manifest.get("checks", {}).items():
         flips = f", {check['rounding_flips']} rounding flip(s) excused" if check.get("rounding_flips") else ""
         ui.info(f"  {files.get(name, files.get('weights'))}: matches the "

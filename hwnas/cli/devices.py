@@ -56,13 +56,15 @@ class TableFormat(str, Enum):
     hwnas = "hwnas"
     ofa = "ofa"
     bitwidth = "bitwidth"
+    fbnet = "fbnet"
 
 
 @app.command("import-table")
 def import_table(
-    source: Annotated[Path, typer.Argument(help="the table file (YAML, JSON or CSV)")],
+    source: Annotated[Path, typer.Argument(help="the table file (YAML, JSON, CSV, or .npy for fbnet)")],
     name: Annotated[str, typer.Option("--name", help="the device name configs will use in device.name")],
-    fmt: Annotated[TableFormat, typer.Option("--format", help="hwnas (the native schema), ofa or bitwidth keys")],
+    fmt: Annotated[TableFormat, typer.Option("--format", help="hwnas (the native schema), ofa, bitwidth (APQ) or fbnet "
+                                                   "(HW-NAS-Bench .npy) keys")],
     processor: Annotated[str, typer.Option("--processor", help="where the table was measured")] = "?",
     runtime: Annotated[str, typer.Option("--runtime", help="runtime it was measured with (tflite, onnxruntime, "
                                          "...)")] = "?",
@@ -82,6 +84,8 @@ def import_table(
     Example:
       hwnas import-table pixel1_lut.yaml --format ofa --name pixel1 \\
         --processor "Pixel 1 CPU"
+      hwnas import-table BitFusion_new.b16.dict --format bitwidth --name bitfusion
+      hwnas import-table fbnet_edgegpu_lut.npy --format fbnet --name edgegpu
     """
 
     from hwnas.hwmodels.devices import tables_dir
@@ -108,7 +112,8 @@ def import_table(
                  "has_energy": bool(table.has_energy), "table": str(target), "meta": meta,
                  "warnings": [str(w.message) for w in caught], "use": f"--set device.name={name}"})
         return
-    ui.result(f"imported {len(table)} entries ({table.granularity} granularity, {energy}) as device {name}")
+    fixed = "".join(f", {part} priced as one entry" for part in table.fixed_parts())
+    ui.result(f"imported {len(table)} entries ({table.granularity} granularity, {energy}{fixed}) as device {name}")
     ui.result(f"table: {target}", wrap=False)
     ui.info(f"use it with: --set device.name={name}", wrap=False)
 
@@ -163,7 +168,8 @@ def profile(
                       "high_spread": sum(r["note"] == HIGH_SPREAD for r in group)})
     c = config.device
     method = {"threads": c.threads, "batch_size": c.batch_size, "warmup": c.warmup, "repeats": c.repeats,
-              "max_spread": c.max_spread}
+              "rounds": c.rounds, "max_drift": c.max_drift, "max_spread": c.max_spread,
+              "reference_ms": result.reference_ms}
     if ui.json:
         ui.emit({"device": device.name, "space": config.space.type, "table": str(result.path), "entries": len(rows),
                  "measured": result.measured, "remeasured": result.remeasured, "flagged": result.flagged,
@@ -180,4 +186,6 @@ def profile(
     ui.result(f"measured now {result.measured}, re-measured {result.remeasured} noisy, flagged high-spread "
               f"{result.flagged} (spread above {c.max_spread:.0%} of the median after retries)")
     ui.info(f"method: each op timed inside its network, {c.threads} thread(s), batch {c.batch_size}, "
-            f"{c.warmup} warmup runs, median and interquartile range of {c.repeats} runs")
+            f"{c.warmup} warm-up calls, {c.repeats} timed calls in {c.rounds} interleaved rounds with a reference "
+            f"subnet ({result.reference_ms or float('nan'):.4f} ms) correcting each round for the machine's speed; median of the "
+            f"corrected calls, interquartile range of the round medians")

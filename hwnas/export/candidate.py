@@ -32,10 +32,12 @@ from hwnas.export.formats import (
 from hwnas.export.int8 import calibration_images, write_int8
 from hwnas.export.loading import MANIFEST_FORMAT
 from hwnas.hwmodels.devices import LocalCPU, build_device
+from hwnas.hwmodels.lut import read_meta
+from hwnas.hwmodels.profiler import use_reference
 from hwnas.hwmodels.torchscript import script_model
 from hwnas.spaces.dims import Arch
 from hwnas.spaces.ops.quant import ActQuant
-from hwnas.spaces.registry import int8_ineligible_reason, op_graph
+from hwnas.spaces.registry import int8_ineligible_reason, op_graph, space_entry
 from hwnas.train.components import Components, resolve_compute
 from hwnas.train.evaluation import accuracy
 from hwnas.utils.hooks import run_with_pre_hooks
@@ -121,16 +123,22 @@ def _check(name: str, run, inputs: torch.Tensor, reference: torch.Tensor, model:
             "tolerance": tolerance, "passed": True}
 
 
-def _measure_latency(job, model, input_shape, predicted_ms: float) -> dict[str, Any]:
-    """The exported module timed on the job's device now, next to the search's prediction; the gap
-    is flagged above 10 %. Devices that do not measure (tables, models) report their prediction."""
+def _measure_latency(job, parts, model, predicted_ms: float) -> dict[str, Any]:
+    """The exported module timed on the job's device now, next to the search's prediction it
+    checks; the gap is flagged above 10 %. Timed in rounds with the space's reference subnet and
+    corrected to the speed the job's lookup table was measured at (``speed`` says how fast the
+    machine ran now against then). Devices that do not measure (tables, models) report their
+    prediction and say so."""
     device = build_device(job.config.device, job.config.workdir)
     if not device.measures:
-        return {"measured": False, "predicted_ms": predicted_ms}
-    median, spread = device.time_model(model, input_shape)
+        return {"measured": False, "predicted_ms": predicted_ms, "source": device.kind}
+    recorded = read_meta(job.paths.lut).get("reference", {}) if job.paths.lut.exists() else {}
+    use_reference(device, parts.space, space_entry(job.config.space.type).build_standalone, recorded)
+    timing = device.time_models([model], parts.data.input_shape)
+    median, spread = timing.summary(0)
     gap = (median - predicted_ms) / predicted_ms if predicted_ms else float("nan")
     return {"measured": True, "median_ms": median, "spread_ms": spread, "predicted_ms": predicted_ms,
-            "gap": gap, "gap_above_10pct": bool(abs(gap) > 0.10)}
+            "gap": gap, "gap_above_10pct": bool(abs(gap) > 0.10), "timing": timing.describe()}
 
 
 def resolve_formats(formats: tuple[str, ...], spec: dict[str, Any]) -> tuple[list[str], dict]:
@@ -167,9 +175,9 @@ def _export_int8(job, parts, model, out: Path, inputs, example, test_accuracy: f
     target = out / "model.int8.torchscript.pt"
     converted, reloaded, backend = write_int8(model, calibration, example, target)
     agreement = float((_outputs(reloaded, inputs).argmax(1) == _outputs(model, inputs).argmax(1)).float().mean())
-    timer = LocalCPU(job.config.device)
-    int8_ms, int8_spread = timer.time_model(reloaded, parts.data.input_shape)
-    float_ms, float_spread = timer.time_model(script_model(model, (example,)), parts.data.input_shape)
+    timing = LocalCPU(job.config.device).time_models([reloaded, script_model(model, (example,))],
+                                                     parts.data.input_shape)  # side by side, in rounds
+    (int8_ms, int8_spread), (float_ms, float_spread) = timing.summary(0), timing.summary(1)
     return {"file": target.name, "sha256": sha256_file(target), "input_shape": list(example.shape),
             "loads_with": "torch.jit.load (no hwnas needed)", "backend": backend, "calibration_images": len(calibration),
             "test_accuracy": accuracy(converted, parts.data.test), "fake_quant_test_accuracy": test_accuracy,
@@ -232,15 +240,21 @@ def export_candidate(job, candidate_id: int, out: Path, formats: tuple[str, ...]
             checks[name] = _check(name, load(out / filename), inputs, reference, model)
     if "int8" in wanted:
         files["int8"] = _export_int8(job, parts, model, out, inputs, example, test_accuracy)
-    latency = _measure_latency(job, model, parts.data.input_shape, row["predicted_latency_ms"])
-    measured = {"accuracy": row["accuracy"], "latency_ms": row["latency_ms"], "export_test_accuracy": test_accuracy}
+    latency = _measure_latency(job, parts, model, row["predicted_latency_ms"])
+    evaluated = {"val_accuracy": row["val_accuracy"], "test_accuracy": row["test_accuracy"],
+                 "export_test_accuracy": test_accuracy, "chosen_on": "val_accuracy"}
+    # Filed under measured only when the job measured it on its device; else the model it came from.
+    search_latency = {"latency_ms": row["latency_ms"], "latency_spread_ms": row.get("latency_spread_ms")}
+    latency_figures = ({"measured": search_latency} if row["latency_source"] == "measured"
+                       else {"modelled": {**search_latency, "source": row["latency_source"]}})
     manifest = {
         "format": MANIFEST_FORMAT, "job": job.name, "candidate": int(candidate_id),
         "space": config.space.type, "arch": arch.to_dict(), "subnet": parts.supernet.spec,
         "quantization": quantization_policy(parts.supernet.spec),
         "metrics": {
-            "measured": measured,
-            "predicted": {"accuracy": row["predicted_accuracy"], "latency_ms": row["predicted_latency_ms"]},
+            "evaluated": evaluated,
+            **latency_figures,
+            "predicted": {"val_accuracy": row["predicted_accuracy"], "latency_ms": row["predicted_latency_ms"]},
             "export_latency": latency,
             "analytical": {"energy_mj": row["energy_mj"], "params": row["params"], "flops": row["flops"],
                            "bitops": row["bitops"], "weight_kb": row["weight_kb"]},

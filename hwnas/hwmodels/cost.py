@@ -17,6 +17,13 @@ def cost_units(spec: dict[str, Any], table: LookupTable) -> list[OpSig]:
     return block_graph(spec) if table.granularity == "block" else op_graph(spec)
 
 
+def fixed_op_counts(space) -> tuple[int, int]:
+    """How many ops a subnet of ``space`` has before and after its blocks (0, 0 when the space
+    has no block layout): what a table's ``head`` and ``tail`` rows price."""
+    layout = space.block_layout() if hasattr(space, "block_layout") else None
+    return (len(layout.leading), len(layout.trailing)) if layout is not None else (0, 0)
+
+
 class CostModel:
     """``latency`` is an optional fitted latency predictor (``predict(graphs)``); without one the
     latency is the lookup-table sum, which is always reported as ``latency_table_ms`` too. Energy
@@ -37,9 +44,11 @@ class CostModel:
             ops = op_graph(spec)
             units = cost_units(spec, self.lut)
             interpolate = getattr(self.space, "interpolated_field", None)
-            table_ms = self.lut.total_latency_ms(units, interpolate)
+            priced, parts = self.lut.split_fixed(units, *fixed_op_counts(self.space))
+            table_ms = self.lut.total_latency_ms(priced, interpolate) + sum(r["latency_ms"] for r in parts)
             latency = table_ms if self.latency is None else float(self.latency.predict([units])[0])
-            energy = self.lut.total_energy_mj(units) if self.lut.has_energy else self.energy.energy_mj(ops)
+            energy = (self.lut.total_energy_mj(priced) + sum(r["energy_mj"] for r in parts) if self.lut.has_energy
+                      else self.energy.energy_mj(ops))
             cached = {"latency_ms": latency, "latency_table_ms": table_ms, "energy_mj": energy, **count(ops)}
             self._cache[arch] = cached
         return cached

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from hwnas.errors import ConfigError, LookupTableError
-from hwnas.hwmodels.cost import cost_units
+from hwnas.hwmodels.cost import cost_units, fixed_op_counts
 from hwnas.hwmodels.local_cpu import LocalCPU
 from hwnas.hwmodels.lut import LookupTable, read_meta
 from hwnas.hwmodels.roofline import RooflineModel
@@ -48,10 +48,12 @@ class AnalyticalDevice:
 
 
 def space_units(space, table: LookupTable) -> list[OpSig]:
-    """Every distinct costed unit (op, or block for a block table) of the space's subnets."""
+    """Every distinct costed unit (op, or block for a block table) of the space's subnets, but the
+    fixed ops a table's ``head`` and ``tail`` entries price."""
     units: dict[str, OpSig] = {}
+    fixed = fixed_op_counts(space)
     for arch in space.covering_archs():
-        for op in cost_units(space.subnet_spec(arch), table):
+        for op in table.split_fixed(cost_units(space.subnet_spec(arch), table), *fixed)[0]:
             units.setdefault(op.key, op)
     return list(units.values())
 

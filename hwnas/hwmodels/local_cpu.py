@@ -1,18 +1,28 @@
 """``local-cpu``: this machine's CPU running eager PyTorch, the measured device every other
-measured runtime (:mod:`hwnas.hwmodels.torchscript`) builds on."""
+measured runtime (:mod:`hwnas.hwmodels.torchscript`) builds on.
+
+Everything it times, whole models and the ops inside covering networks alike, is timed in
+interleaved rounds with a reference model spread through every round (see
+:func:`hwnas.utils.timing.time_in_rounds`). The reference is a subnet the caller names with
+:meth:`LocalCPU.use_reference`; the first batch timed with it fixes the baseline its speed is
+compared with, unless the caller passes one (a job passes the one its lookup table recorded, so
+every later measurement is corrected to the speed the table was measured at).
+"""
 from __future__ import annotations
 
 import os
 import platform
-from typing import Any
+import time
+from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
 from hwnas.ir import OpSig
 from hwnas.spaces.ops.layers import op_modules
 from hwnas.utils.io import stable_hash
-from hwnas.utils.timing import pinned_threads, time_call, time_ops_in_network
+from hwnas.utils.timing import RoundPlan, RoundTiming, Subject, model_subject, pinned_threads, time_in_rounds
 
 
 def processor_name() -> str:
@@ -31,47 +41,138 @@ class LocalCPU:
 
     kind = "measured"
     measures = True  # real evaluation times every candidate end to end here
+    runtime = "pytorch-eager"
 
     def __init__(self, config):
         self.config = config
         self.name = config.name
-
-    runtime = "pytorch-eager"
+        self.reference_subject: Subject | None = None
+        self.reference_baseline_ms: float | None = None
+        self.last_timing: RoundTiming | None = None
+        self._batches = 0
 
     def describe(self) -> dict[str, Any]:
+        c = self.config
         return {
             "name": self.name, "kind": self.kind, "processor": processor_name(),
             "machine": platform.machine(), "cpus": os.cpu_count(), "runtime": self.runtime,
-            "runtime_version": torch.__version__, "torch": torch.__version__, "threads": self.config.threads,
-            "batch_size": self.config.batch_size, "warmup": self.config.warmup,
-            "repeats": self.config.repeats,
+            "runtime_version": torch.__version__, "torch": torch.__version__, "threads": c.threads,
+            "batch_size": c.batch_size, "warmup": c.warmup, "repeats": c.repeats, "rounds": c.rounds,
         }
 
     def fingerprint(self) -> str:
-        """Tables are reused only on the same processor, runtime, threads and batch size."""
+        """Tables are reused only on the same processor, runtime, threads, batch size and method."""
         return stable_hash(self.describe())
 
-    @torch.inference_mode()
-    def _time(self, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[float, float]:
-        with pinned_threads(self.config.threads):
-            return time_call(lambda: module(*inputs), self.config.warmup, self.config.repeats)
+    def plan(self) -> RoundPlan:
+        c = self.config
+        return RoundPlan.for_repeats(c.repeats, c.rounds, c.warmup, c.max_drift)
+
+    # -- what a runtime defines ------------------------------------------------------------------
+    def runnable(self, model: nn.Module, x: torch.Tensor) -> Callable[[], object]:
+        """A call that runs ``model`` on ``x`` as this runtime deploys it (eager: as it is)."""
+        model = model.eval().cpu()
+        return lambda: model(x)
+
+    def op_subject(self, model: nn.Module, ops: list[OpSig], x: torch.Tensor) -> Subject:
+        """A subject timing every op of ``model`` in place, between hooks on its module: an op
+        repeated alone runs faster than inside a network (see :mod:`hwnas.utils.timing`)."""
+        modules = _checked_op_modules(model, ops)
+        model = model.eval().cpu()
+        started = [0] * len(modules)
+        spent: list[int] = []
+
+        def before(index):
+            return lambda m, inputs: started.__setitem__(index, time.perf_counter_ns())
+
+        def after(index):
+            return lambda m, inputs, output: spent.append(time.perf_counter_ns() - started[index])
+
+        handles = [h for index, module in enumerate(modules)
+                   for h in (module.register_forward_pre_hook(before(index)),
+                             module.register_forward_hook(after(index)))]
+
+        def run(n: int) -> np.ndarray:
+            out = np.empty((n, len(modules)))
+            for k in range(n):
+                spent.clear()
+                model(x)
+                if len(spent) != len(modules):
+                    raise ValueError(f"{len(spent)} of {len(modules)} op modules ran in the model's forward")
+                out[k] = spent
+            return out
+        run.close = lambda: [h.remove() for h in handles]  # type: ignore[attr-defined]
+        return run
+
+    # -- timing ------------------------------------------------------------------------------------
+    def example(self, input_shape: Sequence[int]) -> torch.Tensor:
+        return torch.randn(self.config.batch_size, *input_shape)
 
     @torch.inference_mode()
-    def time_ops(self, model: nn.Module, ops: list[OpSig], input_shape: tuple[int, ...]) -> dict[str, list[int]]:
-        """Nanosecond samples of every op of ``model`` (whose op graph is ``ops``), timed in place."""
-        modules = op_modules(model)
-        if len(modules) != len(ops):
-            raise ValueError(f"model has {len(modules)} op modules but its graph {len(ops)} ops")
-        model = model.eval().cpu()
-        x = torch.randn(self.config.batch_size, *input_shape)
+    def use_reference(self, model: nn.Module, input_shape: Sequence[int], baseline_ms: float | None = None) -> None:
+        """Time ``model`` in every round from now on, and correct for the machine's speed relative to
+        ``baseline_ms`` (default: the reference's median in the next batch timed)."""
         with pinned_threads(self.config.threads):
-            samples = time_ops_in_network(model, modules, lambda: model(x), self.config.warmup,
-                                          self.config.repeats)
-        out: dict[str, list[int]] = {}
-        for op, s in zip(ops, samples):
-            out.setdefault(op.key, []).extend(s)
+            self.reference_subject = model_subject(self.runnable(model, self.example(input_shape)))
+        self.reference_baseline_ms = baseline_ms
+
+    def _in_rounds(self, subjects: list[Subject]) -> RoundTiming:
+        self._batches += 1
+        with pinned_threads(self.config.threads):
+            timing = time_in_rounds(subjects, self.plan(), self.reference_subject, self.reference_baseline_ms,
+                                    seed=self._batches)
+        if self.reference_subject is not None and self.reference_baseline_ms is None:
+            self.reference_baseline_ms = timing.baseline_ms
+        self.last_timing = timing
+        return timing
+
+    @torch.inference_mode()
+    def time_models(self, models: Sequence[nn.Module], input_shape: Sequence[int]) -> RoundTiming:
+        """Every model of the batch end to end, interleaved in rounds; ``.summary(i)`` is model
+        ``i``'s (median, spread) in ms."""
+        x = self.example(input_shape)
+        with pinned_threads(self.config.threads):
+            runnables = [self.runnable(m, x) for m in models]
+        return self.time_prepared(runnables)
+
+    def time_prepared(self, runnables: Sequence[Callable[[], object]]) -> RoundTiming:
+        """Calls made by :meth:`runnable` (prepared once, e.g. scripted), timed in rounds."""
+        return self._in_rounds([model_subject(r) for r in runnables])
+
+    def time_model(self, model: nn.Module, input_shape: Sequence[int]) -> tuple[float, float]:
+        """(median, spread) in ms of one model (see :meth:`time_models`)."""
+        return self.time_models([model], input_shape).summary(0)
+
+    @torch.inference_mode()
+    def time_op_networks(self, networks: Sequence[tuple[nn.Module, list[OpSig]]],
+                         input_shape: Sequence[int]) -> list[dict[str, tuple[float, float, int]]]:
+        """Per network, every op key's (median ms, spread ms, timed calls), the networks timed
+        interleaved in rounds."""
+        x = self.example(input_shape)
+        with pinned_threads(self.config.threads):
+            subjects = [self.op_subject(model, ops, x) for model, ops in networks]
+        try:
+            timing = self._in_rounds(subjects)
+        finally:
+            for subject in subjects:
+                getattr(subject, "close", lambda: None)()
+        out = []
+        for index, (_, ops) in enumerate(networks):
+            entries: dict[str, tuple[float, float, int]] = {}
+            for q, op in enumerate(ops):
+                if op.key not in entries:  # an op repeated in a network is timed at its first place
+                    median, spread = timing.summary(index, q)
+                    entries[op.key] = (median, spread, len(timing.samples_ns[index]))
+            out.append(entries)
         return out
 
-    def time_model(self, model: nn.Module, input_shape: tuple[int, ...]) -> tuple[float, float]:
-        x = torch.randn(self.config.batch_size, *input_shape)
-        return self._time(model.eval().cpu(), (x,))
+    def time_ops(self, model: nn.Module, ops: list[OpSig], input_shape: Sequence[int]) -> dict[str, tuple[float, float, int]]:
+        """Every op of one network (see :meth:`time_op_networks`)."""
+        return self.time_op_networks([(model, ops)], input_shape)[0]
+
+
+def _checked_op_modules(model: nn.Module, ops: list[OpSig]) -> list[nn.Module]:
+    modules = op_modules(model)
+    if len(modules) != len(ops):
+        raise ValueError(f"model has {len(modules)} op modules but its graph {len(ops)} ops")
+    return modules

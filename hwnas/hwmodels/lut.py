@@ -44,6 +44,7 @@ from hwnas.ir import OpSig, signature_key
 from hwnas.utils.io import atomic_path_with_digest, has_digest, verify_digest, write_json_with_digest
 
 SIG_COLUMNS = [f.name for f in fields(OpSig)]
+FIXED_PARTS = ("head", "tail")  # kinds of rows pricing a network's fixed ops together (see fixed_parts)
 SIG_DEFAULTS = {"op": "mult", "mid": 0}  # an absent column of these means the default, not a wildcard
 VALUE_COLUMNS = ["latency_ms", "energy_mj", "spread_ms", "repeats", "note"]
 INT_FIELDS = {f.name for f in fields(OpSig) if f.type == "int"}
@@ -144,6 +145,25 @@ class LookupTable:
 
     def missing(self, ops: Iterable[OpSig]) -> list[OpSig]:
         return [op for op in ops if self.entry(op) is None]
+
+    # -- fixed parts ---------------------------------------------------------------------------
+    def fixed_parts(self) -> dict[str, dict[str, Any]]:
+        """Rows of kind ``head`` and ``tail``: one figure for all of a network's fixed ops before
+        (the stem) or after (head conv, pooling, classifier) its searched blocks, as tables measured
+        on fixed backbones give them (APQ's BitFusion table)."""
+        if "fixed" not in self._index:
+            self._index["fixed"] = {r["kind"]: r for r in self.entries.values() if r["kind"] in FIXED_PARTS}
+        return self._index["fixed"]
+
+    def split_fixed(self, units: list[OpSig], leading: int, trailing: int) -> tuple[list[OpSig], list[dict[str, Any]]]:
+        """The units priced one by one, and the fixed-part rows that price the ``leading`` first and
+        ``trailing`` last units instead, where the table has them."""
+        parts, rows = self.fixed_parts(), []
+        if "head" in parts and leading:
+            units, rows = units[leading:], [*rows, parts["head"]]
+        if "tail" in parts and trailing:
+            units, rows = units[:len(units) - trailing], [*rows, parts["tail"]]
+        return units, rows
 
     # -- estimates -----------------------------------------------------------------------------
     def estimate(self, op: OpSig) -> tuple[float, str] | None:

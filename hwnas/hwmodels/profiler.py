@@ -4,16 +4,20 @@ The method (what ``hwnas profile`` and a search job's profile stage both run):
 
 1. The space's covering subnets (which together contain every distinct op, see
    ``covering_archs``) are built as exported models with their initial weights.
-2. Each is run ``warmup`` times, then ``repeats`` times with garbage collection paused and the
-   device's thread count pinned; every op is timed *inside* the running network, between hooks on
-   its module (see :mod:`hwnas.utils.timing` for why not alone). An entry is the median of its
-   samples, with the interquartile range as its spread and the sample count as its repeats.
+2. They are timed in batches of ``batch_size`` networks, interleaved in rounds with the space's
+   reference subnet (:func:`reference_arch`) in every round, each round corrected for the
+   machine's speed (see :func:`hwnas.utils.timing.time_in_rounds`); every op is timed *inside*
+   its running network, between hooks on its module (see :mod:`hwnas.utils.timing` for why not
+   alone). An entry is the median of its corrected calls, with the interquartile range of its
+   round medians as its spread and its timed calls as its repeats. The reference's baseline is
+   saved with the table (``reference`` in its metadata): a job corrects every later
+   measurement on the device to it, so the table and end-to-end figures share one speed.
 3. Only ops missing from the cached table of the same device fingerprint (processor, runtime,
-   threads, batch) are measured; the table is saved atomically after every network by default
-   (``flush_every``; a save costs milliseconds, a network's measurement far more), so a killed run
-   continues where it stopped and measures again at most the network it was timing.
+   threads, batch, method) are measured; the table is saved atomically after every batch by
+   default (``flush_every``; a save costs milliseconds, a batch's measurement far more), so a
+   killed run continues where it stopped and measures again at most the batch it was timing.
 4. An entry whose spread exceeds ``max_spread`` x its median is re-measured, up to ``retries``
-   more times on a network containing it, keeping the steadier measurement; if it stays that
+   more times on networks containing it, keeping the steadier measurement; if it stays that
    noisy it is kept and flagged ``high-spread``. A refresh (``hwnas profile``) retries flagged
    entries too.
 
@@ -30,11 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from hwnas.hwmodels.lut import LookupTable
+import numpy as np
+
+from hwnas.hwmodels.lut import LookupTable, read_meta
 from hwnas.ir import OpSig
 from hwnas.spaces.registry import op_graph, space_entry
 from hwnas.utils.io import file_lock
-from hwnas.utils.timing import summarize
 
 HIGH_SPREAD = "high-spread"
 REPROFILE = "delete it to profile the device again"
@@ -48,6 +53,11 @@ class ProfileResult:
     remeasured: int    # noisy entries measured again
     flagged: int       # entries still noisy after their retries
     networks: int      # networks run
+    reference: dict | None = None  # the reference subnet ("arch") and the time ("ms") measurements are corrected to
+
+    @property
+    def reference_ms(self) -> float | None:
+        return (self.reference or {}).get("ms")
 
 
 def lut_path(cache_dir: str | Path, device) -> Path:
@@ -61,17 +71,17 @@ def relative_spread(row: dict) -> float:
 def build_lookup_table(device, space, build_standalone: Callable, cache_dir: str | Path,
                        progress: Callable[[int, int], None] | None = None, flush_every: int = 1,
                        max_spread: float = 0.25, retries: int = 2, refresh: bool = False,
-                       on_commit: Callable[[list[str]], None] | None = None) -> ProfileResult:
+                       on_commit: Callable[[list[str]], None] | None = None, batch_size: int = 8) -> ProfileResult:
     """See the module docstring; ``on_commit(keys)`` is told the op keys each save made durable."""
     path = lut_path(cache_dir, device)
     with file_lock(path.with_name(path.name + ".lock"), blocking=True):
         return _build(device, space, build_standalone, path, progress, flush_every, max_spread, retries, refresh,
-                      on_commit)
+                      on_commit, batch_size)
 
 
 def _build(device, space, build_standalone: Callable, path: Path, progress: Callable[[int, int], None] | None,
            flush_every: int, max_spread: float, retries: int, refresh: bool,
-           on_commit: Callable[[list[str]], None] | None = None) -> ProfileResult:
+           on_commit: Callable[[list[str]], None] | None = None, batch_size: int = 8) -> ProfileResult:
     if path.exists():
         table = LookupTable.load(path, require_digest=True, remedy=REPROFILE)
     else:
@@ -84,32 +94,34 @@ def _build(device, space, build_standalone: Callable, path: Path, progress: Call
         progress(done, total)
 
     uncommitted: list[str] = []
+    reference = use_reference(device, space, build_standalone,
+                              read_meta(path).get("reference", {}) if path.exists() else {})
 
     def save() -> None:
         table.save(path, meta={"updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                                "input_shape": list(space.input_shape), "max_spread": max_spread,
-                               "flagged": sum(r["note"] == HIGH_SPREAD for r in table.entries.values())})
+                               "flagged": sum(r["note"] == HIGH_SPREAD for r in table.entries.values()),
+                               "reference": {**reference, "ms": device.reference_baseline_ms}})
         if on_commit is not None and uncommitted:
             on_commit(list(uncommitted))
         uncommitted.clear()
 
-    def run(spec, ops) -> dict[str, list[int]]:
+    def run(batch: list[tuple[dict, list[OpSig]]]) -> list[dict[str, tuple[float, float, int]]]:
         nonlocal done
-        samples = device.time_ops(build_standalone(spec), ops, tuple(spec["input_shape"]))
-        done += 1
+        timed = device.time_op_networks([(build_standalone(spec), ops) for spec, ops in batch],
+                                        tuple(space.input_shape))
+        done += len(batch)
         if progress is not None:
             progress(done, total)
-        return samples
+        return timed
 
     measured = 0
-    for i, (spec, ops) in enumerate(todo, start=1):
-        missing = {op.key: op for op in table.missing(ops)}
-        samples = run(spec, ops)
-        for key, op in missing.items():
-            median, spread = summarize(samples[key])
-            table.add(op, median, spread, len(samples[key]))
-            uncommitted.append(key)
-            measured += 1
+    for i, batch in enumerate(_batches(todo, batch_size), start=1):
+        for (spec, ops), entries in zip(batch, run(batch)):
+            for key, op in {op.key: op for op in table.missing(ops)}.items():
+                table.add(op, *entries[key])
+                uncommitted.append(key)
+                measured += 1
         if i % flush_every == 0:
             save()
 
@@ -121,14 +133,14 @@ def _build(device, space, build_standalone: Callable, path: Path, progress: Call
             break
         chosen = _networks_covering(noisy, nets)
         total += len(chosen)
-        for spec, ops in chosen:
-            samples = run(spec, ops)
-            runs += 1
-            for op in {op.key: op for op in ops if op.key in noisy}.values():
-                median, spread = summarize(samples[op.key])
-                row = table.entries[op.key]
-                if median > 0 and spread / median < relative_spread(row):
-                    table.add(op, median, spread, len(samples[op.key]))
+        for batch in _batches(chosen, batch_size):
+            for (spec, ops), entries in zip(batch, run(batch)):
+                runs += 1
+                for op in {op.key: op for op in ops if op.key in noisy}.values():
+                    median, spread, repeats = entries[op.key]
+                    row = table.entries[op.key]
+                    if median > 0 and spread / median < relative_spread(row):
+                        table.add(op, median, spread, repeats)
         noisy = {k for k in noisy if relative_spread(table.entries[k]) > max_spread}
     for key, row in table.entries.items():
         if row["repeats"] > 0:
@@ -136,7 +148,27 @@ def _build(device, space, build_standalone: Callable, path: Path, progress: Call
     if runs or not path.exists():
         save()
     flagged = sum(r["note"] == HIGH_SPREAD for r in table.entries.values())
-    return ProfileResult(table, path, measured, remeasured, flagged, runs)
+    return ProfileResult(table, path, measured, remeasured, flagged, runs,
+                         {**reference, "ms": device.reference_baseline_ms})
+
+
+def reference_arch(space):
+    """The subnet a measured device times in every round to see the machine's speed: a fixed one
+    of the space (the first sampled with seed 0), so a table and later measurements agree on it."""
+    return space.sample(np.random.default_rng(0))
+
+
+def use_reference(device, space, build_standalone: Callable, recorded: dict) -> dict:
+    """Make ``device`` time the space's reference subnet in every round, against the baseline
+    ``recorded`` with its table (when the table was measured with the same reference)."""
+    arch = reference_arch(space)
+    baseline = recorded.get("ms") if recorded.get("arch") == arch.to_json() else None
+    device.use_reference(build_standalone(space.subnet_spec(arch)), tuple(space.input_shape), baseline)
+    return {"arch": arch.to_json()}
+
+
+def _batches(items: list, size: int) -> list[list]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 def _networks_covering(keys: set[str], nets: list[tuple[dict, list[OpSig]]]) -> list[tuple[dict, list[OpSig]]]:

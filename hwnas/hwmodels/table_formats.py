@@ -10,11 +10,25 @@
   rows describe blocks hwnas spaces do not have; they are skipped with a warning naming them.
 - ``bitwidth``: convolution tables keyed ``(cin, cout, H, k, stride, pad, groups)-W{w}A{a}``, as
   mixed-precision quantization work measures them, mapping to a latency in ms or to
-  ``{latency_ms, energy_mj}``. Activation and operator fields are wildcards; hwnas convolutions
-  pad ``k // 2``, so any other padding is refused.
+  ``{latency_ms, energy_mj}`` (APQ's published BitFusion table spells them ``latency`` and
+  ``energy``). Activation and operator fields are wildcards; hwnas convolutions pad ``k // 2``, so
+  any other padding is refused.
+- ``fbnet``: HW-NAS-Bench's FBNet-space tables (edge GPU, Eyeriss, FPGA, Pixel 3, Raspberry Pi 4),
+  a NumPy ``.npy`` file holding a pickled dict (read by :mod:`hwnas.utils.safe_npy`, which admits
+  only a dict of names to numbers) of ``ConvBlock_H{h}_W{w}_Cin{c}_Cout{c}_exp{e}_kernel{k}_stride{s}_group{g}``
+  (an inverted-residual block: ``mbconv`` rows, so the table prices subnets block by block),
+  ``ConvNorm_H_W_Cin_Cout_kernel_stride_group`` (the stem and head convolutions),
+  ``AvgP_H_W_Cin_Cout_kernel_stride`` and ``FC_Cin_Cout`` (pooling and the linear layer, summed
+  into one ``classifier`` row, hwnas's op for both) and ``Skip_...`` keys to milliseconds.
 
-Files are YAML or JSON mappings, or a CSV with ``key`` and ``latency_ms`` (and optional
-``energy_mj``) columns.
+In every format, entries named ``head`` and ``tail`` (APQ's fixed stem and fixed last layers)
+become the table's fixed parts: one figure for all the ops before, or after, a subnet's blocks
+(see :meth:`~hwnas.hwmodels.lut.LookupTable.fixed_parts`). Entries of a kind hwnas cannot use are
+skipped, with one warning line per kind saying what was not understood and how many there were.
+
+Files are YAML or JSON mappings (any suffix but ``.csv``, ``.yaml``/``.yml`` and ``.npy``), a
+CSV with ``key`` and ``latency_ms`` (and optional ``energy_mj``) columns, or for ``fbnet`` a
+``.npy`` file.
 """
 from __future__ import annotations
 
@@ -22,15 +36,16 @@ import json
 import re
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import pandas as pd
 import yaml
 
 from hwnas.errors import LookupTableError
-from hwnas.hwmodels.lut import LookupTable, parse_row
+from hwnas.hwmodels.lut import FIXED_PARTS, LookupTable, parse_row
 from hwnas.ir import signature_key
 from hwnas.utils.io import distinct_keys
+from hwnas.utils.safe_npy import UnsafeTableError, load_number_dict
 
 OFA_KEY = re.compile(r"^(?P<type>[A-Za-z][A-Za-z0-9_]*)-input:(?P<inp>\d+x\d+x\d+)"
                      r"(?:-output:(?P<out>\d+(?:x\d+x\d+)?))?(?P<rest>(?:-[a-z]+:[0-9.]+)*)$")
@@ -43,6 +58,11 @@ def read_mapping(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise LookupTableError(f"table {path} does not exist")
+    if path.suffix.lower() == ".npy":
+        try:
+            return load_number_dict(path)
+        except (UnsafeTableError, OSError) as exc:
+            raise LookupTableError(f"table {path} is refused: {exc}") from None
     try:
         if path.suffix.lower() == ".csv":
             frame = pd.read_csv(path, dtype={"key": str})
@@ -184,30 +204,129 @@ def bitwidth_key(row: dict[str, Any]) -> str:
             f"{row['groups']})-W{row['wbits']}A{row['abits']}")
 
 
+# -- FBNet-space keys (HW-NAS-Bench) ---------------------------------------------------------------
+FBNET_KEY = re.compile(r"^(?P<type>[A-Za-z]+)((?:_[A-Za-z]+\d+)*)$")
+
+
+def _fbnet_fields(key: str) -> tuple[str, dict[str, int]]:
+    m = FBNET_KEY.match(key.strip())
+    if not m:
+        raise LookupTableError(f"entry {key!r} is not an FBNet-space key (ConvBlock_H{{h}}_W{{w}}_Cin{{c}}_...)")
+    fields = dict(re.findall(r"_([A-Za-z]+?)(\d+)(?=_|$)", m.group(2)))
+    return m["type"], {k.lower(): int(v) for k, v in fields.items()}
+
+
+def fbnet_row(key: str) -> "dict[str, Any] | Skip":
+    kind, f = _fbnet_fields(key)
+    need = {"ConvBlock": ("h", "w", "cin", "cout", "exp", "kernel", "stride", "group"),
+            "ConvNorm": ("h", "w", "cin", "cout", "kernel", "stride", "group"), "FC": ("cin", "cout")}
+    if kind == "Skip":
+        return Skip("Skip", "skip-connection choices (hwnas spaces switch blocks off by depth instead)")
+    if kind == "AvgP":
+        return Skip("AvgP", "pooling entries without the FC entry of their channels (hwnas prices pooling "
+                            "with the classifier)")
+    if kind not in need:
+        return Skip(kind, f"{kind} entries (a layer type hwnas spaces do not have)")
+    missing = [n for n in need[kind] if n not in f]
+    if missing:
+        raise LookupTableError(f"entry {key!r} lacks {missing[0]}")
+    if kind == "FC":
+        return {"kind": "classifier", "cin": f["cin"], "cout": f["cout"], "h": None, "w": None,
+                "kernel": None, "stride": None, "groups": None}
+    if kind == "ConvNorm":
+        depthwise = f["group"] > 1 and f["group"] == f["cin"] == f["cout"]
+        return {"kind": "dwconv" if depthwise else "conv", "cin": f["cin"], "h": f["h"], "w": f["w"], "cout": f["cout"],
+                "kernel": f["kernel"], "stride": f["stride"], "groups": f["group"]}
+    if f["group"] != 1:
+        return Skip("ConvBlock-group", "blocks with grouped 1x1 convolutions (group > 1; hwnas blocks have none)")
+    return {"kind": "mbconv", "cin": f["cin"], "h": f["h"], "w": f["w"], "cout": f["cout"], "kernel": f["kernel"],
+            "stride": f["stride"], "groups": 1, "mid": f["cin"] * f["exp"]}
+
+
+def _fbnet_classifiers(mapping: dict[str, Any]) -> dict[str, Any]:
+    """The mapping with each ``FC_Cin{c}_Cout{n}`` entry joined to the ``AvgP`` entry producing its
+    ``c`` channels: hwnas's ``classifier`` op is pooling and the linear layer together, so its row
+    has the pooled map's size and the sum of both latencies."""
+    pools: dict[int, list[tuple[str, dict[str, int], float]]] = {}
+    for key, value in mapping.items():
+        kind, f = _fbnet_fields(str(key)) if FBNET_KEY.match(str(key).strip()) else ("", {})
+        if kind == "AvgP" and "cout" in f and isinstance(value, (int, float)):
+            pools.setdefault(f["cout"], []).append((str(key), f, float(value)))
+    out: dict[str, Any] = {}
+    used: set[str] = set()
+    for key, value in mapping.items():
+        kind, f = _fbnet_fields(str(key)) if FBNET_KEY.match(str(key).strip()) else ("", {})
+        if kind == "FC" and f.get("cin") in pools and isinstance(value, (int, float)):
+            for pool_key, pool, pool_ms in pools[f["cin"]]:
+                out[f"FC_H{pool['h']}_W{pool['w']}_Cin{f['cin']}_Cout{f['cout']}"] = float(value) + pool_ms
+                used.add(pool_key)
+            continue
+        if str(key) not in used:
+            out[str(key)] = value
+    return {k: v for k, v in out.items() if k not in used}
+
+
 # -- tables ----------------------------------------------------------------------------------------
-FORMATS: dict[str, Callable[[str], dict[str, Any] | None]] = {"ofa": ofa_row, "bitwidth": bitwidth_row}
+class Skip(NamedTuple):
+    """An entry hwnas cannot use: its kind, and what was not understood (one warning line per kind)."""
+    kind: str
+    why: str
+
+
+def _fbnet_classifier_row(key: str) -> "dict[str, Any] | Skip":
+    row = fbnet_row(key)
+    if isinstance(row, dict) and row["kind"] == "classifier":
+        _, f = _fbnet_fields(key)
+        row.update(h=f.get("h"), w=f.get("w"))
+    return row
+
+
+FORMATS: dict[str, Callable[[str], Any]] = {"ofa": ofa_row, "bitwidth": bitwidth_row, "fbnet": _fbnet_classifier_row}
 KEYERS: dict[str, Callable[[dict[str, Any]], str]] = {"ofa": ofa_key, "bitwidth": bitwidth_key}
+
+
+def _signature(key: str, fmt: str) -> "dict[str, Any] | Skip":
+    """The schema signature of one entry, or why it is skipped. A key of another shape than the
+    format's is skipped (named by its leading word), so one stray entry does not refuse a table."""
+    if key.strip().lower() in FIXED_PARTS:
+        return {"kind": key.strip().lower()}
+    try:
+        sig = FORMATS[fmt](key)
+    except LookupTableError as exc:
+        if "is not a" not in str(exc):
+            raise  # the format's own key, with a value hwnas refuses: name it
+        word = re.match(r"[A-Za-z_]*[A-Za-z]", key.strip())
+        return Skip(word.group(0) if word else key[:16], f"entries not understood as {fmt} keys ({exc})")
+    if sig is None:
+        return Skip("unsupported", "entries of layers hwnas spaces do not have")
+    return sig
 
 
 def import_mapping(mapping: dict[str, Any], fmt: str, device: dict[str, Any]) -> LookupTable:
     """A lookup table from a key -> value mapping of format ``fmt`` (see the module docstring)."""
     if fmt not in FORMATS:
         raise LookupTableError(f"unknown table format {fmt!r}; known: {sorted(FORMATS)} (or hwnas)")
-    table, skipped = LookupTable(device=dict(device)), []
+    if fmt == "fbnet":
+        mapping = _fbnet_classifiers(mapping)
+    table = LookupTable(device=dict(device))
+    skipped: dict[tuple[str, str], list[str]] = {}
     for key, value in mapping.items():
-        sig = FORMATS[fmt](str(key))
-        if sig is None:
-            skipped.append(str(key))
+        sig = _signature(str(key), fmt)
+        if isinstance(sig, Skip):
+            skipped.setdefault(tuple(sig), []).append(str(key))
             continue
         row = parse_row({**sig, **_values(str(key), value)}, f"entry {key!r}")
         if signature_key(row) in table.entries:  # two spellings of one op: which latency is meant?
             raise LookupTableError(f"entry {key!r} describes the same op as an earlier entry ({signature_key(row)})")
         table.add_row(row)
-    if skipped:
-        warnings.warn(f"skipped {len(skipped)} entries of layers hwnas spaces do not have, e.g. {skipped[0]}",
-                      stacklevel=2)
     if not table.entries:
+        if skipped:
+            why = next(iter(skipped))[1]
+            raise LookupTableError(f"no {fmt} entry could be imported: {next(iter(skipped.values()))[0]!r} and the "
+                                   f"rest are {why}")
         raise LookupTableError(f"no {fmt} entry could be imported")
+    for (kind, why), keys in skipped.items():
+        warnings.warn(f"skipped {len(keys)} {why}, e.g. {keys[0]}", stacklevel=2)
     return table
 
 

@@ -33,9 +33,9 @@ in place as :class:`~hwnas.hwmodels.local_cpu.LocalCPU` does. Instead :meth:`Tor
 1. runs the eager model once with a forward pre-hook on each module of
    :func:`~hwnas.spaces.ops.layers.op_modules`, capturing the real inputs of every op;
 2. scripts each op module alone (:func:`script_model`) on its captured inputs;
-3. for ``warmup`` then ``repeats`` rounds runs all the scripted ops one after another in graph
-   order, each on its captured inputs, timing each call with :func:`time.perf_counter_ns`, with
-   garbage collection paused during the timed rounds.
+3. times the network's scripted ops one after another in graph order, each on its captured
+   inputs, with :func:`time.perf_counter_ns`, networks interleaved in rounds as every measured
+   device times (see :func:`hwnas.utils.timing.time_in_rounds`).
 
 Running the ops in sequence, as inside a network, rather than each alone in a tight loop matters:
 an op repeated alone ran 10-13 % faster on this machine than inside a network (see
@@ -59,7 +59,9 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import Any
+from typing import Any, Callable
+
+import numpy as np
 
 import torch
 from torch import nn
@@ -68,7 +70,7 @@ from hwnas.errors import HwnasError
 from hwnas.hwmodels.local_cpu import LocalCPU
 from hwnas.ir import OpSig
 from hwnas.spaces.ops.layers import op_modules
-from hwnas.utils.timing import _gc_paused, pinned_threads
+from hwnas.utils.timing import Subject
 
 JIT_WARM_CALLS = 2  # the executor's profiling call and its optimizing call
 
@@ -133,48 +135,39 @@ class TorchScriptCPU(LocalCPU):
                 scripted(*inputs)
         return scripted
 
-    def time_model(self, model: nn.Module, input_shape: tuple[int, ...]) -> tuple[float, float]:
-        """(median, interquartile range) in ms of the scripted model on a batch of ``input_shape``."""
-        x = torch.randn(self.config.batch_size, *input_shape)
-        with pinned_threads(self.config.threads):
-            scripted = self._script(model.eval().cpu(), (x,))
-        return self._time(scripted, (x,))
+    def runnable(self, model: nn.Module, x: torch.Tensor) -> Callable[[], object]:
+        """``model`` traced on ``x``, frozen and warmed past the executor's profiling runs."""
+        scripted = self._script(model.eval().cpu(), (x,))
+        return lambda: scripted(x)
 
-    @torch.inference_mode()
-    def time_ops(self, model: nn.Module, ops: list[OpSig], input_shape: tuple[int, ...]) -> dict[str, list[int]]:
-        """Nanosecond samples of every op of ``model`` (whose op graph is ``ops``): each op module
-        scripted alone on the inputs it gets in the network, all run in graph order every round."""
+    def op_subject(self, model: nn.Module, ops: list[OpSig], x: torch.Tensor) -> Subject:
+        """Each op module scripted alone on the inputs it gets in the network, all run in graph
+        order on every call (forward hooks do not fire inside a frozen graph)."""
         modules = op_modules(model)
         if len(modules) != len(ops):
             raise ValueError(f"model has {len(modules)} op modules but its graph {len(ops)} ops")
         model = model.eval().cpu()
-        inputs = self._captured_inputs(model, modules, input_shape)
         calls = []
-        with pinned_threads(self.config.threads):
-            for op, module, args in zip(ops, modules, inputs):
-                try:
-                    scripted = self._script(module, args)
-                except HwnasError as exc:
-                    raise HwnasError(f"{self.name}: op {op.kind}{'' if op.op == 'mult' else '-' + op.op} "
-                                     f"({op.key}) cannot run in TorchScript: {exc}") from None
-                calls.append((scripted, args))
-            samples: list[list[int]] = [[] for _ in calls]
-            for _ in range(self.config.warmup):
-                for scripted, args in calls:
-                    scripted(*args)
-            with _gc_paused():
-                for _ in range(self.config.repeats):
-                    for i, (scripted, args) in enumerate(calls):
-                        start = time.perf_counter_ns()
-                        scripted(*args)
-                        samples[i].append(time.perf_counter_ns() - start)
-        out: dict[str, list[int]] = {}
-        for op, s in zip(ops, samples):
-            out.setdefault(op.key, []).extend(s)
-        return out
+        for op, module, args in zip(ops, modules, self._captured_inputs(model, modules, x)):
+            try:
+                scripted = self._script(module, args)
+            except HwnasError as exc:
+                raise HwnasError(f"{self.name}: op {op.kind}{'' if op.op == 'mult' else '-' + op.op} "
+                                 f"({op.key}) cannot run in TorchScript: {exc}") from None
+            calls.append((scripted, args))
 
-    def _captured_inputs(self, model: nn.Module, modules: list[nn.Module],
-                         input_shape: tuple[int, ...]) -> list[tuple[torch.Tensor, ...]]:
+        def run(n: int) -> np.ndarray:
+            out = np.empty((n, len(calls)))
+            for k in range(n):
+                for i, (scripted, args) in enumerate(calls):
+                    start = time.perf_counter_ns()
+                    scripted(*args)
+                    out[k, i] = time.perf_counter_ns() - start
+            return out
+        return run
+
+    @staticmethod
+    def _captured_inputs(model: nn.Module, modules: list[nn.Module], x: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
         """The positional inputs each op module receives in one eager run of ``model``."""
         captured: dict[int, tuple[torch.Tensor, ...]] = {}
 
@@ -185,7 +178,7 @@ class TorchScriptCPU(LocalCPU):
 
         handles = [module.register_forward_pre_hook(capture(index)) for index, module in enumerate(modules)]
         try:
-            model(torch.randn(self.config.batch_size, *input_shape))
+            model(x)
         finally:
             for handle in handles:
                 handle.remove()

@@ -81,13 +81,14 @@ class Job:
 
     def front(self, max_latency_ms: float | None = None, max_energy_mj: float | None = None,
               min_accuracy: float | None = None) -> pd.DataFrame:
-        """Pareto-optimal candidates meeting every budget, best accuracy first."""
+        """Pareto-optimal candidates meeting every budget, best validation accuracy first (test
+        accuracy is in the rows, never used to choose)."""
         return query_front(self.candidates(), self.objectives, max_latency_ms, max_energy_mj, min_accuracy)
 
     def export(self, out: str | Path, candidate: int | None = None, max_latency_ms: float | None = None,
                max_energy_mj: float | None = None, min_accuracy: float | None = None,
                formats: tuple[str, ...] = ("pt",), finetune_epochs: int = 0) -> Path:
-        """Export one candidate (by id, or the most accurate one meeting the budgets) to ``out``,
+        """Export one candidate (by id, or the one of best validation accuracy meeting the budgets) to ``out``,
         in ``formats`` (see :data:`hwnas.export.candidate.FORMATS`, or ``("all",)``), optionally fine-tuned."""
 
         budgets = (max_latency_ms, max_energy_mj, min_accuracy)

@@ -44,7 +44,7 @@ def subnet_accuracies(parts, arch_json: str) -> dict[str, float]:
     arch = parts.space.validate(Arch.from_json(arch_json).to_dict())
     with pinned_threads(1):
         subnet = parts.recalibrated_subnet(arch)
-        return {"accuracy": accuracy(subnet, parts.data.test), "val_accuracy": accuracy(subnet, parts.data.val)}
+        return {"val_accuracy": accuracy(subnet, parts.data.val), "test_accuracy": accuracy(subnet, parts.data.test)}
 
 
 def accuracy_worker(config_tree: dict, weights: str, cwd: str) -> Callable[[str], dict[str, float]]:
@@ -56,6 +56,9 @@ def accuracy_worker(config_tree: dict, weights: str, cwd: str) -> Callable[[str]
     parts = Components.build(Config.model_validate(config_tree), torch.device("cpu"))
     parts.load_weights(Path(weights))
     return partial(subnet_accuracies, parts)
+
+
+BUDGET_PROBES = 2000  # random subnets scored against the budgets before a search starts
 
 
 class SearchRounds:
@@ -72,14 +75,13 @@ class SearchRounds:
 
     # -- what the loop asks ------------------------------------------------------------------
     def stored(self) -> list[dict]:
-        frame = self.job.store.candidates(self.job.study, extra=("round", "val_accuracy"))
+        frame = self.job.store.candidates(self.job.study, extra=("round",))
         return frame.to_dict("records")
 
     def done(self, r: int | None) -> tuple[list[Arch], np.ndarray]:
         rows = [c for c in self.stored() if r is None or int(c["round"]) < r]
         rows.sort(key=lambda c: (int(c["round"]), c["arch"]))
-        real = [{**c, "accuracy": c["val_accuracy"]} for c in rows]
-        F = objective_matrix(real, self.cfg.objectives) if rows else np.zeros((0, len(self.cfg.objectives)))
+        F = objective_matrix(rows, self.cfg.objectives) if rows else np.zeros((0, len(self.cfg.objectives)))
         return [Arch.from_json(c["arch"]) for c in rows], F
 
     def make_problem(self, r: int) -> SubnetProblem:
@@ -103,8 +105,9 @@ class SearchRounds:
         return [a for a in (space.largest(), space.smallest()) if problem.feasible(a)]
 
     def evaluate(self, archs: list[Arch], r: int) -> None:
-        """Accuracies on the executor's workers (in parallel with ``--workers``), latency here, one
-        candidate at a time: timings taken side by side would share cores and caches."""
+        """Latency here first, the batch timed together in interleaved rounds before any worker
+        starts (timings taken beside running work would share cores and caches), then accuracies
+        on the executor's workers (in parallel with ``--workers``)."""
         started = time.perf_counter()
         stored = {c["arch"] for c in self.stored()}
         todo = [a for a in archs if a.to_json() not in stored]
@@ -115,28 +118,39 @@ class SearchRounds:
             advance(len(archs) - len(todo))
             for arch in todo:  # the workers take them in this order
                 events.write("evaluation_started", round=r, arch=arch.to_json())
+            latencies = self.time_batch(todo, r)
             self.in_flight = (r, todo)
             for index, accuracies in self.executor.imap_unordered([a.to_json() for a in todo]):
-                metrics = self.measure(todo[index], predicted[index], r, accuracies)
+                metrics = self.measure(todo[index], predicted[index], r, accuracies, latencies[index])
                 number = self.job.store.add_candidate(self.job.study, self.parts.space, todo[index], metrics)
                 events.write("evaluated", round=r, arch=todo[index].to_json(), id=number)
                 advance()
         events.write("stage_finished", stage="evaluate", round=r)
         self.evaluate_seconds += time.perf_counter() - started
 
-    def measure(self, arch: Arch, predicted: dict, r: int, accuracies: dict[str, float]) -> dict[str, Any]:
-        parts = self.parts
+    def time_batch(self, archs: list[Arch], r: int) -> list[tuple[float, float] | None]:
+        """(median, spread) in ms of every arch on a measured device, timed together; the batch's
+        timing (speed against the table's reference, drift, seconds) is kept with the study."""
+        if not self.device.measures or not archs:
+            return [None] * len(archs)
+        timing = self.device.time_models(self.parts.subnets_to_time(archs), self.parts.data.input_shape)
+        record = {"round": r, **timing.describe()}
+        self.job.study.set_user_attr("timing", [*self.job.study.user_attrs.get("timing", []), record])
+        return [timing.summary(i) for i in range(len(archs))]
+
+    def measure(self, arch: Arch, predicted: dict, r: int, accuracies: dict[str, float],
+                timed: tuple[float, float] | None) -> dict[str, Any]:
         costs = self.cost_model.costs(arch)
-        if self.device.measures:
-            parts.supernet.set_active(arch)  # timing depends on the architecture, not on BN statistics
-            latency, spread = self.device.time_model(parts.supernet.extract().cpu().eval(), parts.data.input_shape)
+        if timed is not None:
+            latency, spread = timed
         else:  # a table or analytical device: its figure is the only latency there is
             latency, spread = costs["latency_ms"], 0.0
         metrics = {**accuracies, "latency_ms": latency, "latency_spread_ms": spread, "energy_mj": costs["energy_mj"],
                    **{k: costs[k] for k in ("params", "flops", "macs", "bitops", "weight_kb")},
-                   "predicted_accuracy": predicted["accuracy"], "predicted_accuracy_std": predicted["accuracy_std"],
+                   "predicted_accuracy": predicted["val_accuracy"], "predicted_accuracy_std": predicted["val_accuracy_std"],
                    "predicted_latency_ms": predicted["latency_ms"], "predicted_energy_mj": predicted["energy_mj"],
-                   "measured": bool(self.device.measures), "round": r, "evaluated_at": now()}
+                   "measured": timed is not None, "latency_source": "measured" if timed is not None else self.device.kind,
+                   "round": r, "evaluated_at": now()}
         for device, model in self.extra_costs.items():
             extra = model.costs(arch)
             metrics[f"latency_ms@{device}"], metrics[f"energy_mj@{device}"] = extra["latency_ms"], extra["energy_mj"]
@@ -151,7 +165,7 @@ class SearchRounds:
         # Hypervolume bounds fixed once from the supernet samples (stored, so a resume agrees).
         sample_rows = self.make_problem(0).rows(self.sample_archs)
         for row, y in zip(sample_rows, self.sample_y):
-            row["accuracy"] = float(y)
+            row["val_accuracy"] = float(y)
         bounds = objective_bounds(objective_matrix(sample_rows, cfg.objectives))
         self.check_budgets()
 
@@ -193,8 +207,9 @@ class SearchRounds:
         self.job.events.write("stage_finished", stage="search", round=r)
 
     def check_budgets(self) -> None:
-        """Refuse budgets no subnet meets before any round: the smallest subnet, then 2,000 random
-        ones, scored on the predictors in one vectorized call each."""
+        """Refuse budgets no subnet meets before any round: the smallest subnet, then
+        :data:`BUDGET_PROBES` random ones, scored on the predictors in one vectorized call each.
+        The refusal says what was checked: a subnet the probes missed may still meet them."""
         problem, space = self.problems[0], self.parts.space
         if not self.budgets:
             return
@@ -202,10 +217,13 @@ class SearchRounds:
         if evaluate_population(problem, np.array([space.encode(smallest)]))[1].any():
             return
         rng = np.random.default_rng(0)
-        probes = np.array([space.encode(space.sample(rng)) for _ in range(2000)])
-        if not evaluate_population(problem, probes)[1].any():
-            cheapest = problem.rows([smallest])[0]
-            raise HwnasError(
-                f"no subnet meets the search budgets {self.budgets}; the smallest subnet predicts latency "
-                f"{cheapest['latency_ms']:.4f} ms, energy {cheapest['energy_mj']:.6f} mJ, accuracy "
-                f"{cheapest['accuracy']:.4f}")
+        probes = [space.sample(rng) for _ in range(BUDGET_PROBES)]
+        if evaluate_population(problem, np.array([space.encode(a) for a in probes]))[1].any():
+            return
+        rows = problem.rows([smallest, *probes])
+        best = {column: (min if column != "val_accuracy" else max)(r[column] for r in rows) for column in self.budgets}
+        closest = ", ".join(f"{'best' if c == 'val_accuracy' else 'lowest'} {c} {v:.4g} (budget {self.budgets[c]:g})"
+                            for c, v in best.items())
+        raise HwnasError(
+            f"no subnet meets the search budgets {self.budgets}: checked on the predictors the smallest subnet and "
+            f"{BUDGET_PROBES:,} random ones ({closest}); loosen a budget, or add cheaper choices to the space")

@@ -162,7 +162,7 @@ class SearchJob:
         return device
 
     def measure_resumably(self, archs: list[Arch], path: Path, column: str, measure,
-                           description: str) -> np.ndarray:
+                           description: str, batch: int = 0) -> np.ndarray:
         """``measure(arch)`` for every arch, committed to ``path`` (a CSV of arch and ``column``)
         after each one, so a killed job measures nothing twice and loses at most the one in
         flight (a rewrite of a few KB costs far less than one measurement); values in arch order.
@@ -170,7 +170,10 @@ class SearchJob:
         Each flush rewrites the whole file atomically (it is not appended to), so one digest of the
         whole file (``FILE.sha256``, updated with every flush, see
         :func:`~hwnas.utils.io.atomic_path_with_digest`) covers it; a cache that no longer matches
-        it is refused, never resumed from."""
+        it is refused, never resumed from.
+
+        With ``batch``, ``measure`` takes a list of up to ``batch`` archs and returns their values
+        (a measured device times a batch interleaved in rounds); each batch is committed whole."""
         done: dict[str, float] = {}
         remedy = "delete it to measure again"
         if path.exists():
@@ -186,12 +189,18 @@ class SearchJob:
         todo = [a for a in archs if a.to_json() not in done]
         with self.reporter.task(description, len(archs)) as advance:
             advance(len(archs) - len(todo))
-            for arch in todo:
-                key = arch.to_json()
-                self.events.write("sample_started", column=column, arch=key)
-                done[key] = measure(arch)
+            size, count = max(batch, 1), len(archs) - len(todo)
+            for start in range(0, len(todo), size):
+                chunk = todo[start:start + size]
+                for arch in chunk:
+                    self.events.write("sample_started", column=column, arch=arch.to_json())
+                values = measure(chunk) if batch else [measure(chunk[0])]
+                for arch, value in zip(chunk, values):
+                    done[arch.to_json()] = value
                 with atomic_path_with_digest(path) as tmp:
                     pd.DataFrame({"arch": list(done), column: list(done.values())}).to_csv(tmp, index=False)
-                self.events.write("sampled", column=column, arch=key)
-                advance()
+                for arch in chunk:
+                    self.events.write("sampled", column=column, arch=arch.to_json())
+                count += len(chunk)
+                advance(count)
         return np.array([done[a.to_json()] for a in archs])

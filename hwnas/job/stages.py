@@ -20,13 +20,15 @@ from hwnas.hwmodels.energy import energy_model
 from hwnas.hwmodels.profiler import profile_device
 from hwnas.job.rounds import SearchRounds
 from hwnas.predictors.accuracy import ArchFeatures, fit_with_holdout
-from hwnas.predictors.latency import LearnedLatencyPredictor, select_latency_predictor
+from hwnas.predictors.latency import fit_search_latency_predictor
 from hwnas.search.objectives import extra_devices
 from hwnas.spaces.dims import Arch
 from hwnas.spaces.registry import op_graph
 from hwnas.train.components import Components, save_weights
 from hwnas.train.distributed import RaySupernetTrainer
 from hwnas.train.trainer import SupernetTrainer
+
+MEASURE_BATCH = 10  # subnets a measured device times together, interleaved in rounds, per commit
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,11 @@ def train(job, results: dict[str, Any]) -> None:
         if trainer.try_resume():
             advance(trainer.start_epoch)
         history = trainer.train()
-    parts.settle_quantizers()
+    untrained = parts.settle_quantizers()
+    job.study.set_user_attr("untrained_quantizer_steps", untrained)
+    if untrained:
+        job.reporter.info(f"{untrained} quantizer step(s) training never ran were set from fixed training images "
+                          "(see hwnas.train.evaluation.initialize_quantizers); more epochs train them")
     # The weights file marks the stage done, so the attributes are recorded first: a kill
     # between the two resumes from the last epoch's checkpoint (training is over, nothing
     # retrains) and records them again, instead of leaving a trained job without its history.
@@ -90,18 +96,22 @@ def train(job, results: dict[str, Any]) -> None:
 
 
 # -- profile ---------------------------------------------------------------------------------------
-def profile(job, results: dict[str, Any]) -> tuple[CostModel, dict[str, CostModel]]:
-    """The cost model of the job's device, and of every device named in an objective."""
+def profile(job, results: dict[str, Any]) -> tuple[CostModel, dict[str, CostModel], Any]:
+    """The cost model of the job's device, of every device named in an objective, and the device
+    (a measured one times its reference subnet in every round, against the table's baseline)."""
     parts: Components = results["load"]
     device = job.device(job.config.device)
     lut_info: dict[str, Any] = {"cache": None, "measured_now": 0}
+    meta: dict[str, Any] = {}
     if device.measures:
         result = profile_device(device, parts.space, job.config.space.type, job.workdir, job.reporter,
                                 job.config.device.max_spread,
                                 on_commit=lambda keys: job.events.write("ops_measured", keys=keys))
         table = result.table
         lut_info = {"cache": str(result.path), "measured_now": result.measured,
-                    "remeasured": result.remeasured, "flagged_high_spread": result.flagged}
+                    "remeasured": result.remeasured, "flagged_high_spread": result.flagged,
+                    "reference_ms": result.reference_ms}
+        meta["reference"] = result.reference
     else:  # a table or analytical device prices every op without measuring
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -109,14 +119,14 @@ def profile(job, results: dict[str, Any]) -> tuple[CostModel, dict[str, CostMode
         for w in caught:
             job.reporter.info(f"warning: {w.message}")
         lut_info["interpolated"] = sum(r["note"] == "interpolated" for r in table.entries.values())
-    table.save(job.paths.lut)
+    table.save(job.paths.lut, meta=meta)
     job.study.set_user_attr("device_description", table.device)
     job.study.set_user_attr("lut", {"entries": len(table), **lut_info})
     energy = getattr(device, "energy", None) or energy_model(job.config.device.energy_model)
     latency = None
     if device.measures and job.config.device.correction_samples > 0:
-        latency = fit_latency(job, parts, device, table)
-    return CostModel(parts.space, table, energy, latency), extra_cost_models(job, parts)
+        latency = fit_latency(job, parts, device, table, meta)
+    return CostModel(parts.space, table, energy, latency), extra_cost_models(job, parts), device
 
 
 def extra_cost_models(job, parts: Components) -> dict[str, CostModel]:
@@ -129,30 +139,29 @@ def extra_cost_models(job, parts: Components) -> dict[str, CostModel]:
     return models
 
 
-def fit_latency(job, parts: Components, device, table):
+def fit_latency(job, parts: Components, device, table, meta: dict[str, Any]):
     """Measure sampled subnets end to end and keep the better of the table sum and the table
     sum with a learned correction, judged on a holdout (both qualities are stored)."""
     n = job.config.device.correction_samples
     rng = np.random.default_rng([job.config.seed, 2])
     archs = list(dict.fromkeys(parts.space.sample(rng) for _ in range(3 * n)))[:n]
 
-    def measure(arch: Arch) -> float:
-        parts.supernet.set_active(arch)
-        return device.time_model(parts.supernet.extract().cpu(), parts.data.input_shape)[0]
+    def measure(batch: list[Arch]) -> list[float]:
+        timing = device.time_models(parts.subnets_to_time(batch), parts.data.input_shape)
+        return [timing.summary(i)[0] for i in range(len(batch))]
 
-    y = job.measure_resumably(archs, job.paths.latency_samples, "latency_ms", measure, "measure subnets")
+    y = job.measure_resumably(archs, job.paths.latency_samples, "latency_ms", measure, "measure subnets",
+                              batch=MEASURE_BATCH)
     graphs = [op_graph(parts.space.subnet_spec(a)) for a in archs]
     interpolate = getattr(parts.space, "interpolated_field", None)
-    choice, quality = select_latency_predictor(table, graphs, y, interpolate, job.config.predictor.holdout,
-                                               job.config.seed)
+    predictor, choice, quality = fit_search_latency_predictor(table, graphs, y, interpolate,
+                                                              job.config.predictor.holdout, job.config.seed)
     record = {"chosen": choice, "samples": len(archs), "holdout": job.config.predictor.holdout, **quality}
     job.study.set_user_attr("latency_predictor", record)
-    table.save(job.paths.lut, meta={"latency_correction": record})  # kept with the device's table
+    table.save(job.paths.lut, meta={**meta, "latency_correction": record})  # kept with the device's table
     job.reporter.info(f"latency predictor: {choice} (holdout MAPE table sum "
                       f"{quality['table_sum']['mape']:.3f}, learned {quality['learned']['mape']:.3f})")
-    if choice == "table_sum":
-        return None
-    return LearnedLatencyPredictor(table, interpolate, job.config.seed).fit(graphs, y)
+    return None if choice == "table_sum" else predictor
 
 
 # -- predictor -------------------------------------------------------------------------------------
@@ -189,9 +198,8 @@ def search(job, results: dict[str, Any]) -> None:
     """Predictor-in-the-loop rounds (see :mod:`hwnas.job.rounds`); real evaluation time is the
     ``evaluate`` stage's, the rest the ``search`` stage's."""
     parts: Components = results["load"]
-    cost_model, extra_costs = results["profile"]
+    cost_model, extra_costs, device = results["profile"]
     predictor, features, samples = results["predictor"]
-    device = job.device(job.config.device)
     rounds = SearchRounds(job, parts, cost_model, extra_costs, predictor, features, samples, device)
     started = time.perf_counter()
     try:

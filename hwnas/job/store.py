@@ -31,9 +31,13 @@ from hwnas.utils.io import file_lock, lock_held
 optuna.logging.set_verbosity(logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
-CANDIDATE_COLUMNS = ["id", "arch", "accuracy", "latency_ms", "energy_mj", "params", "flops", "macs",
-                     "bitops", "weight_kb", "predicted_accuracy", "predicted_accuracy_std", "predicted_latency_ms",
-                     "measured"]
+# val_accuracy chooses (it is the accuracy objective); test_accuracy is reported only. latency_source
+# says where latency_ms came from: "measured" in this job on its device, or the "table" or
+# "analytical" model of a device that does not measure.
+CANDIDATE_COLUMNS = ["id", "arch", "val_accuracy", "test_accuracy", "latency_ms", "latency_spread_ms", "latency_source",
+                     "energy_mj",
+                     "params", "flops", "macs", "bitops", "weight_kb", "predicted_accuracy", "predicted_accuracy_std",
+                     "predicted_latency_ms", "measured"]
 
 
 SCHEMA_RACE_RETRIES = 5
@@ -125,7 +129,7 @@ class JobStore:
         return name in self.job_names()
 
     def create(self, name: str, objectives: list[str], attrs: dict[str, Any]) -> optuna.Study:
-        directions = ["maximize" if o == "accuracy" else "minimize" for o in objectives]
+        directions = ["maximize" if o == "accuracy" else "minimize" for o in objectives]  # validation accuracy
         try:
             study = optuna.create_study(study_name=name, storage=self.storage, directions=directions)
         except optuna.exceptions.DuplicatedStudyError:  # another process created it since exists()
@@ -183,15 +187,26 @@ class JobStore:
     def candidates(study: optuna.Study, extra: tuple[str, ...] = ()) -> pd.DataFrame:
         """One row per committed candidate: the standard columns, any per-device objective
         columns (``energy_mj@DEVICE``) and the ``extra`` attributes asked for."""
+        extra = tuple(c for c in extra if c not in CANDIDATE_COLUMNS)  # asked for twice, kept once
         rows, device_columns = [], []
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
             attrs = t.user_attrs
             device_columns += [k for k in attrs if "@" in k and k not in device_columns]
-            rows.append({"id": t.number, **{c: attrs.get(c) for c in CANDIDATE_COLUMNS if c != "id"},
+            rows.append({"id": t.number, **{c: _attr(attrs, c) for c in CANDIDATE_COLUMNS if c != "id"},
                          **{c: attrs.get(c) for c in extra}, **{k: v for k, v in attrs.items() if "@" in k}})
         frame = pd.DataFrame(rows, columns=[*CANDIDATE_COLUMNS, *extra, *device_columns])
         frame["measured"] = frame["measured"].astype(bool)
         return frame
+
+
+def _attr(attrs: dict[str, Any], column: str) -> Any:
+    """A candidate's column; a store written before test and validation accuracy were named apart
+    kept test accuracy as ``accuracy``, and no latency source (only whether it was measured)."""
+    if column == "test_accuracy" and column not in attrs:
+        return attrs.get("accuracy")
+    if column == "latency_source" and column not in attrs:
+        return "measured" if attrs.get("measured") else "model"
+    return attrs.get(column)
 
 
 def _last_number(study: optuna.Study, arch: Arch) -> int:

@@ -103,3 +103,15 @@ def select_latency_predictor(table: LookupTable, graphs: Sequence[Graph], y, int
         quality["learned"] = {**quality["table_sum"], "mape": float("inf")}
     choice = "learned" if quality["learned"]["mape"] < quality["table_sum"]["mape"] else "table_sum"
     return choice, quality
+
+
+def fit_search_latency_predictor(table: LookupTable, graphs: Sequence[Graph], y, interpolate: str | None,
+                                 holdout: float, seed: int):
+    """The latency predictor a search uses on a measured device with end-to-end samples: the
+    better of the table sum and the learned correction on a holdout (see
+    :func:`select_latency_predictor`), the learned one refitted on every sample. Returns
+    (predictor, choice, qualities)."""
+    choice, quality = select_latency_predictor(table, graphs, y, interpolate, holdout, seed)
+    if choice == "table_sum":
+        return TableSumPredictor(table, interpolate).fit(graphs), choice, quality
+    return LearnedLatencyPredictor(table, interpolate, seed).fit(graphs, y), choice, quality

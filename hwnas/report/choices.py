@@ -66,7 +66,7 @@ def choices_figure(data: ReportData) -> Figure | str:
                     ax.text(j, i, text[i][j], ha="center", va="center", fontsize=7,
                             color="#222" if light or not np.isfinite(ranks[i, j]) else "white")
         ax.set_yticks(range(rows), [name for name, _ in data.dims], fontsize=7)
-        labels = [f"#{int(r.id)}\n{r.latency_ms:.3g} ms\n{r.accuracy:.1%}" for r in front.itertuples()]
+        labels = [f"#{int(r.id)}\n{r.latency_ms:.3g} ms\n{r.val_accuracy:.1%}" for r in front.itertuples()]
         ax.set_xticks(range(cols), labels, fontsize=7)
         ax.tick_params(axis="x", top=True, labeltop=True, bottom=False, labelbottom=False)
         ax.grid(False)

@@ -18,10 +18,10 @@ from hwnas.errors import HwnasError, NoCandidateError
 from hwnas.search.front import check_budget
 
 BUDGET_KEYS = ("max_latency_ms", "max_energy_mj", "min_accuracy")
-# Stored per candidate but not among Job.candidates()' columns: the parity plot needs the accuracy
-# the predictor actually estimates (validation), and the energy panel the predicted energy.
-EXTRA_COLUMNS = ("val_accuracy", "predicted_energy_mj", "round")
-NUMERIC = ("accuracy", "val_accuracy", "latency_ms", "energy_mj", "params", "predicted_accuracy",
+# Stored per candidate but not among Job.candidates()' columns: the energy panel needs the
+# predicted energy, the rounds plot the round.
+EXTRA_COLUMNS = ("predicted_energy_mj", "round")
+NUMERIC = ("val_accuracy", "test_accuracy", "latency_ms", "energy_mj", "params", "predicted_accuracy",
            "predicted_accuracy_std", "predicted_latency_ms", "predicted_energy_mj")
 
 
@@ -34,7 +34,7 @@ class ReportData:
     candidates: pd.DataFrame
     front: pd.DataFrame  # Pareto-optimal under the job's objectives, sorted by latency
     budgets: dict[str, float]
-    pick: dict[str, Any] | None = None  # the most accurate front member meeting the budgets
+    pick: dict[str, Any] | None = None  # the front member of best validation accuracy meeting the budgets
     pick_note: str = ""
     dims: list[tuple[str, tuple]] = field(default_factory=list)
     inactive: Callable[[dict], set] = lambda values: set()
@@ -52,7 +52,15 @@ class ReportData:
 
     @property
     def latency_measured(self) -> bool:
-        return "measured" in self.candidates and bool(self.candidates["measured"].astype(bool).any())
+        return self.latency_source == "measured"
+
+    @property
+    def latency_source(self) -> str:
+        """Where the candidates' latency came from: ``measured`` (on the device, in this job),
+        ``table`` or ``analytical`` (a model of a device that does not measure)."""
+        if "latency_source" not in self.candidates or self.candidates.empty:
+            return "measured"
+        return "/".join(sorted(set(self.candidates["latency_source"].astype(str))))
 
     def front_ids(self) -> set[int]:
         return set(self.front["id"].astype(int)) if not self.front.empty else set()
@@ -114,12 +122,12 @@ def gather(job, budgets: dict[str, float]) -> ReportData:
         except NoCandidateError as exc:
             ids = set()
             notes.append(str(exc))
-        data.front = frame[frame["id"].isin(ids)].sort_values(["latency_ms", "accuracy"], ascending=[True, False])
+        data.front = frame[frame["id"].isin(ids)].sort_values(["latency_ms", "val_accuracy"], ascending=[True, False])
         data.front = data.front.reset_index(drop=True)
         if budgets:
             try:
                 data.pick = job.front(**budgets).iloc[0].to_dict()
-                data.pick_note = (f"the most accurate candidate meeting {describe_budgets(budgets)} "
+                data.pick_note = (f"the candidate of best validation accuracy meeting {describe_budgets(budgets)} "
                                   f"is #{int(data.pick['id'])}")
             except NoCandidateError as exc:
                 data.pick_note = str(exc)

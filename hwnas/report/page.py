@@ -67,9 +67,10 @@ def _cards(data: ReportData) -> str:
     progress = attrs.get("progress") or {}
     evaluated = f"{len(frame)}" + (f" <small>of {esc(progress['budget'])}</small>" if progress.get("budget") else "")
     cards = [("evaluated candidates", evaluated), ("Pareto-optimal", str(len(data.front)))]
-    if not frame.empty and data.has("accuracy"):
-        best = frame.loc[frame["accuracy"].idxmax()]
-        cards.append(("best test accuracy", f"{num(best['accuracy'], '.1%')} <small>#{int(best['id'])}</small>"))
+    if not frame.empty and data.has("val_accuracy"):
+        best = frame.loc[frame["val_accuracy"].idxmax()]
+        cards.append(("best validation accuracy", f"{num(best['val_accuracy'], '.1%')} <small>#{int(best['id'])}, "
+                                                  f"test {num(best['test_accuracy'], '.1%')}</small>"))
         fastest = frame.loc[frame["latency_ms"].idxmin()]
         cards.append(("fastest", f"{num(fastest['latency_ms'], '.3g')} ms <small>#{int(fastest['id'])}</small>"))
     rounds = attrs.get("search_rounds") or {}
@@ -78,7 +79,7 @@ def _cards(data: ReportData) -> str:
         cards.append(("search rounds", f"{len(rounds['rounds'])} <small>{esc(rounds.get('stopped', ''))}</small>"))
         cards.append(("hypervolume", num(last.get("hypervolume"), ".3f")))
     if data.pick is not None:
-        cards.append(("pick under budgets", f"#{int(data.pick['id'])} <small>{num(data.pick['accuracy'], '.1%')}"
+        cards.append(("pick under budgets", f"#{int(data.pick['id'])} <small>val {num(data.pick['val_accuracy'], '.1%')}"
                                             f", {num(data.pick['latency_ms'], '.3g')} ms</small>"))
     return '<div class="cards">' + "".join(
         f'<div class="card"><div class="value">{v}</div><div class="label">{esc(k)}</div></div>' for k, v in cards
@@ -121,14 +122,15 @@ def front_table(data: ReportData) -> str:
     front = data.front
     if front.empty:
         return ""
-    headers = ["id", "test accuracy", "predicted accuracy", "latency ms", "predicted latency ms"]
-    energy, val = data.has_energy, data.has("val_accuracy")
-    headers[2:2] = ["validation accuracy"] if val else []
-    headers += ["energy mJ"] if energy else []
+    source = data.latency_source
+    headers = ["id", "validation accuracy", "test accuracy", "predicted accuracy", f"latency ms ({source})",
+               "predicted latency ms"]
+    energy = data.has_energy
+    headers += ["energy mJ (analytical)"] if energy else []
     headers += ["params", "weight kB"] + (["meets budgets"] if data.budgets else [])
     rows, classes = [], []
     for r in front.to_dict("records"):
-        row = [f"#{int(r['id'])}", num(r["accuracy"], ".2%")] + ([num(r["val_accuracy"], ".2%")] if val else [])
+        row = [f"#{int(r['id'])}", num(r["val_accuracy"], ".2%"), num(r["test_accuracy"], ".2%")]
         row += [num(r["predicted_accuracy"], ".2%"), num(r["latency_ms"]), num(r["predicted_latency_ms"])]
         row += [num(r["energy_mj"])] if energy else []
         row += [num(r.get("params"), ".0f"), num(r.get("weight_kb"), ".1f")]
@@ -141,7 +143,7 @@ def front_table(data: ReportData) -> str:
 
 def _meets(row: dict, budgets: dict[str, float]) -> bool:
     checks = {"max_latency_ms": lambda v: row["latency_ms"] <= v, "max_energy_mj": lambda v: row["energy_mj"] <= v,
-              "min_accuracy": lambda v: row["accuracy"] >= v}
+              "min_accuracy": lambda v: row["val_accuracy"] >= v}
     return all(checks[k](v) for k, v in budgets.items())
 
 

@@ -43,7 +43,7 @@ def _front_panel(ax, data: ReportData, column: str, predicted: str, label: str, 
     from matplotlib.collections import LineCollection
 
     frame = data.candidates
-    x, acc = frame[column].to_numpy(float), frame["accuracy"].to_numpy(float)
+    x, acc = frame[column].to_numpy(float), frame["val_accuracy"].to_numpy(float)
     px, pacc = _values(data, predicted, fallback=column), _values(data, "predicted_accuracy")
     on_front = frame["id"].astype(int).isin(data.front_ids()).to_numpy()
     colors = np.where(on_front, FRONT_COLOR, OTHER_COLOR)
@@ -60,7 +60,7 @@ def _front_panel(ax, data: ReportData, column: str, predicted: str, label: str, 
         ax.annotate(f"#{int(frame['id'].iloc[i])}", (x[i], acc[i]), xytext=(4, 4), textcoords="offset points",
                     fontsize=7, color=FRONT_COLOR)
     if data.pick is not None and math.isfinite(float(data.pick[column])):
-        ax.scatter([data.pick[column]], [data.pick["accuracy"]], s=190, marker="*", color=PICK_COLOR,
+        ax.scatter([data.pick[column]], [data.pick["val_accuracy"]], s=190, marker="*", color=PICK_COLOR,
                    edgecolors="black", linewidths=0.6, zorder=5)
     ax.autoscale_view()
     if budget in data.budgets:
@@ -92,7 +92,7 @@ def _front_legend(fig, data: ReportData, panels: int) -> None:
 
 def front_figure(data: ReportData) -> Figure | str:
     frame = data.candidates
-    if frame.empty or not data.has("accuracy") or not data.has("latency_ms"):
+    if frame.empty or not data.has("val_accuracy") or not data.has("latency_ms"):
         return "The job has no evaluated candidates yet, so there is no front to draw."
     panels = [LATENCY, ENERGY] if data.has_energy else [LATENCY]
     with new_figure(5.0 * len(panels) + 0.8, 4.6) as fig:
@@ -107,18 +107,22 @@ def front_figure(data: ReportData) -> Figure | str:
                 ax.axhline(value, color=BUDGET_COLOR, linestyle="--", linewidth=1.2, zorder=2)
                 ax.axhspan(lo, value, color=BUDGET_COLOR, alpha=0.07, linewidth=0, zorder=0)
             axes[0].set_ylim(lo, max(hi, value + 0.02))
-        axes[0].set_ylabel("test accuracy")
+        axes[0].set_ylabel("validation accuracy")
         percent_axis(axes[0].yaxis)
         _front_legend(fig, data, len(panels))
         png = to_png(fig)
     shown = " and ".join(p[2].split(" ")[0] for p in panels)
     budgets = f" Dashed red lines mark the budgets ({describe_budgets(data.budgets)})." if data.budgets else ""
-    alt = (f"Scatter plot of test accuracy against {shown} for {len(frame)} evaluated candidates, "
+    alt = (f"Scatter plot of validation accuracy against {shown} for {len(frame)} evaluated candidates, "
            f"with the {len(data.front)} Pareto-optimal ones in blue joined by a staircase, and each candidate's "
            f"predicted point as a hollow circle joined to its measured point.{budgets}")
-    caption = ("Filled dots are measured (test accuracy; latency as measured on the device), hollow circles "
-               "what the predictors expected before evaluating; the thin line between them is the prediction "
-               "error. Blue points are Pareto-optimal under the job's objectives "
+    source = data.latency_source
+    latency_words = ("latency measured on the device in this job" if source == "measured"
+                     else f"latency from the device's {source} model, not measured")
+    caption = (f"Filled dots are evaluated candidates (validation accuracy, which chose the front; {latency_words}), "
+               "hollow circles what the predictors expected before evaluating; the thin line between them is the "
+               "prediction error. Test accuracy is in the table below, never used to choose. Blue points are Pareto-optimal "
+               "under the job's objectives "
                f"({', '.join(data.objectives)}); the staircase joins those optimal in the panel's two axes."
                + ("" if data.has_energy else " No candidate has an energy figure, so there is no energy panel.")
                + budgets + (f" The star: {data.pick_note}." if data.pick is not None else ""))
@@ -162,11 +166,10 @@ def parity_figure(data: ReportData) -> Figure | str:
     else:
         notes.append("Latency is not measured on this device (it comes from its table or model, which is also "
                      "the prediction), so there is no latency panel.")
-    target = "val_accuracy" if data.has("val_accuracy") else "accuracy"
-    if data.has("predicted_accuracy") and data.has(target):
+    if data.has("predicted_accuracy") and data.has("val_accuracy"):
         std = frame["predicted_accuracy_std"].to_numpy(float) if data.has("predicted_accuracy_std") else None
-        name = "validation accuracy" if target == "val_accuracy" else "test accuracy"
-        panels.append((name, frame[target].to_numpy(float), frame["predicted_accuracy"].to_numpy(float), std))
+        panels.append(("validation accuracy", frame["val_accuracy"].to_numpy(float),
+                       frame["predicted_accuracy"].to_numpy(float), std))
     if not panels:
         return "No candidate carries a prediction to compare with. " + " ".join(notes)
     with new_figure(4.6 * len(panels) + 0.4, 4.6) as fig:
@@ -186,7 +189,6 @@ def parity_figure(data: ReportData) -> Figure | str:
                "mattered; the table below scores them on random holdout subnets instead."
                + (" Error bars: the accuracy ensemble's standard deviation." if data.has("predicted_accuracy_std")
                   else "")
-               + (" The accuracy predictor estimates validation accuracy, so that is what it is checked against."
-                  if target == "val_accuracy" else "")
+               + " The accuracy predictor estimates validation accuracy, so that is what it is checked against."
                + (" " + " ".join(notes) if notes else ""))
     return Figure("parity", "Predicted vs measured", alt, caption, png)

@@ -64,4 +64,8 @@ def training_figure(attrs: dict) -> Figure | str:
         s = attrs["supernet_test_accuracy"]
         caption += (f" After training, the largest subnet scored {s.get('largest', math.nan):.1%} test accuracy "
                     f"and the smallest {s.get('smallest', math.nan):.1%}.")
+    untrained = attrs.get("untrained_quantizer_steps")
+    if untrained:
+        caption += (f" {untrained} quantizer step(s) were never reached in training and were set from fixed "
+                    "training images afterwards; more epochs would train them.")
     return Figure("training", "Training curves", alt, caption, png)

@@ -1,7 +1,9 @@
 """Objectives and budgets by name, and their matrices over metric rows: what the search, the store
 and front queries share, kept apart from the pymoo problem so that reading a job needs only numpy.
 
-Objectives are minimized, so accuracy enters as ``-accuracy``. An objective is ``accuracy``,
+Objectives are minimized, so accuracy enters as ``-accuracy``. The ``accuracy`` objective is
+*validation* accuracy (column ``val_accuracy``, predicted or evaluated): the search, the front and
+every budget choose on it, and test accuracy (``test_accuracy``) is only reported. An objective is ``accuracy``,
 ``latency``, ``energy``, ``params``, ``flops`` or ``bitops``; ``latency@NAME`` and ``energy@NAME``
 take the figure from another device (a table or analytical one), so one search can trade
 latency on this CPU against energy on an accelerator. A budget is a bound on a metric column;
@@ -13,7 +15,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-BASE_COLUMNS = {"accuracy": "accuracy", "latency": "latency_ms", "energy": "energy_mj", "params": "params",
+BASE_COLUMNS = {"accuracy": "val_accuracy", "latency": "latency_ms", "energy": "energy_mj", "params": "params",
                 "flops": "flops", "bitops": "bitops"}
 PER_DEVICE = ("latency", "energy")
 
@@ -47,7 +49,7 @@ def budgets_of(config) -> dict[str, float]:
     if config.max_energy_mj is not None:
         out["energy_mj"] = config.max_energy_mj
     if config.min_accuracy is not None:
-        out["accuracy"] = config.min_accuracy
+        out["val_accuracy"] = config.min_accuracy
     return out
 
 
@@ -68,6 +70,6 @@ def constraint_matrix(rows: Sequence[dict] | Mapping[str, np.ndarray], budgets: 
     for column, bound in budgets.items():
         values = (np.asarray(rows[column], dtype=float) if isinstance(rows, Mapping)
                   else np.array([float(r[column]) for r in rows]))
-        cols.append(bound - values if column == "accuracy" else values - bound)
+        cols.append(bound - values if column == "val_accuracy" else values - bound)
     n = len(next(iter(rows.values()))) if isinstance(rows, Mapping) else len(rows)
     return np.column_stack(cols) if cols else np.zeros((n, 0))

@@ -47,7 +47,8 @@ class SubnetProblem(Problem):
                          xl=np.zeros(len(space)), xu=space.upper_bounds.astype(float), vtype=int)
 
     def metrics(self, X: np.ndarray) -> dict[str, np.ndarray]:
-        """Every metric column for encodings ``X`` (n x dims), plus ``accuracy_std``."""
+        """Every metric column for encodings ``X`` (n x dims): costs, and the predicted validation
+        accuracy ``val_accuracy`` with its ``val_accuracy_std``."""
         X = np.asarray(X, dtype=int)
         if self.fast is not None:
             out = self.fast[0].costs(X)
@@ -59,7 +60,7 @@ class SubnetProblem(Problem):
             archs = [self.space.decode(x) for x in X]
             out = self._cost_columns(archs)
             feats = self.features.transform(archs)
-        out["accuracy"], out["accuracy_std"] = self.predictor.predict_with_std(feats)
+        out["val_accuracy"], out["val_accuracy_std"] = self.predictor.predict_with_std(feats)
         return out
 
     def _cost_columns(self, archs: list[Arch]) -> dict[str, np.ndarray]:
@@ -85,7 +86,7 @@ class SubnetProblem(Problem):
         """Per-objective standard deviation: the accuracy predictor's; costs are taken as exact."""
         std = np.zeros((len(X), len(self.objectives)))
         if "accuracy" in self.objectives:
-            std[:, self.objectives.index("accuracy")] = self.metrics(X)["accuracy_std"]
+            std[:, self.objectives.index("accuracy")] = self.metrics(X)["val_accuracy_std"]
         return std
 
     def _evaluate(self, X, out, *args, **kwargs):

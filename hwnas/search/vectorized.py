@@ -98,10 +98,28 @@ class VectorizedCosts:
             self.latency_terms[p, c, :len(latency)], self.energy_terms[p, c, :len(energy)] = latency, energy
             self._errors.update({(p, c): error} if error else {})
         self.fixed_terms, self._fixed_error = [], None  # (latency, energy) of each fixed op, graph order
-        for op in fixed:
+        covered = self._fixed_part_rows(lut, len(layout.leading), len(layout.trailing))
+        for k, op in enumerate(fixed):
+            if k in covered:  # a table's head / tail row: one term for its span, 0 for the rest
+                row, first = covered[k]
+                energy = (row["energy_mj"] if first else 0.0) if lut.has_energy else \
+                    self._terms([op], [op])[1][0]
+                self.fixed_terms.append((row["latency_ms"] if first else 0.0, energy))
+                continue
             latency, energy, error = self._terms([op], [op])
             self.fixed_terms.append((latency[0], energy[0]))
             self._fixed_error = self._fixed_error or error
+
+    @staticmethod
+    def _fixed_part_rows(lut, leading: int, trailing: int) -> dict[int, tuple[dict, bool]]:
+        """Fixed op index -> (the table's head or tail row pricing it, whether it is the first of
+        its span): such rows price the ops before / after the blocks as one figure, as
+        :meth:`~hwnas.hwmodels.lut.LookupTable.split_fixed` does on the per-arch path."""
+        parts, out = lut.fixed_parts(), {}
+        for name, span in (("head", range(leading)), ("tail", range(leading, leading + trailing))):
+            if name in parts:
+                out.update({k: (parts[name], k == span.start) for k in span})
+        return out
 
     @staticmethod
     def _count(ops) -> np.ndarray:

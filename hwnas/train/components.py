@@ -103,6 +103,15 @@ class Components:
         return evaluate_subnet(self.supernet, arch, self.data, split, t.recalibration_samples,
                                EVAL_BATCH, self.compute)
 
+    def subnets_to_time(self, archs: list[Arch]) -> list[torch.nn.Module]:
+        """The standalone subnets of ``archs`` on the CPU, without BN recalibration: their timing
+        depends on the architecture, not on the statistics."""
+        models = []
+        for arch in archs:
+            self.supernet.set_active(arch)
+            models.append(self.supernet.extract().cpu().eval())
+        return models
+
     def recalibrated_subnet(self, arch: Arch) -> torch.nn.Module:
         """The standalone subnet of ``arch`` with BN statistics recalibrated, on the CPU."""
         self.supernet.set_active(arch)

@@ -44,7 +44,7 @@ def steady_tree() -> dict[str, Any]:
     tree["device"] = {**TINY["device"], "name": "steady-cpu", "warmup": 1, "repeats": 3}
     tree["search"] = {**TINY["search"], "evaluate": 6, "batch": 3}
     return tree
-COMPARED = ("accuracy", "val_accuracy", "latency_ms", "energy_mj", "params", "round")
+COMPARED = ("test_accuracy", "val_accuracy", "latency_ms", "energy_mj", "params", "round")
 
 
 def hwnas_argv(*args: str) -> list[str]:
@@ -167,7 +167,7 @@ def committed(workdir: Path, name: str) -> dict[str, dict]:
     out: dict[str, dict] = {"candidates": {}, "accuracy_samples": {}, "latency_samples": {}, "lut": {}, "epochs": {}}
     store = JobStore(default_store_url(workdir), create=False) if (workdir / "hwnas.db").exists() else None
     if store is not None and store.exists(name):
-        frame = store.candidates(store.open(name), extra=("round", "val_accuracy"))
+        frame = store.candidates(store.open(name), extra=("round",))
         out["candidates"] = {row["arch"]: tuple(row[c] for c in COMPARED) for row in frame.to_dict("records")}
     out["accuracy_samples"] = _csv(job_dir / "accuracy_samples.csv", "arch", "val_accuracy")
     out["latency_samples"] = _csv(job_dir / "latency_samples.csv", "arch", "latency_ms")

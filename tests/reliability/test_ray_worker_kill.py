@@ -187,8 +187,8 @@ def _stop(job: subprocess.Popen) -> None:
 
 
 def _results(job) -> list[tuple[str, float, float, float]]:
-    frame = job.store.candidates(job.study, extra=("val_accuracy",))
-    return sorted(zip(frame["arch"], frame["accuracy"], frame["val_accuracy"], frame["latency_ms"]))
+    frame = job.store.candidates(job.study)
+    return sorted(zip(frame["arch"], frame["test_accuracy"], frame["val_accuracy"], frame["latency_ms"]))
 
 
 @pytest.mark.timeout(480)

@@ -65,12 +65,16 @@ NUMPY_LOAD = frozenset({"numpy.load"})
 #: (file, rule, scope) -> why that use is safe. Keep it short: every entry must still match (see
 #: test_allowlist_has_no_stale_entries), so removing a use removes its licence too.
 ALLOWED: dict[tuple[str, str, str], str] = {
-    ("hwnas/data.py", "import:pickle", "<module>"):
-        "CIFAR-10's official 'python' batches are pickles; they are read only through _SafeUnpickler",
-    ("hwnas/data.py", "ref:pickle.Unpickler", "_SafeUnpickler"):
-        "_SafeUnpickler subclasses pickle.Unpickler and overrides find_class with an allowlist of numpy's "
-        "array-rebuilding globals: any other global raises DataError before it is resolved, so a hostile "
-        "batch cannot name a callable (test_cifar_batches_refuse_a_pickle_payload)",
+    ("hwnas/utils/safe_pickle.py", "import:pickle", "<module>"):
+        "CIFAR-10's official 'python' batches and HW-NAS-Bench's .npy tables are pickles; hwnas reads them "
+        "only through this module's NumpyOnlyUnpickler",
+    ("hwnas/utils/safe_pickle.py", "ref:pickle.Unpickler", "NumpyOnlyUnpickler"):
+        "NumpyOnlyUnpickler subclasses pickle.Unpickler and overrides find_class with an allowlist of numpy's "
+        "array-rebuilding globals: any other global raises RefusedGlobal before it is resolved, so a hostile "
+        "batch or table cannot name a callable (test_cifar_batches_refuse_a_pickle_payload, "
+        "test_an_npy_table_holding_anything_but_numbers_is_refused_without_running_it)",
+    ("hwnas/utils/safe_pickle.py", "ref:pickle.UnpicklingError", "RefusedGlobal"):
+        "RefusedGlobal is an UnpicklingError: the error NumpyOnlyUnpickler raises, not a loader",
     ("hwnas/export/formats.py", "ref:torch.jit.load", "load_torchscript"):
         "reloads the TorchScript file the export has just written, to check it against the supernet. "
         "TorchScript's loader does not unpickle arbitrary Python globals (its unpickler only restores "
