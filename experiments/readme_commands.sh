@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(mktemp -d /tmp/hwnas-readme-XXXXXX)
 budget=${1:-0.8}
+export COLUMNS=${COLUMNS:-140}  # tables as a wide terminal shows them
 echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(python -c 'from hwnas.hwmodels.local_cpu import processor_name as p; print(p())'), $(nproc) cores, workdir $work"
 run() { echo "\$ hwnas $*"; hwnas "$@" --workdir "$work" || echo "(exit $?)"; }
 run search experiments/digits-cnn.yaml

@@ -142,7 +142,7 @@ def test_export_under_a_budget_picks_the_most_accurate_on_validation_that_fits(t
     assert not (tmp_path / "c").exists()
 
 
-def test_front_budgets_and_export_choose_on_validation_never_on_test(tiny_job, tmp_path):
+def test_front_budgets_and_export_choose_on_validation_never_on_test(tiny_job, tmp_path, capsys):
     """Two candidates under a budget: one best on validation, the other best on test. The front,
     the budget query, hwnas front's JSON and the export all take the validation-best."""
     import shutil
@@ -166,6 +166,8 @@ def test_front_budgets_and_export_choose_on_validation_never_on_test(tiny_job, t
     front = copy.front(max_latency_ms=2 * fast)
     assert front["id"].tolist() == [ids["val_best"]]  # test_best is dominated on validation accuracy
     assert main(["front", "tiny", "--workdir", str(tmp_path), "--max-latency-ms", str(2 * fast), "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["id"], r["val_accuracy"], r["test_accuracy"]) for r in rows] == [(ids["val_best"], 0.99, 0.50)]
     out = copy.export(tmp_path / "picked", max_latency_ms=2 * fast)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["candidate"] == ids["val_best"]

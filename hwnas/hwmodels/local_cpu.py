@@ -48,7 +48,6 @@ class LocalCPU:
         self.name = config.name
         self.reference_subject: Subject | None = None
         self.reference_baseline_ms: float | None = None
-        self.last_timing: RoundTiming | None = None
         self._batches = 0
 
     def describe(self) -> dict[str, Any]:
@@ -123,7 +122,6 @@ class LocalCPU:
                                     seed=self._batches)
         if self.reference_subject is not None and self.reference_baseline_ms is None:
             self.reference_baseline_ms = timing.baseline_ms
-        self.last_timing = timing
         return timing
 
     @torch.inference_mode()

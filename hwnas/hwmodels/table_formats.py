@@ -230,8 +230,8 @@ def fbnet_row(key: str) -> "dict[str, Any] | Skip":
     missing = [n for n in need[kind] if n not in f]
     if missing:
         raise LookupTableError(f"entry {key!r} lacks {missing[0]}")
-    if kind == "FC":
-        return {"kind": "classifier", "cin": f["cin"], "cout": f["cout"], "h": None, "w": None,
+    if kind == "FC":  # the pooled map's size where _fbnet_classifiers joined its AvgP entry, else any
+        return {"kind": "classifier", "cin": f["cin"], "cout": f["cout"], "h": f.get("h"), "w": f.get("w"),
                 "kernel": None, "stride": None, "groups": None}
     if kind == "ConvNorm":
         depthwise = f["group"] > 1 and f["group"] == f["cin"] == f["cout"]
@@ -244,26 +244,27 @@ def fbnet_row(key: str) -> "dict[str, Any] | Skip":
 
 
 def _fbnet_classifiers(mapping: dict[str, Any]) -> dict[str, Any]:
-    """The mapping with each ``FC_Cin{c}_Cout{n}`` entry joined to the ``AvgP`` entry producing its
-    ``c`` channels: hwnas's ``classifier`` op is pooling and the linear layer together, so its row
-    has the pooled map's size and the sum of both latencies."""
+    """The mapping with each ``FC_Cin{c}_Cout{n}`` entry joined to the ``AvgP`` entries producing
+    its ``c`` channels (as ``FC_H{h}_W{w}_Cin{c}_Cout{n}``): hwnas's ``classifier`` op is pooling
+    and the linear layer together, so its row has the pooled map's size and the sum of both
+    latencies. An ``AvgP`` entry no ``FC`` entry takes stays, to be skipped with its reason."""
+    parsed = {str(k): (_fbnet_fields(str(k)) if FBNET_KEY.match(str(k).strip()) else ("", {}), v)
+              for k, v in mapping.items()}
     pools: dict[int, list[tuple[str, dict[str, int], float]]] = {}
-    for key, value in mapping.items():
-        kind, f = _fbnet_fields(str(key)) if FBNET_KEY.match(str(key).strip()) else ("", {})
+    for key, ((kind, f), value) in parsed.items():
         if kind == "AvgP" and "cout" in f and isinstance(value, (int, float)):
-            pools.setdefault(f["cout"], []).append((str(key), f, float(value)))
+            pools.setdefault(f["cout"], []).append((key, f, float(value)))
     out: dict[str, Any] = {}
-    used: set[str] = set()
-    for key, value in mapping.items():
-        kind, f = _fbnet_fields(str(key)) if FBNET_KEY.match(str(key).strip()) else ("", {})
+    joined: set[str] = set()
+    for key, ((kind, f), value) in parsed.items():
         if kind == "FC" and f.get("cin") in pools and isinstance(value, (int, float)):
             for pool_key, pool, pool_ms in pools[f["cin"]]:
                 out[f"FC_H{pool['h']}_W{pool['w']}_Cin{f['cin']}_Cout{f['cout']}"] = float(value) + pool_ms
-                used.add(pool_key)
-            continue
-        if str(key) not in used:
-            out[str(key)] = value
-    return {k: v for k, v in out.items() if k not in used}
+                joined.add(pool_key)
+        elif kind != "AvgP":
+            out[key] = value
+    out.update({key: value for key, ((kind, _), value) in parsed.items() if kind == "AvgP" and key not in joined})
+    return out
 
 
 # -- tables ----------------------------------------------------------------------------------------
@@ -273,15 +274,7 @@ class Skip(NamedTuple):
     why: str
 
 
-def _fbnet_classifier_row(key: str) -> "dict[str, Any] | Skip":
-    row = fbnet_row(key)
-    if isinstance(row, dict) and row["kind"] == "classifier":
-        _, f = _fbnet_fields(key)
-        row.update(h=f.get("h"), w=f.get("w"))
-    return row
-
-
-FORMATS: dict[str, Callable[[str], Any]] = {"ofa": ofa_row, "bitwidth": bitwidth_row, "fbnet": _fbnet_classifier_row}
+FORMATS: dict[str, Callable[[str], Any]] = {"ofa": ofa_row, "bitwidth": bitwidth_row, "fbnet": fbnet_row}
 KEYERS: dict[str, Callable[[dict[str, Any]], str]] = {"ofa": ofa_key, "bitwidth": bitwidth_key}
 
 

@@ -1,8 +1,8 @@
 """Read a NumPy ``.npy`` file that holds a pickled ``dict`` of names to numbers, and nothing else.
 
 Tables in the field ship this way (HW-NAS-Bench's FBNet-space lookup tables are ``np.save`` of a
-dict), and ``np.load(..., allow_pickle=True)`` would run whatever the pickle names: a table from
-the internet must not be able to execute code. This loader parses the ``.npy`` header itself and
+dict), and NumPy's own loader, told to accept pickles, would run whatever the pickle names: a table
+from the internet must not be able to execute code. This loader parses the ``.npy`` header itself and
 unpickles the payload with :class:`~hwnas.utils.safe_pickle.NumpyOnlyUnpickler`, which resolves
 only NumPy's array-rebuilding globals; any other global in the stream is refused by name before
 it is called, and the result must be a dict whose keys are strings and whose values are numbers.

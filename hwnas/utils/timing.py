@@ -1,13 +1,12 @@
 """Wall-clock timing of whole models and of the ops inside them, the same way for both.
 
-Threads are pinned to the device's count, the model is warmed up, garbage collection is paused,
-and each repeat is timed alone; the median is the figure and the interquartile range its spread.
-
-Ops are timed *inside* a running network, between a forward pre-hook and a forward hook on the
-op's module, not alone in a loop: on this project's 2-core x86 machine an op repeated alone ran
-10-13 % faster than the same op inside a network (warm caches, a primed allocator), and a table of
-such timings under-predicted every end-to-end latency by that much; timed in context, the sum of a
-subnet's ops came within about 2 % of its end-to-end time.
+Threads are pinned to the device's count, the models are warmed up, garbage collection is paused,
+and every call is timed alone. Measured devices time a batch in interleaved rounds with a
+reference model correcting each round for the machine's speed (:func:`time_in_rounds`; why:
+``experiments/bench_timing.py`` compares it with timing each model back to back, which
+:func:`time_call` does). Ops are timed *inside* a running network, not alone in a loop, where warm
+caches and a primed allocator make them faster than they run in a network (see
+:meth:`hwnas.hwmodels.local_cpu.LocalCPU.op_subject`).
 """
 from __future__ import annotations
 
@@ -19,7 +18,6 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-from torch import nn
 
 
 @contextmanager
@@ -60,29 +58,6 @@ def time_call(fn: Callable[[], object], warmup: int, repeats: int) -> tuple[floa
             fn()
             samples[i] = time.perf_counter_ns() - start
     return summarize(samples)
-
-
-def time_ops_in_network(model: nn.Module, modules: Sequence[nn.Module], run: Callable[[], object],
-                        warmup: int, repeats: int) -> list[list[int]]:
-    """Per module, the nanoseconds each of ``repeats`` runs of ``run()`` spent inside it."""
-    for _ in range(warmup):
-        run()
-    samples: list[list[int]] = [[] for _ in modules]
-    started: dict[int, int] = {}
-    handles = []
-    for index, module in enumerate(modules):
-        handles.append(module.register_forward_pre_hook(
-            lambda m, inputs, i=index: started.__setitem__(i, time.perf_counter_ns())))
-        handles.append(module.register_forward_hook(
-            lambda m, inputs, output, i=index: samples[i].append(time.perf_counter_ns() - started[i])))
-    try:
-        with _gc_paused():
-            for _ in range(repeats):
-                run()
-    finally:
-        for handle in handles:
-            handle.remove()
-    return samples
 
 
 # -- interleaved rounds -------------------------------------------------------------------------
@@ -147,7 +122,7 @@ class RoundTiming:
 
     def describe(self) -> dict[str, float | int | None]:
         n = len(self.samples_ns)
-        return {"subjects": n, "rounds": len(self.reference_ms) or None, "repeated_rounds": self.repeated_rounds,
+        return {"subjects": n, "rounds": len(self.round_medians_ns[0]) if n else 0, "repeated_rounds": self.repeated_rounds,
                 "reference_ms": float(np.median(self.reference_ms)) if self.reference_ms else None,
                 "baseline_ms": self.baseline_ms, "speed": round(self.speed, 4), "drift": round(self.drift, 4),
                 "seconds": round(self.seconds, 3), "seconds_per_subject": round(self.seconds / max(n, 1), 4)}
