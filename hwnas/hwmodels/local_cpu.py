@@ -76,7 +76,7 @@ class LocalCPU:
     def op_subject(self, model: nn.Module, ops: list[OpSig], x: torch.Tensor) -> Subject:
         """A subject timing every op of ``model`` in place, between hooks on its module: an op
         repeated alone runs faster than inside a network (see :mod:`hwnas.utils.timing`)."""
-        modules = _checked_op_modules(model, ops)
+        modules = checked_op_modules(model, ops)
         model = model.eval().cpu()
         started = [0] * len(modules)
         spent: list[int] = []
@@ -169,7 +169,8 @@ class LocalCPU:
         return self.time_op_networks([(model, ops)], input_shape)[0]
 
 
-def _checked_op_modules(model: nn.Module, ops: list[OpSig]) -> list[nn.Module]:
+def checked_op_modules(model: nn.Module, ops: list[OpSig]) -> list[nn.Module]:
+    """The modules that run ``model``'s ops, one per op of its graph ``ops`` (else ValueError)."""
     modules = op_modules(model)
     if len(modules) != len(ops):
         raise ValueError(f"model has {len(modules)} op modules but its graph {len(ops)} ops")

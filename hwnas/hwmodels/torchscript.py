@@ -67,9 +67,8 @@ import torch
 from torch import nn
 
 from hwnas.errors import HwnasError
-from hwnas.hwmodels.local_cpu import LocalCPU
+from hwnas.hwmodels.local_cpu import LocalCPU, checked_op_modules
 from hwnas.ir import OpSig
-from hwnas.spaces.ops.layers import op_modules
 from hwnas.utils.timing import Subject
 
 JIT_WARM_CALLS = 2  # the executor's profiling call and its optimizing call
@@ -143,9 +142,7 @@ class TorchScriptCPU(LocalCPU):
     def op_subject(self, model: nn.Module, ops: list[OpSig], x: torch.Tensor) -> Subject:
         """Each op module scripted alone on the inputs it gets in the network, all run in graph
         order on every call (forward hooks do not fire inside a frozen graph)."""
-        modules = op_modules(model)
-        if len(modules) != len(ops):
-            raise ValueError(f"model has {len(modules)} op modules but its graph {len(ops)} ops")
+        modules = checked_op_modules(model, ops)
         model = model.eval().cpu()
         calls = []
         for op, module, args in zip(ops, modules, self._captured_inputs(model, modules, x)):

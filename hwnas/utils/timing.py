@@ -67,6 +67,12 @@ def time_call(fn: Callable[[], object], warmup: int, repeats: int) -> tuple[floa
 Subject = Callable[[int], np.ndarray]
 
 
+def relative_drift(reference_ms: Sequence[float]) -> np.ndarray:
+    """Each round's reference median as a relative distance from the median over the rounds."""
+    ref = np.asarray(reference_ms, dtype=float)
+    return np.abs(ref / np.median(ref) - 1.0)
+
+
 @dataclass(frozen=True)
 class RoundPlan:
     """How a batch of subjects is timed: ``warmup`` untimed calls each, then ``rounds`` rounds in
@@ -115,10 +121,7 @@ class RoundTiming:
     @property
     def drift(self) -> float:
         """The largest relative distance of one round's reference median from the batch's."""
-        if not self.reference_ms:
-            return 0.0
-        ref = np.asarray(self.reference_ms)
-        return float(np.max(np.abs(ref / np.median(ref) - 1.0)))
+        return float(relative_drift(self.reference_ms).max()) if self.reference_ms else 0.0
 
     def describe(self) -> dict[str, float | int | None]:
         n = len(self.samples_ns)
@@ -164,9 +167,9 @@ def time_in_rounds(subjects: Sequence[Subject], plan: RoundPlan, reference: Subj
             ref_ms = float(np.median(np.concatenate(ref_calls)[:, 0])) / 1e6 if ref_calls else None
             rounds.append((timed, ref_ms))
             if ref_ms is not None and len(rounds) == plan.rounds and repeated < plan.rounds:
-                refs = np.array([r for _, r in rounds])
-                worst = int(np.argmax(np.abs(refs / np.median(refs) - 1.0)))
-                if abs(refs[worst] / np.median(refs) - 1.0) > plan.max_drift:
+                drift = relative_drift([r for _, r in rounds])
+                worst = int(np.argmax(drift))
+                if drift[worst] > plan.max_drift:
                     del rounds[worst]  # a burst of load: time that round again
                     repeated += 1
     refs = [r for _, r in rounds if r is not None]
