@@ -10,12 +10,20 @@ Prints ``name: value`` lines, all measured in this run:
   prediction vs measurement of the same exported subnet, in the same run);
 - the front's size, its latency span and the supernet's largest / smallest test accuracy.
 
-Usage: python experiments/bench_spine.py [--workdir DIR] [--set key=value ...]
+With ``--beside-load`` the job then runs again from scratch, in a fresh workdir, with one CPU-bound
+process (a busy loop) running beside it the whole time, and prints ``loaded_stage_<name>_s``,
+``loaded_total_s`` and ``loaded_over_quiet``: the loaded wall time over the quiet one (goal, issue
+15: <= 2.2 on 2 cores; losing one core of two should cost about 2x, not 10x).
+
+Usage: python experiments/bench_spine.py [--workdir DIR] [--set key=value ...] [--beside-load]
 A fresh temporary workdir is used by default, so the device's lookup table is profiled anew.
 """
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import multiprocessing
+import platform
 import tempfile
 import time
 from pathlib import Path
@@ -27,17 +35,29 @@ import hwnas
 CONFIG = Path(__file__).with_name("digits-cnn.yaml")
 
 
+def busy_loop() -> None:
+    while True:
+        pass
+
+
+def run_job(workdir: Path, overrides: list[str]):
+    started = time.perf_counter()
+    job = hwnas.launch(CONFIG, workdir=workdir, overrides=overrides, name="bench-spine")
+    return job, time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--beside-load", action="store_true",
+                        help="run the job again with one CPU-bound process beside it")
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="hwnas-bench-"))
+    print(f"date: {dt.datetime.now().isoformat(timespec='seconds')}")
+    print(f"machine: {platform.processor() or platform.machine()}, {multiprocessing.cpu_count()} CPUs")
 
-    started = time.perf_counter()
-    job = hwnas.launch(CONFIG, workdir=workdir, overrides=args.overrides, name="bench-spine")
-    total = time.perf_counter() - started
-
+    job, total = run_job(workdir, args.overrides)
     print(f"config: {CONFIG.name}  workdir: {workdir}")
     for stage, seconds in job.attrs["stage_seconds"].items():
         print(f"stage_{stage}_s: {seconds:.1f}")
@@ -64,6 +84,17 @@ def main() -> None:
     print(f"smallest_subnet_test_accuracy: {supernet['smallest']:.4f}")
     print(f"accuracy_prediction_error_front_median: "
           f"{float(np.median(np.abs(front['val_accuracy'] - front['predicted_accuracy']))):.4f}")
+    if args.beside_load:
+        burner = multiprocessing.Process(target=busy_loop, daemon=True)
+        burner.start()
+        try:
+            loaded, loaded_total = run_job(Path(tempfile.mkdtemp(prefix="hwnas-bench-loaded-")), args.overrides)
+        finally:
+            burner.terminate()
+        for stage, seconds in loaded.attrs["stage_seconds"].items():
+            print(f"loaded_stage_{stage}_s: {seconds:.1f}")
+        print(f"loaded_total_s: {loaded_total:.1f}")
+        print(f"loaded_over_quiet: {loaded_total / total:.2f}")
 
 
 if __name__ == "__main__":

@@ -242,6 +242,19 @@ def load_config(source: str | Path | dict | None = None, overrides: list[str] | 
     try:
         return Config.model_validate(tree)
     except ValidationError as exc:
-        raise ConfigError(f"{origin}: {format_validation_error(exc)}") from None
+        message = format_validation_error(exc)
+        raise ConfigError(f"{blame(origin, overrides, message)}: {message}") from None
     except ConfigError as exc:  # raised inside a validator (the space section): name the file too
-        raise ConfigError(f"{origin}: {exc}") from None
+        raise ConfigError(f"{blame(origin, overrides, str(exc))}: {exc}") from None
+
+
+def blame(origin: str, overrides: list[str] | tuple[str, ...], message: str) -> str:
+    """Where a bad value came from: the ``--set`` that wrote the failing key (or a section above or
+    below it), else the file. ``message`` starts with the failing key (``train.epoch: ...``)."""
+    key = message.split(":", 1)[0].strip().split(".")
+    for item in reversed(overrides):  # the last --set of a key is the one that counts
+        path = item.split("=", 1)[0].strip().split(".")
+        shared = min(len(path), len(key))
+        if shared and path[:shared] == key[:shared]:
+            return f"--set {item}" + ("" if origin in ("config", "default config") else f" (over {origin})")
+    return origin

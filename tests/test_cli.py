@@ -78,9 +78,9 @@ def test_user_errors_are_one_line_with_exit_codes(tiny_job, capsys, tmp_path):
     cases = [
         (("front", "missing", *w), 2, "error: no job named 'missing'"),
         (("export", "tiny", "--candidate", "999", "--out", str(tmp_path / "o"), *w), 2,
-         "error: job 'tiny' has no candidate 999"),
+         "error: job 'tiny' has no candidate 999; its candidates: 0-"),
         (("front", "tiny", "--max-latency-ms", "0.000001", *w), 1, "error: no candidate meets latency <= 1e-06 ms; "
-                                                                    "the cheapest is #"),
+                                                                    "the nearest is #"),
         (("front", "tiny", "--max-latency-ms", "-3", *w), 2, "error: --max-latency-ms must be a number above 0"),
         (("front", "tiny", "--min-accuracy", "2", *w), 2, "error: --min-accuracy must be a number above 0 and at most 1"),
         (("front", "tiny", "--max-latency-ms", "fast", *w), 2, "error: Invalid value for '--max-latency-ms'"),
@@ -89,8 +89,8 @@ def test_user_errors_are_one_line_with_exit_codes(tiny_job, capsys, tmp_path):
         (("jobs", "--workdir", str(tmp_path / "nowhere")), 2, "error: no job store at"),
         (("search", "--name", "../escape", "--workdir", str(tmp_path / "n")), 2, "error: job name '../escape' must be"),
         (("search", "--set", "train.epochs=-1", "--workdir", str(tmp_path / "n")), 2,
-         "error: default config: train.epochs: Input should be greater than or equal to 0"),
-        (("search", "--set", "train.nope=1", "--workdir", str(tmp_path / "n")), 2, "error: default config: train.nope: unknown key"),
+         "error: --set train.epochs=-1: train.epochs: Input should be greater than or equal to 0"),
+        (("search", "--set", "train.nope=1", "--workdir", str(tmp_path / "n")), 2, "error: --set train.nope=1: train.nope: unknown key"),
         (("search", str(tmp_path / "absent.yaml"), "--workdir", str(tmp_path / "n")), 2, "error: config file"),
         (("front", "tiny", "--store", "notaurl", *w), 2, "error: store URL 'notaurl' is not a SQLAlchemy URL"),
     ]

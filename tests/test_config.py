@@ -54,6 +54,25 @@ def test_bad_values_name_the_field(override, message):
     assert "\n" not in str(info.value)
 
 
+def test_a_bad_key_names_its_source_the_set_or_the_file(tmp_path):
+    """A user who mistypes a --set must not be sent to read the config file for it."""
+    config = tmp_path / "job.yaml"
+    config.write_text("train:\n  epochs: 2\n  epokhs: 3\n")
+    with pytest.raises(ConfigError) as from_file:
+        load_config(config, ["train.lr=0.1"])
+    assert str(from_file.value) == f"{config}: train.epokhs: unknown key"
+    config.write_text("train:\n  epochs: 2\n")
+    with pytest.raises(ConfigError) as from_set:
+        load_config(config, ["seed=1", "train.epoch=2"])
+    assert str(from_set.value) == f"--set train.epoch=2 (over {config}): train.epoch: unknown key"
+    with pytest.raises(ConfigError) as section:  # a --set of a whole section is blamed for a key inside it
+        load_config(None, ["train={epochs: 1, bogus: 2}"])
+    assert str(section.value).startswith("--set train={epochs: 1, bogus: 2}: train.bogus: unknown key")
+    with pytest.raises(ConfigError) as checked:  # names checked against a registry, after the types
+        load_config(config, ["data.dataset=mnist"])
+    assert str(checked.value).startswith(f"--set data.dataset=mnist (over {config}): data.dataset: unknown dataset")
+
+
 def test_bad_files(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.yaml")

@@ -47,13 +47,23 @@ def test_budgets_filter_before_the_front():
     assert (got.latency_ms <= 1.5).all() and (got.energy_mj <= 0.006).all()
 
 
-def test_nothing_meets_the_budget_names_the_cheapest():
+def test_nothing_meets_the_budget_names_the_nearest_candidate():
+    """For a latency cap the fastest candidate is nearest; for an accuracy floor the most accurate;
+    for both, the one whose worse miss (relative to its budget) is smallest."""
     frame = _frame()
     cheapest = frame.sort_values("latency_ms").iloc[0]
-    with pytest.raises(NoCandidateError, match=rf"no candidate meets latency <= 0.01 ms; the cheapest is "
-                                               rf"#{int(cheapest.id)}") as info:
+    with pytest.raises(NoCandidateError, match=rf"no candidate meets latency <= 0.01 ms; the nearest is "
+                                               rf"#{int(cheapest.id)} \(misses latency <= 0.01 ms by ") as info:
         query_front(frame, ["accuracy", "latency"], max_latency_ms=0.01)
     assert info.value.exit_code == 1
+    best = frame.sort_values("val_accuracy").iloc[-1]
+    with pytest.raises(NoCandidateError, match=rf"the nearest is #{int(best.id)} \(misses validation accuracy"):
+        query_front(frame, ["accuracy", "latency"], min_accuracy=0.9999)
+    cap, floor = float(frame.latency_ms.median()), 1.0
+    worst = np.maximum(np.clip(frame.latency_ms / cap - 1, 0, None), np.clip(1 - frame.val_accuracy / floor, 0, None))
+    nearest = frame.iloc[int(np.argmin(worst.to_numpy()))]
+    with pytest.raises(NoCandidateError, match=rf"the nearest is #{int(nearest.id)} "):
+        query_front(frame, ["accuracy", "latency"], max_latency_ms=cap, min_accuracy=floor)
 
 
 @pytest.mark.parametrize("kwargs", [{"max_latency_ms": -1}, {"max_energy_mj": 0}, {"min_accuracy": 1.5},

@@ -148,3 +148,55 @@ def test_zero_energy_hostile_text_and_an_empty_job(tiny_job, tmp_path):
 def test_importing_the_report_does_not_import_matplotlib():
     code = "import sys, hwnas.report; assert 'matplotlib' not in sys.modules, 'matplotlib imported eagerly'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_percent_ticks_keep_the_decimals_their_spacing_needs():
+    """Ticks half a point apart must not print as whole percents (98 %, 97 %, 97 %, ...)."""
+    from hwnas.report.figures import new_figure, percent_axis
+
+    with new_figure(3, 3) as fig:
+        ax = fig.subplots()
+        ax.plot([0, 1], [0.96, 0.98])
+        percent_axis(ax.yaxis)
+        fig.canvas.draw()
+        labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+    assert len(labels) == len(set(labels)) >= 3, labels
+    assert any("." in t for t in labels), labels
+
+
+def test_front_labels_never_overlap_and_a_wide_span_goes_log(tiny_job, tmp_path):
+    """Candidates close together get labels that clear each other; one outlier an order of
+    magnitude off does not squash the rest of the panel into its corner."""
+    import numpy as np
+
+    from hwnas.report.data import gather
+    from hwnas.report.figures import new_figure
+    from hwnas.report.plots import ENERGY, LATENCY, _front_panel
+
+    job, _ = tiny_job
+
+    def crowd(frame):
+        frame = frame.copy()
+        frame["latency_ms"] = 1.0 + 1e-4 * np.arange(len(frame))  # every point in one spot
+        frame["energy_mj"] = np.where(np.arange(len(frame)) == 0, 0.09, 0.002 + 1e-4 * np.arange(len(frame)))
+        return frame
+
+    data = gather(EditedJob(job, edit=crowd), {})
+    with new_figure(10, 4) as fig:
+        left, right = fig.subplots(1, 2)
+        _front_panel(left, data, *LATENCY)
+        _front_panel(right, data, *ENERGY)
+        fig.canvas.draw()
+        boxes = [t.get_window_extent() for t in left.texts if t.get_text().startswith("#")]
+        assert right.get_xscale() == "log" and left.get_xscale() == "linear"
+    assert len(boxes) >= 2
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert not a.overlaps(b), (a, b)
+
+
+def test_choices_heatmap_shows_only_dimensions_that_vary():
+    from hwnas.report.choices import varying_rows
+
+    text = [["3", "5", "–"], ["–", "–", "–"], ["8", "8", "–"], ["4", "–", "8"]]
+    assert varying_rows(text) == [0, 3]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hwnas.config import Config, DeviceConfig, load_config
+from hwnas.config import Config, DeviceConfig, blame, load_config
 from hwnas.data import DATASETS
 from hwnas.errors import ConfigError
 from hwnas.hwmodels.devices import build_device
@@ -50,7 +50,7 @@ def load_job_config(source: str | Path | dict | None = None, overrides: list[str
         return check_config(config)
     except ConfigError as exc:
         origin = "default config" if source is None else "config" if isinstance(source, dict) else str(source)
-        raise ConfigError(f"{origin}: {exc}") from None
+        raise ConfigError(f"{blame(origin, overrides, str(exc))}: {exc}") from None
 
 
 def check_devices(config: Config, workdir: Path) -> None:

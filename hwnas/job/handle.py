@@ -5,6 +5,7 @@ and the job directory; nothing trains or searches.
 """
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,15 @@ from hwnas.job.paths import JobPaths
 from hwnas.job.store import JobStore, default_store_url, live_status
 from hwnas.search.front import query_front
 from hwnas.spaces.registry import build_space
+
+
+def id_ranges(ids: list[int]) -> str:
+    """``[0, 1, 2, 5, 7, 8]`` as ``0-2, 5, 7-8``: every id, however many, in a line."""
+    runs = []
+    for _, run in itertools.groupby(enumerate(sorted(set(ids))), key=lambda pair: pair[1] - pair[0]):
+        values = [v for _, v in run]
+        runs.append(str(values[0]) if len(values) == 1 else f"{values[0]}-{values[-1]}")
+    return ", ".join(runs)
 
 
 class Job:
@@ -75,8 +85,9 @@ class Job:
         frame = self.candidates()
         row = frame[frame["id"] == int(candidate_id)]
         if row.empty:
-            ids = ", ".join(str(i) for i in frame["id"].tolist()[:20])
-            raise JobError(f"job {self.name!r} has no candidate {candidate_id}; its candidates: {ids or 'none'}")
+            ids = id_ranges(frame["id"].astype(int).tolist())
+            raise JobError(f"job {self.name!r} has no candidate {candidate_id}; its candidates: {ids or 'none'} "
+                           f"({len(frame)} in all)")
         return row.iloc[0].to_dict()
 
     def front(self, max_latency_ms: float | None = None, max_energy_mj: float | None = None,

@@ -27,6 +27,7 @@ from hwnas.spaces.registry import op_graph
 from hwnas.train.components import Components, save_weights
 from hwnas.train.distributed import RaySupernetTrainer
 from hwnas.train.trainer import SupernetTrainer
+from hwnas.utils.timing import pinned_threads
 
 MEASURE_BATCH = 10  # subnets a measured device times together, interleaved in rounds, per commit
 
@@ -176,12 +177,25 @@ def sample_archs(space, samples: int, seed: int) -> list[Arch]:
     return list(archs)
 
 
+def sample_accuracy(parts: Components, arch: Arch) -> float:
+    """Validation accuracy of a sampled subnet, on one thread, as the search's evaluations run.
+
+    Why one thread: these models are small, and OpenMP threads meet at a barrier after every op.
+    With another CPU-bound process on one of this project's two cores, two threads made this stage
+    10x slower (one thread spins at the barrier while its partner waits for a core); on one thread
+    it slows in proportion to the CPU it gets. Quiet, two threads are about 1.5x faster, so the
+    stage costs that much more on an idle machine. One thread also makes the figure independent of
+    the machine's core count (float sums depend on the thread count)."""
+    with pinned_threads(1):
+        return parts.evaluate(arch, "val")
+
+
 def fit_predictor(job, results: dict[str, Any]):
     parts: Components = results["load"]
     cfg = job.config.predictor
     archs = sample_archs(parts.space, cfg.samples, job.config.seed)
     y = job.measure_resumably(archs, job.paths.samples, "val_accuracy",
-                              lambda arch: parts.evaluate(arch, "val"), "sample subnets")
+                              lambda arch: sample_accuracy(parts, arch), "sample subnets")
     features = ArchFeatures(parts.space)
     X = features.transform(archs)
     predictor, quality = fit_with_holdout(X, y, cfg.model, cfg.holdout, job.config.seed)

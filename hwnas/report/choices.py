@@ -42,6 +42,13 @@ def choice_matrix(data: ReportData) -> tuple[np.ndarray, list[list[str]]]:
     return ranks, text
 
 
+def varying_rows(text: list[list[str]]) -> list[int]:
+    """Rows whose active choice differs somewhere along the front. A dimension every front member
+    leaves inactive (a block beyond every stage depth) or sets alike tells nothing; shown, it buried
+    the few rows that do (36 rows, mostly grey, on the default space)."""
+    return [i for i, row in enumerate(text) if len({t for t in row if t != "–"}) > 1]
+
+
 def choices_figure(data: ReportData) -> Figure | str:
     front = data.front
     if front.empty or "arch" not in front:
@@ -49,6 +56,12 @@ def choices_figure(data: ReportData) -> Figure | str:
     if not data.dims:
         return "The job's search dimensions are unknown, so its choices cannot be laid out."
     ranks, text = choice_matrix(data)
+    keep = varying_rows(text)
+    if not keep:
+        return "Every Pareto-optimal candidate makes the same choices, so there is nothing to compare."
+    hidden = len(text) - len(keep)
+    names = [data.dims[i][0] for i in keep]
+    ranks, text = ranks[keep], [text[i] for i in keep]
     rows, cols = ranks.shape
     width = min(16.0, 2.6 + 0.62 * cols)
     height = min(24.0, 1.5 + 0.24 * rows)
@@ -65,7 +78,7 @@ def choices_figure(data: ReportData) -> Figure | str:
                     light = np.isfinite(ranks[i, j]) and ranks[i, j] > 0.6
                     ax.text(j, i, text[i][j], ha="center", va="center", fontsize=7,
                             color="#222" if light or not np.isfinite(ranks[i, j]) else "white")
-        ax.set_yticks(range(rows), [name for name, _ in data.dims], fontsize=7)
+        ax.set_yticks(range(rows), names, fontsize=7)
         labels = [f"#{int(r.id)}\n{r.latency_ms:.3g} ms\n{r.val_accuracy:.1%}" for r in front.itertuples()]
         ax.set_xticks(range(cols), labels, fontsize=7)
         ax.tick_params(axis="x", top=True, labeltop=True, bottom=False, labelbottom=False)
@@ -79,11 +92,13 @@ def choices_figure(data: ReportData) -> Figure | str:
         bar.set_ticks([0, 1], labels=["smallest\nchoice", "largest\nchoice"])
         bar.outline.set_visible(False)
         png = to_png(fig)
-    alt = (f"Heatmap of the chosen value of each of {rows} searched dimensions (rows) for the {cols} "
+    alt = (f"Heatmap of the chosen value of each of {rows} varying searched dimensions (rows) for the {cols} "
            f"Pareto-optimal candidates (columns, fastest first); colour is the value's rank among the "
            "dimension's choices, from dark (smallest) to light (largest), grey where the dimension is inactive.")
     caption = ("Columns are the Pareto-optimal candidates sorted by latency, fastest on the left (id, latency, "
-               "test accuracy on top); rows are the searched dimensions. Dark cells hold a dimension's smallest "
-               "choice, light ones its largest; grey cells (–) are inactive in that subnet. A row that "
-               "brightens to the right is a knob the front turns up as it spends latency on accuracy.")
+               "validation accuracy on top); rows are the searched dimensions whose choice varies along the front"
+               + (f" ({hidden} that never vary, or are inactive in every front member, are left out)" if hidden else "")
+               + ". Dark cells hold a dimension's smallest choice, light ones its largest; grey cells (–) are "
+               "inactive in that subnet. A row that brightens to the right is a knob the front turns up as it "
+               "spends latency on accuracy.")
     return Figure("choices", "Choices along the front", alt, caption, png)

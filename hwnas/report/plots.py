@@ -23,6 +23,9 @@ from hwnas.report.figures import (
     to_png,
 )
 
+LOG_SPAN = 10.0        # an axis whose values span more than this factor is drawn on a log scale
+LABEL_HEIGHT_PX = 11.0  # a 7-point candidate label's height at the report's DPI, with a gap
+
 # (measured column, predicted column, axis label, budget key)
 LATENCY = ("latency_ms", "predicted_latency_ms", "latency (ms)", "max_latency_ms")
 ENERGY = ("energy_mj", "predicted_energy_mj", "energy (mJ)", "max_energy_mj")
@@ -56,12 +59,13 @@ def _front_panel(ax, data: ReportData, column: str, predicted: str, label: str, 
     members = np.flatnonzero(on_front)
     stairs = members[pareto_2d(x[members], acc[members])]
     ax.plot(x[stairs], acc[stairs], drawstyle="steps-post", color=FRONT_COLOR, linewidth=1.4, zorder=3.5)
-    for i in members:
-        ax.annotate(f"#{int(frame['id'].iloc[i])}", (x[i], acc[i]), xytext=(4, 4), textcoords="offset points",
-                    fontsize=7, color=FRONT_COLOR)
     if data.pick is not None and math.isfinite(float(data.pick[column])):
         ax.scatter([data.pick[column]], [data.pick["val_accuracy"]], s=190, marker="*", color=PICK_COLOR,
                    edgecolors="black", linewidths=0.6, zorder=5)
+    finite = x[np.isfinite(x) & (x > 0)]
+    if len(finite) and finite.max() / finite.min() > LOG_SPAN:  # one outlier must not squash the rest
+        ax.set_xscale("log")
+        label += ", log scale"
     ax.autoscale_view()
     if budget in data.budgets:
         value = data.budgets[budget]
@@ -70,8 +74,28 @@ def _front_panel(ax, data: ReportData, column: str, predicted: str, label: str, 
         hi = max(hi, value * 1.05)
         ax.axvspan(value, hi, color=BUDGET_COLOR, alpha=0.07, linewidth=0, zorder=0)
         ax.set_xlim(lo, hi)
+    _label_members(ax, frame, x, acc, members)
     ax.set_xlabel(label)
     ax.set_title(f"accuracy vs {label.split(' ')[0]}")
+
+
+def _label_members(ax, frame, x: np.ndarray, acc: np.ndarray, members: np.ndarray) -> None:
+    """``#id`` beside each front member, nudged upwards until it clears the labels already placed
+    (in pixels, after the axes' limits and scale are fixed), so neighbours never print as ``#19#11``."""
+    placed: list[tuple[float, float]] = []
+    to_pixels = ax.transData.transform
+    for i in sorted(members, key=lambda k: (x[k], acc[k])):
+        if not (np.isfinite(x[i]) and np.isfinite(acc[i])):
+            continue
+        px, py = to_pixels((x[i], acc[i]))
+        dy = 4.0
+        text = f"#{int(frame['id'].iloc[i])}"
+        width = 5.0 * len(text)  # about 5 px per character at 7 pt
+        while any(abs(px - qx) < width and abs(py + dy - qy) < LABEL_HEIGHT_PX for qx, qy in placed):
+            dy += LABEL_HEIGHT_PX
+        placed.append((px, py + dy))
+        ax.annotate(text, (x[i], acc[i]), xytext=(4, dy * 72 / ax.figure.dpi), textcoords="offset points",
+                    fontsize=7, color=FRONT_COLOR)
 
 
 def _front_legend(fig, data: ReportData, panels: int) -> None:

@@ -35,36 +35,45 @@ def pareto_front(frame: pd.DataFrame, objectives: Sequence[str]) -> pd.DataFrame
     return frame.iloc[np.sort(np.asarray(keep))]
 
 
+def nearest_miss_message(frame: pd.DataFrame, misses: list[tuple[str, pd.Series]]) -> str:
+    """Name the candidate closest to meeting every budget: the one whose worst relative miss is
+    smallest (for an accuracy floor the most accurate, for a latency cap the fastest), with what it
+    misses by, so the user knows how far to relax which budget."""
+    worst = pd.concat([m.clip(lower=0) for _, m in misses], axis=1).max(axis=1)
+    order = pd.DataFrame({"worst": worst, "acc": -frame["val_accuracy"]}).sort_values(["worst", "acc"])
+    i = order.index[0]
+    c = frame.loc[i]
+    missed = ", ".join(f"{what} by {float(m[i]):.1%}" for what, m in misses if float(m[i]) > 0)
+    return (f"no candidate meets {' and '.join(what for what, _ in misses)}; the nearest is #{int(c['id'])} "
+            f"(misses {missed}): validation accuracy {c['val_accuracy']:.4f}, latency {c['latency_ms']:.4f} ms, "
+            f"energy {c['energy_mj']:.6f} mJ")
+
+
 def query_front(frame: pd.DataFrame, objectives: Sequence[str], max_latency_ms: float | None = None,
                 max_energy_mj: float | None = None, min_accuracy: float | None = None) -> pd.DataFrame:
     """Pareto-optimal candidates meeting every budget, best validation accuracy first.
 
-    Raises :class:`NoCandidateError` (exit code 1) naming the cheapest candidate when none meets
-    the budgets.
+    Raises :class:`NoCandidateError` (exit code 1) naming the candidate nearest to meeting
+    them when none does (see :func:`nearest_miss_message`).
     """
     check_budget("--max-latency-ms", max_latency_ms)
     check_budget("--max-energy-mj", max_energy_mj)
     check_budget("--min-accuracy", min_accuracy, upper=1.0)
     if frame.empty:
         raise NoCandidateError("the job has no evaluated candidates yet")
-    ok = pd.Series(True, index=frame.index)
-    budgets = []
+    # each budget: (what it asks, how far each candidate misses it, relative to the budget)
+    misses: list[tuple[str, pd.Series]] = []
     if max_latency_ms is not None:
-        ok &= frame["latency_ms"] <= max_latency_ms
-        budgets.append(f"latency <= {max_latency_ms:g} ms")
+        misses.append((f"latency <= {max_latency_ms:g} ms", frame["latency_ms"] / max_latency_ms - 1))
     if max_energy_mj is not None:
-        ok &= frame["energy_mj"] <= max_energy_mj
-        budgets.append(f"energy <= {max_energy_mj:g} mJ")
+        misses.append((f"energy <= {max_energy_mj:g} mJ", frame["energy_mj"] / max_energy_mj - 1))
     if min_accuracy is not None:
-        ok &= frame["val_accuracy"] >= min_accuracy
-        budgets.append(f"validation accuracy >= {min_accuracy:g}")
+        misses.append((f"validation accuracy >= {min_accuracy:g}", 1 - frame["val_accuracy"] / min_accuracy))
+    ok = pd.Series(True, index=frame.index)
+    for _, miss in misses:
+        ok &= miss <= 0
     feasible = frame[ok]
     if feasible.empty:
-        by = "energy_mj" if max_energy_mj is not None and max_latency_ms is None else "latency_ms"
-        c = frame.sort_values([by, "val_accuracy"], ascending=[True, False]).iloc[0]
-        raise NoCandidateError(
-            f"no candidate meets {' and '.join(budgets)}; the cheapest is #{int(c['id'])}: "
-            f"validation accuracy {c['val_accuracy']:.4f}, latency {c['latency_ms']:.4f} ms, "
-            f"energy {c['energy_mj']:.6f} mJ")
+        raise NoCandidateError(nearest_miss_message(frame, misses))
     front = pareto_front(feasible, objectives)
     return front.sort_values(["val_accuracy", "latency_ms"], ascending=[False, True]).reset_index(drop=True)
