@@ -87,6 +87,7 @@ from hwnas.spaces.registry import op_graph
 from hwnas.utils.timing import pinned_threads, time_call
 from hwnas.hwmodels.torchscript import JIT_WARM_CALLS, script_model
 from hwnas.export.int8 import calibration_images, write_int8
+from hwnas.export.preprocessing import NormalizedInput
 from hwnas.train.components import Components, resolve_compute
 from hwnas.spaces.ops.layers import InvertedResidual, QConvBNAct
 from hwnas.spaces.registry import space_entry
@@ -400,9 +401,11 @@ def int8_figures(parts, timer: Timer, suffix: str, tmp: Path, calibration_agreem
     arch = bits8_arch(parts.space, parts.space.largest())
     model = parts.recalibrated_subnet(arch)
     x = parts.data.val[0][0][None]
-    fake_ts = exported_torchscript(model, x, tmp)
+    channels = x.shape[1]  # identity statistics: x is already standardized; both files carry the same step
+    deployed = NormalizedInput(model, [0.0] * channels, [1.0] * channels).eval()
+    fake_ts = exported_torchscript(deployed, x, tmp)
     calibration = calibration_images(parts.data.train, parts.config.train.recalibration_samples)
-    converted, int8_ts, backend = write_int8(model, calibration, x, tmp / "model.int8.torchscript.pt")
+    converted, int8_ts, backend = write_int8(deployed, calibration, x, tmp / "model.int8.torchscript.pt")
     held_out = torch.cat([b for b, _ in iterate_batches(parts.data.val, 256, shuffle=False)])
     sets = (("calibration", calibration), ("heldout", held_out)) if calibration_agreement else (("heldout", held_out),)
     with torch.inference_mode():

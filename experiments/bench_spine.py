@@ -8,7 +8,10 @@ Prints ``name: value`` lines, all measured in this run:
 - ``latency_within_10pct``: share of the validated front's candidates whose end-to-end latency,
   measured on this CPU, is within 10 % of the lookup-table sum predicted for them (the comparison is
   prediction vs measurement of the same exported subnet, in the same run);
-- the front's size, its latency span and the supernet's largest / smallest test accuracy.
+- the front's size, its latency span and the supernet's largest / smallest test accuracy;
+- ``profile_table_ops``, ``profile_network_runs``, ``profile_ops_remeasured``: the ops the device's
+  table holds beside the network runs the profile stage's bar counts (the covering networks plus
+  re-runs of networks holding noisy ops, which grow on a loaded machine).
 
 With ``--beside-load`` the job then runs again from scratch, in a fresh workdir, with one CPU-bound
 process (a busy loop) running beside it the whole time, and prints ``loaded_stage_<name>_s``,
@@ -46,6 +49,15 @@ def run_job(workdir: Path, overrides: list[str]):
     return job, time.perf_counter() - started
 
 
+def print_profile_counts(job, prefix: str) -> None:
+    """What the profile bar counted (network runs: covering networks plus re-measurements of
+    noisy ops) beside the ops the table holds: the bar's count grows on a loaded machine."""
+    lut = job.attrs["lut"]
+    print(f"{prefix}profile_table_ops: {lut['entries']}")
+    print(f"{prefix}profile_network_runs: {lut.get('network_runs')}")
+    print(f"{prefix}profile_ops_remeasured: {lut.get('remeasured')}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=None)
@@ -62,6 +74,7 @@ def main() -> None:
     for stage, seconds in job.attrs["stage_seconds"].items():
         print(f"stage_{stage}_s: {seconds:.1f}")
     print(f"total_s: {total:.1f}")
+    print_profile_counts(job, "")
     quality = job.attrs["predictor_quality"]["accuracy"]
     print(f"kendall_tau_accuracy_predictor: {quality['kendall_tau']:.3f}")
     print(f"accuracy_predictor_rmse: {quality['rmse']:.4f}")
@@ -94,6 +107,7 @@ def main() -> None:
         for stage, seconds in loaded.attrs["stage_seconds"].items():
             print(f"loaded_stage_{stage}_s: {seconds:.1f}")
         print(f"loaded_total_s: {loaded_total:.1f}")
+        print_profile_counts(loaded, "loaded_")
         print(f"loaded_over_quiet: {loaded_total / total:.2f}")
 
 

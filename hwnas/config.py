@@ -51,6 +51,9 @@ class TrainConfig(_Section):
     warmup_epochs: int = Field(1, ge=0)
     recalibration_samples: int = Field(512, gt=0, description="training images used to recalibrate BN")
     progressive_ops: bool = Field(False, description="NASA-style: first operator type only, then add the next ones")
+    threads: int | None = Field(None, ge=1, le=1024,
+                                description="CPU threads for training (null: torch's default, one per core); the "
+                                "trained weights depend on it")
 
 
 class DeviceConfig(_Section):

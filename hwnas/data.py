@@ -144,6 +144,9 @@ def _finish(name: str, root: str | Path | None, splits: dict[str, tuple[torch.Te
                              torch.as_tensor(np.asarray(splits[k][1], dtype=np.int64)))
             for k, x in xs.items()}
     shape = tuple(int(s) for s in xs["train"].shape[1:])
+    resized = "" if image_size is None or tuple(splits["train"][0].shape[-2:]) == (image_size, image_size) else \
+        f", then resized to {image_size}x{image_size} (bilinear, torch.nn.functional.interpolate, align_corners=False)"
+    extra["raw_input"] = extra.pop("raw_input") + resized
     description = {"dataset": name, "root": None if root is None else str(root),
                    "sizes": {k: len(v) for k, v in data.items()}, "image_size": shape[1],
                    "split_seed": split_seed, "mean": mean.tolist(), "std": std.tolist(), **extra}
@@ -160,7 +163,8 @@ def _load_digits(*, root: str | Path | None, image_size: int | None, val_fractio
     y = bunch.target.astype(np.int64)
     parts = _three_way(y, val_fraction, test_fraction, split_seed)
     return _finish("digits", None, _take(x, y, parts), 10, image_size, split_seed,
-                   val_fraction=val_fraction, test_fraction=test_fraction)
+                   val_fraction=val_fraction, test_fraction=test_fraction,
+                   raw_input="sklearn.datasets.load_digits().images / 16: 8x8 grey pixels 0-16 scaled to [0, 1]")
 
 
 def _read_cifar_bin(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -226,10 +230,11 @@ def _load_cifar10(*, root: str | Path | None, image_size: int | None, val_fracti
                 splits = {**_carve_val(*_read_cifar_batches(train_paths, reader), val_fraction, split_seed),
                           "test": _read_cifar_batches([test_path], reader)}
                 return _finish("cifar10", root, splits, 10, image_size, split_seed,
-                               format=fmt, val_fraction=val_fraction)
+                               format=fmt, val_fraction=val_fraction, raw_input=RGB_RAW_INPUT)
     raise DataError(f"no CIFAR-10 test_batch.bin or test_batch found in {base} or its cifar-10-batches-* folders")
 
 
+RGB_RAW_INPUT = "channels first (R, G, B), uint8 values / 255 in [0, 1]"
 _IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp"})
 
 
@@ -289,4 +294,5 @@ def _load_imagefolder(*, root: str | Path | None, image_size: int | None, val_fr
         x, y = _load_images(tree, classes, size)
         splits, layout = _take(x, y, _three_way(y, val_fraction, test_fraction, split_seed)), "single tree"
     return _finish("imagefolder", root, splits, len(classes), size, split_seed, classes=classes,
-                   layout=layout, val_fraction=val_fraction, test_fraction=test_fraction)
+                   layout=layout, val_fraction=val_fraction, test_fraction=test_fraction,
+                   raw_input=f"the image as RGB, resized to {size}x{size} (PIL bilinear), " + RGB_RAW_INPUT)

@@ -131,7 +131,7 @@ def test_a_model_with_shift_and_adder_layers_exports_and_reloads_without_the_tra
     export_dir.mkdir()
     save_file({k: v.contiguous() for k, v in state.items()}, str(export_dir / "model.safetensors"))
     (export_dir / "manifest.json").write_text(json.dumps({
-        "format": MANIFEST_FORMAT, "space": "cnn", "subnet": spec,
+        "format": MANIFEST_FORMAT, "space": "cnn", "subnet": spec, "preprocessing": {"mean": [0.0], "std": [1.0]},
         "weights": {"file": "model.safetensors", "sha256": sha256_file(export_dir / "model.safetensors")}}))
     record_digest(export_dir / "manifest.json")
     torch.save(x, tmp_path / "x.pt")

@@ -91,8 +91,15 @@ def test_export_round_trip_equals_the_supernet(tiny_job, tmp_path):
     x = torch.stack([parts.data.test[i][0] for i in range(64)])
     parts.supernet.eval()
     with torch.no_grad():
-        torch.testing.assert_close(model(x), parts.supernet(x), rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(model(x), reference(x), rtol=0, atol=0)
+        torch.testing.assert_close(model.network(x), parts.supernet(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(model.network(x), reference(x), rtol=0, atol=0)
+    # The exported model takes raw pixels (digits / 16) and standardizes them itself.
+    section = manifest["preprocessing"]
+    assert section["mean"] == manifest["data"]["mean"] and section["std"] == manifest["data"]["std"]
+    assert "load_digits().images / 16" in section["raw_input"] == model.input_description
+    std, mean = torch.tensor(section["std"]).view(-1, 1, 1), torch.tensor(section["mean"]).view(-1, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x * std + mean), reference(x), rtol=1e-4, atol=1e-4)
 
 
 def test_torchscript_export_checks_itself_and_loads_without_hwnas(tiny_job, tmp_path):

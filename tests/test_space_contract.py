@@ -43,9 +43,9 @@ def test_a_space_from_outside_hwnas_runs_search_front_and_export(tmp_path, capsy
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["space"] == mlp_space.NAME and manifest["checks"]["pt"]["passed"]
     model = hwnas.load_exported(out)
-    assert isinstance(model, mlp_space.StandaloneMLP)
+    assert isinstance(model.network, mlp_space.StandaloneMLP)
     widths = [layer["cout"] for layer in manifest["subnet"]["layers"]]
-    assert [layer.out_features for layer in model.hidden] == widths
+    assert [layer.out_features for layer in model.network.hidden] == widths
     assert model(torch.zeros(3, 1, 8, 8)).shape == (3, 10)
     # The costed network is the exported one: its op graph counts the exported module's weights.
     params = sum(op.params for op in op_graph(manifest["subnet"]))

@@ -133,6 +133,31 @@ def test_training_resumes_exactly_from_a_checkpoint(tmp_path):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
 
 
+def test_training_runs_on_the_configured_threads_and_gives_them_back(monkeypatch):
+    """train.threads pins training to that many threads (the default job trains on one, see
+    SupernetTrainer.train for why) and restores the caller's count afterwards."""
+    cfg = load_config(None, ["space.stages.0.depth=[1]", "space.stages.1.depth=[1]", "space.stages.2.depth=[1]",
+                             "train.subnets_per_step=2", "train.epochs=1", "train.threads=1"])
+    assert load_config(None).train.threads == 1  # the shipped default job
+    data = load_data()
+    space = build_space(cfg.space, data.input_shape, data.num_classes)
+    seen = []
+    step = SupernetTrainer._accumulate_gradients
+    monkeypatch.setattr(SupernetTrainer, "_accumulate_gradients",
+                        lambda self, *a: seen.append(torch.get_num_threads()) or step(self, *a))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        SupernetTrainer(CNNSupernet(space), data, cfg.train, 0, torch.device("cpu"), 256).train()
+        assert seen and set(seen) == {1} and torch.get_num_threads() == 2
+        seen.clear()
+        unpinned = cfg.train.model_copy(update={"threads": None})
+        SupernetTrainer(CNNSupernet(space), data, unpinned, 0, torch.device("cpu"), 256).train()
+        assert set(seen) == {2}
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_corrupt_checkpoint_is_reported_by_name(tmp_path):
     from hwnas.errors import HwnasError
 

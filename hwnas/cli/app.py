@@ -325,7 +325,8 @@ def export(
         ui.emit({"job": job.name, "candidate": manifest.get("candidate"), "out": str(path),
                  "manifest": str(manifest_path), "files": files, "metrics": metrics,
                  "checks": manifest.get("checks", {}), "skipped_formats": manifest.get("skipped_formats", {}),
-                 "int8": manifest.get("int8"), "finetune": manifest.get("finetune")})
+                 "int8": manifest.get("int8"), "finetune": manifest.get("finetune"),
+                 "preprocessing": manifest.get("preprocessing")})
         return
     ui.result(f"exported candidate {manifest['candidate']} of {job.name} to {path}: validation accuracy "
               f"{evaluated['val_accuracy']:.4f} (chosen on), test accuracy {evaluated['export_test_accuracy']:.4f}, "
@@ -344,6 +345,9 @@ def export(
                 f"{int8['fake_quant_torchscript_latency_ms']:.3f} ms fake-quantized")
     for name, reason in manifest.get("skipped_formats", {}).items():
         ui.info(f"  {name} left out: {reason}")
+    preprocessing = manifest.get("preprocessing", {})
+    if preprocessing.get("raw_input"):
+        ui.info(f"  every file takes raw inputs ({preprocessing['raw_input']}) and standardizes them itself")
     ft = manifest.get("finetune")
     if ft:
         ui.info(f"  fine-tuned {ft['epochs']} epoch(s): test accuracy {ft['test_accuracy_before']:.4f} -> "

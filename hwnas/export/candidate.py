@@ -2,7 +2,10 @@
 
 ``DIR/model.safetensors`` holds only the subnet's weights (quantized weights as float values on
 their grid, BN recalibrated for this subnet); ``DIR/manifest.json`` holds the subnet spec, the
-quantization policy, the metrics, the device, the seed and the package versions.
+quantization policy, the preprocessing, the metrics, the device, the seed and the package versions.
+Every exported file takes raw inputs and standardizes them itself (see
+:mod:`hwnas.export.preprocessing`); the checks feed each file the raw inputs behind the
+validation images the supernet saw.
 :func:`load_exported` rebuilds the plain ``nn.Module`` from the manifest alone. Every file is
 written atomically. An earlier manifest in the directory is removed first and the new one goes
 last, so a directory with a manifest is a complete export, even after a kill mid-export. The
@@ -31,6 +34,7 @@ from hwnas.export.formats import (
 )
 from hwnas.export.int8 import calibration_images, write_int8
 from hwnas.export.loading import MANIFEST_FORMAT
+from hwnas.export.preprocessing import NormalizedInput, preprocessing_section, raw_inputs
 from hwnas.hwmodels.devices import LocalCPU, build_device
 from hwnas.hwmodels.lut import read_meta
 from hwnas.hwmodels.profiler import use_reference
@@ -169,19 +173,20 @@ def _finetune(parts, arch: Arch, epochs: int, seed: int) -> dict[str, Any]:
             "val_accuracy_before": before_val, "history": history}
 
 
-def _export_int8(job, parts, model, out: Path, inputs, example, test_accuracy: float) -> dict[str, Any]:
+def _export_int8(job, parts, deployed: NormalizedInput, out: Path, raw, raw_example,
+                 test_accuracy: float) -> dict[str, Any]:
     """The real int8 model beside the fake-quantized one: accuracy, agreement and latency of both."""
     calibration = calibration_images(parts.data.train, parts.config.train.recalibration_samples)
     target = out / "model.int8.torchscript.pt"
-    converted, reloaded, backend = write_int8(model, calibration, example, target)
-    agreement = float((_outputs(reloaded, inputs).argmax(1) == _outputs(model, inputs).argmax(1)).float().mean())
-    timing = LocalCPU(job.config.device).time_models([reloaded, script_model(model, (example,))],
+    converted, reloaded, backend = write_int8(deployed, calibration, raw_example, target)
+    agreement = float((_outputs(reloaded, raw).argmax(1) == _outputs(deployed, raw).argmax(1)).float().mean())
+    timing = LocalCPU(job.config.device).time_models([reloaded, script_model(deployed, (raw_example,))],
                                                      parts.data.input_shape)  # side by side, in rounds
     (int8_ms, int8_spread), (float_ms, float_spread) = timing.summary(0), timing.summary(1)
-    return {"file": target.name, "sha256": sha256_file(target), "input_shape": list(example.shape),
+    return {"file": target.name, "sha256": sha256_file(target), "input_shape": list(raw_example.shape),
             "loads_with": "torch.jit.load (no hwnas needed)", "backend": backend, "calibration_images": len(calibration),
             "test_accuracy": accuracy(converted, parts.data.test), "fake_quant_test_accuracy": test_accuracy,
-            "top1_agreement_with_fake_quant": agreement, "agreement_inputs": len(inputs),
+            "top1_agreement_with_fake_quant": agreement, "agreement_inputs": len(raw),
             "latency_ms": int8_ms, "latency_spread_ms": int8_spread,
             "fake_quant_torchscript_latency_ms": float_ms, "fake_quant_torchscript_spread_ms": float_spread,
             "speedup_over_fake_quant": float_ms / int8_ms if int8_ms else None,
@@ -216,10 +221,13 @@ def export_candidate(job, candidate_id: int, out: Path, formats: tuple[str, ...]
     test_accuracy = accuracy(model, parts.data.test)
     if finetune is not None:
         finetune.update(test_accuracy_after=test_accuracy, val_accuracy_after=accuracy(model, parts.data.val))
+    preprocessing = preprocessing_section(parts.data.description)
+    deployed = NormalizedInput(model, preprocessing["mean"], preprocessing["std"], preprocessing["raw_input"]).eval()
     inputs = torch.stack([parts.data.val[i][0] for i in range(min(CHECK_INPUTS, len(parts.data.val)))])
-    example = inputs[:1]
+    raw = raw_inputs(inputs, preprocessing)  # what a user feeds the exported files
+    example = raw[:1]
     reference = _supernet_outputs(parts, arch, inputs)
-    checks = {"pt": _check("pt", model, inputs, reference, model)}
+    checks = {"pt": _check("pt", deployed, raw, reference, deployed)}
     out.mkdir(parents=True, exist_ok=True)
     # An earlier export here stops being one before any file is replaced: a kill mid-way leaves a
     # directory without a manifest (not an export), never an old manifest beside new files.
@@ -236,10 +244,10 @@ def export_candidate(job, candidate_id: int, out: Path, formats: tuple[str, ...]
                "onnx": (save_onnx, load_onnx, "model.onnx")}
     for name, (save, load, filename) in writers.items():
         if name in wanted:
-            files[name] = save(model, example, out / filename)
-            checks[name] = _check(name, load(out / filename), inputs, reference, model)
+            files[name] = save(deployed, example, out / filename)
+            checks[name] = _check(name, load(out / filename), raw, reference, deployed)
     if "int8" in wanted:
-        files["int8"] = _export_int8(job, parts, model, out, inputs, example, test_accuracy)
+        files["int8"] = _export_int8(job, parts, deployed, out, raw, example, test_accuracy)
     latency = _measure_latency(job, parts, model, row["predicted_latency_ms"])
     evaluated = {"val_accuracy": row["val_accuracy"], "test_accuracy": row["test_accuracy"],
                  "export_test_accuracy": test_accuracy, "chosen_on": "val_accuracy"}
@@ -261,7 +269,7 @@ def export_candidate(job, candidate_id: int, out: Path, formats: tuple[str, ...]
         },
         "finetune": finetune,
         "device": job.attrs.get("device_description", {"name": config.device.name}),
-        "data": parts.data.description, "seed": config.seed, "versions": package_versions(),
+        "preprocessing": preprocessing, "data": parts.data.description, "seed": config.seed, "versions": package_versions(),
         **files, "formats": wanted, "skipped_formats": skipped, "checks": checks,
     }
     write_json_with_digest(out / "manifest.json", manifest)

@@ -27,6 +27,7 @@ from torch import nn
 
 from hwnas.data import iterate_batches
 from hwnas.export.formats import load_torchscript, save_scripted
+from hwnas.export.preprocessing import NormalizedInput
 from hwnas.hwmodels.torchscript import script_model
 from hwnas.spaces.ops.layers import QConvBNAct
 
@@ -45,10 +46,9 @@ def _without_input_quantizers(model: nn.Module) -> nn.Module:
 
 
 def quantize_int8(model: nn.Module, calibration: torch.Tensor, example: torch.Tensor,
-                  backend: str | None = None) -> tuple[nn.Module, torch.jit.ScriptModule, str]:
-    """The int8 model of ``model`` calibrated on ``calibration`` (a batch of inputs): the converted
-    module (any batch size), the same traced and frozen for inputs shaped like ``example``, and
-    the backend's name."""
+                  backend: str | None = None) -> tuple[nn.Module, str]:
+    """The int8 model of ``model`` calibrated on ``calibration`` (a batch of inputs, ``example``
+    shaped like one): the converted module (any batch size) and the backend's name."""
     from torch.ao.quantization import QConfigMapping, get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
@@ -65,7 +65,7 @@ def quantize_int8(model: nn.Module, calibration: torch.Tensor, example: torch.Te
             for start in range(0, len(calibration), 64):
                 prepared(calibration[start:start + 64])
         converted = convert_fx(prepared)
-    return converted, script_model(converted, (example,)), backend
+    return converted, backend
 
 
 def _default_backend() -> str:
@@ -82,10 +82,14 @@ def calibration_images(dataset, samples: int) -> torch.Tensor:
     return torch.cat([x for x, _ in iterate_batches(dataset, 256, shuffle=False, limit=samples)])
 
 
-def write_int8(model: nn.Module, calibration: torch.Tensor, example: torch.Tensor, target) -> tuple:
-    """:func:`quantize_int8`, saved to ``target`` and loaded back from it: (the converted module,
-    the loaded TorchScript module, the backend's name)."""
+def write_int8(deployed: NormalizedInput, calibration: torch.Tensor, raw_example: torch.Tensor, target) -> tuple:
+    """The int8 model of ``deployed``'s network (:func:`quantize_int8`, calibrated on standardized
+    ``calibration`` images), behind the same input standardization in float, traced for inputs
+    shaped like ``raw_example``, saved to ``target`` and loaded back from it: (the converted
+    network, which takes standardized inputs; the loaded TorchScript module, which takes raw ones;
+    the backend's name)."""
 
-    converted, scripted, backend = quantize_int8(model, calibration, example)
-    save_scripted(scripted, target)
+    converted, backend = quantize_int8(deployed.network, calibration, deployed.standardize(raw_example))
+    wrapped = NormalizedInput(converted, deployed.mean.flatten().tolist(), deployed.std.flatten().tolist()).eval()
+    save_scripted(script_model(wrapped, (raw_example,)), target)
     return converted, load_torchscript(target), backend

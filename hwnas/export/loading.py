@@ -1,22 +1,29 @@
 """Rebuild an exported subnet from its manifest: the one module a deployment needs, so it imports
-no training, search or job code (only the space registry that builds the standalone module)."""
+no training, search or job code (only the space registry that builds the standalone module).
+
+The rebuilt model takes raw inputs: it standardizes them itself (see
+:mod:`hwnas.export.preprocessing`), as every other exported file does."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file
 
 from hwnas.errors import HwnasError
+from hwnas.export.preprocessing import NormalizedInput
 from hwnas.spaces.registry import space_entry
 from hwnas.utils.io import sha256_file, verify_digest
 
-MANIFEST_FORMAT = "hwnas-export/1"
+MANIFEST_FORMAT = "hwnas-export/2"  # 2: the model standardizes its inputs itself
 
 
-def load_exported(path: str | Path) -> torch.nn.Module:
-    """Rebuild an exported subnet from ``path/manifest.json`` and its weights file."""
+def load_exported(path: str | Path) -> NormalizedInput:
+    """Rebuild an exported subnet from ``path/manifest.json`` and its weights file, in eval mode.
+
+    It takes raw inputs (``model.input_description`` says what they are for its dataset, e.g.
+    digits pixels / 16) and standardizes them with the train split's statistics itself;
+    ``model.network`` is the plain subnet, which expects standardized inputs."""
     path = Path(path)
     manifest_file = path / "manifest.json"
     try:
@@ -44,6 +51,11 @@ def load_exported(path: str | Path) -> torch.nn.Module:
         raise HwnasError(f"{weights} does not exist")
     if sha256_file(weights) != entry["sha256"]:
         raise HwnasError(f"{weights} does not match the hash in its manifest (altered or truncated)")
+    preprocessing = manifest.get("preprocessing")
+    if not (isinstance(preprocessing, dict) and _floats(preprocessing.get("mean"))
+            and _floats(preprocessing.get("std")) and len(preprocessing["mean"]) == len(preprocessing["std"])
+            and all(0 < v < float("inf") for v in preprocessing["std"])):
+        raise HwnasError(f"{manifest_file} lacks its preprocessing entry (per-channel mean, and std > 0)")
     try:
         model = space_entry(manifest["space"]).build_standalone(manifest["subnet"])
     except HwnasError as exc:
@@ -54,4 +66,10 @@ def load_exported(path: str | Path) -> torch.nn.Module:
         model.load_state_dict(load_file(str(weights)))
     except Exception as exc:
         raise HwnasError(f"{weights} does not fit the manifest's subnet ({str(exc).splitlines()[0]})") from None
-    return model.eval()
+    return NormalizedInput(model, preprocessing["mean"], preprocessing["std"],
+                           str(preprocessing.get("raw_input", ""))).eval()
+
+
+def _floats(values) -> bool:
+    return (isinstance(values, list) and bool(values)
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values))

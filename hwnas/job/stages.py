@@ -111,8 +111,13 @@ def profile(job, results: dict[str, Any]) -> tuple[CostModel, dict[str, CostMode
         table = result.table
         lut_info = {"cache": str(result.path), "measured_now": result.measured,
                     "remeasured": result.remeasured, "flagged_high_spread": result.flagged,
+                    "network_runs": result.networks,
                     "reference_ms": result.reference_ms}
         meta["reference"] = result.reference
+        # The progress bar counts networks run (each times its ops in place), not ops: say both.
+        job.reporter.info(f"lookup table: {len(table)} ops, {result.measured} measured now in {result.networks} "
+                          f"network runs" + (f" ({result.remeasured} noisy ops re-measured, {result.flagged} "
+                                             "still flagged high-spread)" if result.remeasured else ""))
     else:  # a table or analytical device prices every op without measuring
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

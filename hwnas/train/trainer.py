@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import math
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,6 +31,7 @@ from hwnas.data import iterate_batches
 from hwnas.errors import HwnasError
 from hwnas.utils.io import atomic_path, check_digest
 from hwnas.utils.tensor_digest import state_digest
+from hwnas.utils.timing import pinned_threads
 
 CHECKPOINT_VERSION = 1
 RETRAIN = "delete it to retrain (from epoch 0)"
@@ -132,6 +134,16 @@ class SupernetTrainer:
         return [space.largest(), space.smallest(), *extra]
 
     def train(self) -> list[dict[str, float]]:
+        """Train the remaining epochs; on the CPU on ``config.threads`` threads when set. Intra-op
+        threads spin at every op's barrier, so on a machine where another process holds a core,
+        two threads on these small tensors run several times slower than one (measured in
+        issue 15: an epoch of the default job 2.5 s quiet on 2 threads, 10.0 s beside a busy
+        loop; 3.2 s and 3.0 s on 1 thread)."""
+        pinned = self.config.threads is not None and self.device.type == "cpu"
+        with pinned_threads(self.config.threads) if pinned else nullcontext():
+            return self._train_epochs()
+
+    def _train_epochs(self) -> list[dict[str, float]]:
         net = self.supernet.to(self.device)
         cfg = self.config
         n_train = len(self.data.train)

@@ -169,7 +169,7 @@ def export_dir(tmp: Path, change: Callable[[dict, Path], Any] | None = None) -> 
     out = tmp / "export"
     out.mkdir()
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
-    manifest: Any = {"format": MANIFEST_FORMAT, "space": "cnn", "subnet": spec,
+    manifest: Any = {"format": MANIFEST_FORMAT, "space": "cnn", "subnet": spec, "preprocessing": {"mean": [0.0], "std": [1.0]},
                      "weights": {"file": "model.safetensors", "sha256": sha256_file(out / "model.safetensors")}}
     if change is not None:
         replaced = change(manifest, out)
@@ -307,11 +307,11 @@ CASES = [
          r"--set train\.epochs\.x: train\.epochs is not a section"),
     Case("set-list-index-out-of-range", search_with("--set", "space.stages.7.depth=[1]"), 2,
          r"--set space\.stages\.7\.depth: '7' is not an index of a list of 3"),
-    Case("set-unknown-key", search_with("--set", "predictor.nope=1"), 2, r"default config: predictor\.nope: unknown key"),
+    Case("set-unknown-key", search_with("--set", "predictor.nope=1"), 2, r"--set predictor\.nope=1: predictor\.nope: unknown key"),
     Case("set-below-minimum", search_with("--set", "device.repeats=2"), 2,
-         r"default config: device\.repeats: Input should be greater than or equal to 3 \(got 2\)"),
+         r"--set device\.repeats=2: device\.repeats: Input should be greater than or equal to 3 \(got 2\)"),
     Case("set-nan-as-text", search_with("--set", "train.lr=nan"), 2,
-         r"default config: train\.lr: Input should be .* \(got 'nan'\)"),
+         r"--set train\.lr=nan: train\.lr: Input should be .* \(got 'nan'\)"),
     Case("set-bool-in-a-space-list", search_with("--set", "space.expand_ratios=[true,2]"), 2,
          r"space\.expand_ratios: Input should be a number, not a boolean"),
     Case("set-bool-for-a-stride", search_with("--set", "space.stages.0.stride=true"), 2,
@@ -322,7 +322,7 @@ CASES = [
          search_with("--set", "search.objectives=[accuracy,latency,energy@local-cpu]"), 2,
          r"search\.objectives: local-cpu is a measured device"),
     Case("set-bool-for-float", search_with("--set", "train.weight_decay=true"), 2,
-         r"default config: train\.weight_decay: Input should be a number, not a boolean"),
+         r"--set train\.weight_decay=true: train\.weight_decay: Input should be a number, not a boolean"),
     # -- CLI arguments out of range, unknown commands and options ----------------------------------
     Case("cli-negative-seed", search_with("--seed", "-1"), 2, r"Invalid value for '--seed'.*greater than or equal to 0"),
     Case("cli-seed-beyond-config-range", search_with("--seed", "3000000000"), 2,
@@ -436,9 +436,9 @@ CASES = [
     Case("manifest-absent", manifest(lambda m, out: ...), 2, r"manifest\.json does not exist: not an hwnas export"),
     Case("manifest-not-json", manifest(lambda m, out: "{format: 1"), 2, r"manifest\.json is not valid JSON"),
     Case("manifest-older-version", manifest(_set("format", "hwnas-export/0")), 2,
-         r"manifest\.json has format 'hwnas-export/0'; this hwnas reads 'hwnas-export/1'"),
-    Case("manifest-newer-version", manifest(_set("format", "hwnas-export/2")), 2,
-         r"manifest\.json has format 'hwnas-export/2'; this hwnas reads 'hwnas-export/1'"),
+         r"manifest\.json has format 'hwnas-export/0'; this hwnas reads 'hwnas-export/2'"),
+    Case("manifest-newer-version", manifest(_set("format", "hwnas-export/3")), 2,
+         r"manifest\.json has format 'hwnas-export/3'; this hwnas reads 'hwnas-export/2'"),
     Case("manifest-without-format", manifest(_drop("format")), 2, r"manifest\.json has format None"),
     Case("manifest-without-subnet", manifest(_drop("subnet")), 2,
          r"manifest\.json lacks its weights entry \(file and sha256\), space or subnet"),
@@ -447,6 +447,12 @@ CASES = [
     Case("manifest-truncated-weights", manifest(_truncate_weights), 2,
          r"model\.safetensors does not match the hash in its manifest"),
     Case("manifest-unknown-space", manifest(_set("space", "rnn")), 2, r"unknown space 'rnn'"),
+    Case("manifest-without-preprocessing", manifest(_drop("preprocessing")), 2,
+         r"manifest\.json lacks its preprocessing entry \(per-channel mean, and std > 0\)"),
+    Case("manifest-zero-std", manifest(_set("preprocessing", {"mean": [0.5], "std": [0.0]})), 2,
+         r"manifest\.json lacks its preprocessing entry"),
+    Case("manifest-std-for-other-channels", manifest(_set("preprocessing", {"mean": [0.5], "std": [1.0, 1.0]})), 2,
+         r"manifest\.json lacks its preprocessing entry"),
     Case("manifest-unbuildable-subnet", manifest(_set("subnet", {"type": "cnn"})), 2,
          r"manifest\.json has a subnet this hwnas cannot build"),
     Case("manifest-weights-do-not-fit", manifest(_wrong_tensors), 2,

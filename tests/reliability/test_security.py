@@ -615,7 +615,7 @@ def _write_export(folder: Path, weights: bytes, spec: dict) -> Path:
 
     folder.mkdir()
     (folder / "model.safetensors").write_bytes(weights)
-    manifest = {"format": MANIFEST_FORMAT, "space": "cnn", "subnet": spec,
+    manifest = {"format": MANIFEST_FORMAT, "space": "cnn", "subnet": spec, "preprocessing": {"mean": [0.0], "std": [1.0]},
                 "weights": {"file": "model.safetensors", "sha256": hashlib.sha256(weights).hexdigest()}}
     (folder / "manifest.json").write_text(json.dumps(manifest))
     record_digest(folder / "manifest.json")  # a crafted export vouches for itself
