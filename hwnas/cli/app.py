@@ -345,9 +345,8 @@ def export(
                 f"{int8['fake_quant_torchscript_latency_ms']:.3f} ms fake-quantized")
     for name, reason in manifest.get("skipped_formats", {}).items():
         ui.info(f"  {name} left out: {reason}")
-    preprocessing = manifest.get("preprocessing", {})
-    if preprocessing.get("raw_input"):
-        ui.info(f"  every file takes raw inputs ({preprocessing['raw_input']}) and standardizes them itself")
+    if raw := manifest.get("preprocessing", {}).get("raw_input"):
+        ui.info(f"  every file takes raw inputs ({raw}) and standardizes them itself")
     ft = manifest.get("finetune")
     if ft:
         ui.info(f"  fine-tuned {ft['epochs']} epoch(s): test accuracy {ft['test_accuracy_before']:.4f} -> "
