@@ -146,7 +146,7 @@ def _finish(name: str, root: str | Path | None, splits: dict[str, tuple[torch.Te
     shape = tuple(int(s) for s in xs["train"].shape[1:])
     resized = "" if image_size is None or tuple(splits["train"][0].shape[-2:]) == (image_size, image_size) else \
         f", then resized to {image_size}x{image_size} (bilinear, torch.nn.functional.interpolate, align_corners=False)"
-    extra["raw_input"] = extra.pop("raw_input") + resized
+    extra["raw_input"] += resized
     description = {"dataset": name, "root": None if root is None else str(root),
                    "sizes": {k: len(v) for k, v in data.items()}, "image_size": shape[1],
                    "split_seed": split_seed, "mean": mean.tolist(), "std": std.tolist(), **extra}

@@ -34,7 +34,7 @@ from hwnas.export.formats import (
 )
 from hwnas.export.int8 import calibration_images, write_int8
 from hwnas.export.loading import MANIFEST_FORMAT
-from hwnas.export.preprocessing import NormalizedInput, preprocessing_section, raw_inputs
+from hwnas.export.preprocessing import NormalizedInput, preprocessing_section
 from hwnas.hwmodels.devices import LocalCPU, build_device
 from hwnas.hwmodels.lut import read_meta
 from hwnas.hwmodels.profiler import use_reference
@@ -224,7 +224,7 @@ def export_candidate(job, candidate_id: int, out: Path, formats: tuple[str, ...]
     preprocessing = preprocessing_section(parts.data.description)
     deployed = NormalizedInput(model, preprocessing["mean"], preprocessing["std"], preprocessing["raw_input"]).eval()
     inputs = torch.stack([parts.data.val[i][0] for i in range(min(CHECK_INPUTS, len(parts.data.val)))])
-    raw = raw_inputs(inputs, preprocessing)  # what a user feeds the exported files
+    raw = deployed.raw(inputs)  # what a user feeds the exported files
     example = raw[:1]
     reference = _supernet_outputs(parts, arch, inputs)
     checks = {"pt": _check("pt", deployed, raw, reference, deployed)}

@@ -40,6 +40,10 @@ class NormalizedInput(nn.Module):
         """What the network itself sees for raw ``x``."""
         return (x - self.mean) / self.std
 
+    def raw(self, standardized: torch.Tensor) -> torch.Tensor:
+        """The raw inputs that ``standardized`` came from (the inverse of :meth:`standardize`)."""
+        return standardized * self.std + self.mean
+
 
 def preprocessing_section(description: dict[str, Any]) -> dict[str, Any]:
     """The manifest's ``preprocessing`` entry for data described by ``description`` (a
@@ -51,9 +55,3 @@ def preprocessing_section(description: dict[str, Any]) -> dict[str, Any]:
             "input": f"float32 tensor N x {channels} x {size} x {size}, raw values in [0, 1]",
             "raw_input": description.get("raw_input", "the dataset's images scaled to [0, 1]")}
 
-
-def raw_inputs(standardized: torch.Tensor, section: dict[str, Any]) -> torch.Tensor:
-    """Undo the standardization: the raw inputs that ``standardized`` came from."""
-    mean = torch.tensor(section["mean"], dtype=standardized.dtype).view(-1, 1, 1)
-    std = torch.tensor(section["std"], dtype=standardized.dtype).view(-1, 1, 1)
-    return standardized * std + mean

@@ -82,7 +82,7 @@ def _front_panel(ax, data: ReportData, column: str, predicted: str, label: str, 
 def _label_members(ax, frame, x: np.ndarray, acc: np.ndarray, members: np.ndarray) -> None:
     """``#id`` beside each front member, nudged upwards until it clears the labels already placed
     (in pixels, after the axes' limits and scale are fixed), so neighbours never print as ``#19#11``."""
-    placed: list[tuple[float, float]] = []
+    placed: list[tuple[float, float, float]] = []  # (left, bottom, width) of each placed label, in pixels
     to_pixels = ax.transData.transform
     for i in sorted(members, key=lambda k: (x[k], acc[k])):
         if not (np.isfinite(x[i]) and np.isfinite(acc[i])):
@@ -91,9 +91,10 @@ def _label_members(ax, frame, x: np.ndarray, acc: np.ndarray, members: np.ndarra
         dy = 4.0
         text = f"#{int(frame['id'].iloc[i])}"
         width = 5.0 * len(text)  # about 5 px per character at 7 pt
-        while any(abs(px - qx) < width and abs(py + dy - qy) < LABEL_HEIGHT_PX for qx, qy in placed):
+        # two labels collide when their spans overlap: the left one's width decides, not the new one's
+        while any(qx - width < px < qx + qwidth and abs(py + dy - qy) < LABEL_HEIGHT_PX for qx, qy, qwidth in placed):
             dy += LABEL_HEIGHT_PX
-        placed.append((px, py + dy))
+        placed.append((px, py + dy, width))
         ax.annotate(text, (x[i], acc[i]), xytext=(4, dy * 72 / ax.figure.dpi), textcoords="offset points",
                     fontsize=7, color=FRONT_COLOR)
 

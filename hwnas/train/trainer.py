@@ -136,9 +136,9 @@ class SupernetTrainer:
     def train(self) -> list[dict[str, float]]:
         """Train the remaining epochs; on the CPU on ``config.threads`` threads when set. Intra-op
         threads spin at every op's barrier, so on a machine where another process holds a core,
-        two threads on these small tensors run several times slower than one (measured in
-        issue 15: an epoch of the default job 2.5 s quiet on 2 threads, 10.0 s beside a busy
-        loop; 3.2 s and 3.0 s on 1 thread)."""
+        two threads on these small tensors run several times slower than one
+        (``experiments/bench_threads.py``: an epoch of the default job 2.0 s quiet on 2 threads,
+        27 s beside a busy loop; 3.0 s either way on 1 thread)."""
         pinned = self.config.threads is not None and self.device.type == "cpu"
         with pinned_threads(self.config.threads) if pinned else nullcontext():
             return self._train_epochs()
