@@ -85,6 +85,7 @@ from hwnas.data import iterate_batches
 from hwnas.export.formats import load_torchscript, save_scripted, save_torchscript
 from hwnas.spaces.registry import op_graph
 from hwnas.utils.timing import pinned_threads, time_call
+from hwnas.hwmodels.local_cpu import LocalCPU
 from hwnas.hwmodels.torchscript import JIT_WARM_CALLS, script_model
 from hwnas.export.int8 import calibration_images, write_int8
 from hwnas.export.preprocessing import NormalizedInput
@@ -447,7 +448,7 @@ def main() -> None:
     torch.set_num_threads(1)
     started = time.perf_counter()
     config = load_config(None, [])
-    round_size = 10 if args.quick else config.device.repeats
+    round_size = 10 if args.quick else (config.device.repeats or LocalCPU.default_repeats)
     warmup = 3 if args.quick else config.device.warmup
     repeats = args.repeats or (60 if args.quick else 900)
     size = args.image_size if args.image_size is not None else (0 if args.quick else 32)

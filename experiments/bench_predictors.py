@@ -61,6 +61,8 @@ def measure(device, models, input_shape) -> np.ndarray:
 def bench_device(name: str, config, space, archs, models, graphs, n_fit: int, workdir: Path) -> None:
     suffix = SUFFIX.get(name, "_" + name)
     device = build_device(config.device.model_copy(update={"name": name}))
+    print(f"timing{suffix}: {config.device.rounds} rounds, {device.repeats} timed calls per subnet, "
+          f"{config.device.warmup} warm-up calls")
     started = time.perf_counter()
     table = build_lookup_table(device, space, space_entry("cnn").build_standalone, workdir / "luts").table
     print(f"profile_seconds{suffix}: {time.perf_counter() - started:.1f}")
@@ -104,8 +106,6 @@ def main() -> None:
     print(f"machine: {processor_name()}, {platform.machine()}, torch {torch.__version__}")
     config = load_job_config(CONFIG, [])
     space = build_space(config.space, (1, 8, 8), 10)
-    print(f"timing: {config.device.rounds} rounds, {config.device.repeats} timed calls per subnet, "
-          f"{config.device.warmup} warm-up calls")
 
     rng = np.random.default_rng(1)
     archs = list(dict.fromkeys(space.sample(rng) for _ in range(3 * (args.fit + args.held_out))))

@@ -61,8 +61,9 @@ class DeviceConfig(_Section):
     batch_size: int = Field(1, gt=0, le=1024)
     threads: int = Field(1, gt=0, le=256)
     warmup: int = Field(10, ge=0, le=10000)
-    repeats: int = Field(90, ge=3, le=100000, description="timed calls per model (or network of ops) in all, "
-                         "spread over the rounds")
+    repeats: int | None = Field(None, ge=3, le=100000, description="timed calls per model (or network of ops) in "
+                                "all, spread over the rounds (null: the device's default, 90 eager and 180 "
+                                "TorchScript, whose calls cost about half as much)")
     rounds: int = Field(15, ge=1, le=1000, description="interleaved rounds: every model of a batch is timed in "
                         "each, in a fresh shuffled order, with a reference model spread through it")
     max_drift: float = Field(0.1, gt=0, le=10, description="time a round again when the reference's median in it "

@@ -167,7 +167,7 @@ def profile(
                       "max_ms": lat[-1], "median_spread": spreads[len(spreads) // 2],
                       "high_spread": sum(r["note"] == HIGH_SPREAD for r in group)})
     c = config.device
-    method = {"threads": c.threads, "batch_size": c.batch_size, "warmup": c.warmup, "repeats": c.repeats,
+    method = {"threads": c.threads, "batch_size": c.batch_size, "warmup": c.warmup, "repeats": device.repeats,
               "rounds": c.rounds, "max_drift": c.max_drift, "max_spread": c.max_spread,
               "reference_ms": result.reference_ms}
     if ui.json:
@@ -186,6 +186,6 @@ def profile(
     ui.result(f"measured now {result.measured}, re-measured {result.remeasured} noisy, flagged high-spread "
               f"{result.flagged} (spread above {c.max_spread:.0%} of the median after retries)")
     ui.info(f"method: each op timed inside its network, {c.threads} thread(s), batch {c.batch_size}, "
-            f"{c.warmup} warm-up calls, {c.repeats} timed calls in {c.rounds} interleaved rounds with a reference "
+            f"{c.warmup} warm-up calls, {device.repeats} timed calls in {c.rounds} interleaved rounds with a reference "
             f"subnet ({result.reference_ms or float('nan'):.4f} ms) correcting each round for the machine's speed; median of the "
             f"corrected calls, interquartile range of the round medians")

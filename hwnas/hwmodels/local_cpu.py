@@ -42,6 +42,7 @@ class LocalCPU:
     kind = "measured"
     measures = True  # real evaluation times every candidate end to end here
     runtime = "pytorch-eager"
+    default_repeats = 90  # timed calls per model when the config leaves device.repeats unset
 
     def __init__(self, config):
         self.config = config
@@ -56,16 +57,21 @@ class LocalCPU:
             "name": self.name, "kind": self.kind, "processor": processor_name(),
             "machine": platform.machine(), "cpus": os.cpu_count(), "runtime": self.runtime,
             "runtime_version": torch.__version__, "torch": torch.__version__, "threads": c.threads,
-            "batch_size": c.batch_size, "warmup": c.warmup, "repeats": c.repeats, "rounds": c.rounds,
+            "batch_size": c.batch_size, "warmup": c.warmup, "repeats": self.repeats, "rounds": c.rounds,
         }
 
     def fingerprint(self) -> str:
         """Tables are reused only on the same processor, runtime, threads, batch size and method."""
         return stable_hash(self.describe())
 
+    @property
+    def repeats(self) -> int:
+        """Timed calls per model in all: the config's, or this runtime's default."""
+        return self.config.repeats or self.default_repeats
+
     def plan(self) -> RoundPlan:
         c = self.config
-        return RoundPlan.for_repeats(c.repeats, c.rounds, c.warmup, c.max_drift)
+        return RoundPlan.for_repeats(self.repeats, c.rounds, c.warmup, c.max_drift)
 
     # -- what a runtime defines ------------------------------------------------------------------
     def runnable(self, model: nn.Module, x: torch.Tensor) -> Callable[[], object]:

@@ -38,7 +38,7 @@ class SteadyCPU(LocalCPU):
         out = []
         for _, ops in networks:
             time.sleep(STEADY_SLEEP_S)
-            out.append({op.key: (_ns(op.key) / 1e6, 0.0, self.config.repeats) for op in ops})
+            out.append({op.key: (_ns(op.key) / 1e6, 0.0, self.repeats) for op in ops})
         return out
 
     def time_models(self, models, input_shape):
@@ -46,7 +46,7 @@ class SteadyCPU(LocalCPU):
         for model in models:
             time.sleep(STEADY_SLEEP_S)
             figures.append((0.01 + sum(p.numel() for p in model.parameters()) * 1e-5) * 1e6)
-        return RoundTiming([np.full((self.config.repeats, 1), ns) for ns in figures],
+        return RoundTiming([np.full((self.repeats, 1), ns) for ns in figures],
                            [np.full((1, 1), ns) for ns in figures], [1.0], 1.0, 0, STEADY_SLEEP_S * len(models))
 
 
