@@ -93,9 +93,11 @@ def main() -> None:
             runnables[name] = [device.runnable(m, x) for m in models]
         devices[name] = device
         print(f"prepare_seconds_per_subnet{suffix}: {(time.perf_counter() - started) / len(models):.4f}")
-    plan = devices["local-cpu"].plan()
     print(f"subnets: {len(models)}")
-    print(f"plan: {plan.rounds} rounds x {plan.calls} timed calls (+1 untimed per round), {plan.warmup} warm-up calls")
+    for name, device in devices.items():
+        plan = device.plan()
+        print(f"plan{suffixes[name]}: {plan.rounds} rounds x {plan.calls} timed calls (+1 untimed per round), "
+              f"{plan.warmup} warm-up calls")
 
     figures: dict[tuple[str, str], list[np.ndarray]] = {}
     seconds: dict[tuple[str, str], list[float]] = {}
