@@ -7,15 +7,26 @@ Prints ``name: value`` lines:
 - ``adder_peak_memory_ratio``: peak memory of one adder convolution forward + backward over
   ``F.conv2d`` forward + backward on the same shapes (PyTorch CPU allocations). Goal <= 4.
   ``adder_time_ratio`` is the same comparison in wall time.
-- for each shipped config: the test accuracy of its largest and smallest subnets taken from the
-  supernet (after BN recalibration), next to the same architectures trained alone from scratch for
-  the same epochs with the same optimizer (``<config>_<largest|smallest>_supernet`` and ``_alone``).
+- for each shipped config: the test accuracy of its largest, smallest and a middle subnet (the
+  median-MACs one of 25 seeded samples) taken from the supernet (after BN recalibration), next to
+  the same architectures trained alone from scratch for the same epochs with the same optimizer
+  (``<config>_<which>_supernet`` and ``_alone``), and the gap ``<config>_<which>_gap`` = alone
+  minus supernet, as a fraction. For the ViT space also the largest subnet moved along one
+  compression axis at a time (``attn_<kind>``: every block on that attention; ``keep_<r>``: every
+  block keeping that token ratio; ``bits_<w>``: every block at that weight and activation width),
+  and ``vit_largest_gap`` / ``vit_smallest_gap`` (issue 16's goal: <= 0.01 each). A config that
+  steps the optimizer once per subnet (``train.step_per_subnet``) makes ``subnets_per_step``
+  updates a batch; its largest and smallest are also trained alone for that many times the epochs
+  (``_alone_same_steps``, the same number of optimizer updates), the strongest baseline.
 
-Usage: python experiments/bench_ops.py [--configs digits-cnn digits-vit ...] [--epochs N]
+Usage: python experiments/bench_ops.py [--configs digits-cnn digits-vit ...] [--epochs N] [--seed S] [--skip-ratios]
 """
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import os
+import platform
 import time
 from pathlib import Path
 
@@ -23,7 +34,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hwnas.ir import count
 from hwnas.job.checks import load_job_config as load_config
+from hwnas.spaces.registry import op_graph
 from hwnas.train.components import Components
 from hwnas.spaces.ops.adder import adder_conv2d
 from hwnas.train.trainer import SupernetTrainer
@@ -87,21 +100,64 @@ def adder_ratios() -> tuple[float, float]:
     return memory, times["adder"] / times["conv"]
 
 
-def accuracy_vs_alone(config_name: str, epochs: int | None) -> dict[str, float]:
-    config = load_config(HERE / f"{config_name}.yaml")
+def middle_arch(space, seed: int = 0, samples: int = 25):
+    """The median-MACs subnet of a few seeded samples: a typical point of the space, every axis mixed."""
+    rng = np.random.default_rng(seed)
+    archs = [space.sample(rng) for _ in range(samples)]
+    macs = [count(op_graph(space.subnet_spec(a)))["macs"] for a in archs]
+    return archs[int(np.argsort(macs)[len(macs) // 2])]
+
+
+def axis_archs(space) -> dict[str, object]:
+    """The ViT's largest subnet moved along one compression axis at a time (every block alike)."""
+    cfg, largest = space.config, space.largest().to_dict()
+    variants = {f"attn_{k}": {"attn": k} for k in cfg.attentions[1:]}
+    variants.update({f"keep_{r:g}": {"keep": r} for r in cfg.keep_ratios if r < 1})
+    variants.update({f"bits_{b}": {"wbits": b, "abits": b} for b in cfg.weight_bits
+                     if b < max(cfg.weight_bits) and b in cfg.act_bits})
+    out = {}
+    for name, change in variants.items():
+        values = dict(largest)
+        for key in values:
+            block_key = key.partition(".")[2]
+            if block_key in change:
+                values[key] = change[block_key]
+        out[name] = space.canonical(values)
+    return out
+
+
+def train_alone(config, arch, epochs: int | None = None) -> float:
+    if epochs is not None:
+        config = load_config(config.to_dict() | {"train": config.train.model_dump() | {"epochs": epochs}})
+    alone = Components.build(config, torch.device("cpu"))
+    SupernetTrainer(alone.supernet, alone.data, config.train, config.seed, alone.compute, config.data.batch_size,
+                    fixed_arch=arch).train()
+    return alone.evaluate(arch, "test")
+
+
+def accuracy_vs_alone(config_name: str, epochs: int | None, seed: int | None = None) -> dict[str, float]:
+    config = load_config(HERE / f"{config_name}.yaml", [] if seed is None else [f"seed={seed}"])
     if epochs is not None:
         config = load_config(config.to_dict() | {"train": config.train.model_dump() | {"epochs": epochs}})
     parts = Components.build(config, torch.device("cpu"))
     batch = config.data.batch_size
     SupernetTrainer(parts.supernet, parts.data, config.train, config.seed, parts.compute, batch).train()
+    space = parts.space
+    archs = {"largest": space.largest(), "smallest": space.smallest(), "middle": middle_arch(space)}
+    if space.name == "vit":
+        archs.update(axis_archs(space))
     out = {}
-    for which in ("largest", "smallest"):
-        arch = getattr(parts.space, which)()
-        out[f"{config_name}_{which}_supernet"] = parts.evaluate(arch, "test")
-        alone = Components.build(config, torch.device("cpu"))
-        SupernetTrainer(alone.supernet, alone.data, config.train, config.seed, alone.compute, batch,
-                        fixed_arch=arch).train()
-        out[f"{config_name}_{which}_alone"] = alone.evaluate(arch, "test")
+    for which, arch in archs.items():
+        supernet, alone = parts.evaluate(arch, "test"), train_alone(config, arch)
+        out[f"{config_name}_{which}_supernet"] = supernet
+        out[f"{config_name}_{which}_alone"] = alone
+        out[f"{config_name}_{which}_gap"] = alone - supernet
+        if config.train.step_per_subnet and which in ("largest", "smallest"):
+            same = train_alone(config, arch, config.train.epochs * config.train.subnets_per_step)
+            out[f"{config_name}_{which}_alone_same_steps"] = same
+            out[f"{config_name}_{which}_gap_same_steps"] = same - supernet
+        if space.name == "vit" and which in ("largest", "smallest"):
+            out[f"vit_{which}_gap"] = alone - supernet
     return out
 
 
@@ -109,18 +165,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", default=CONFIGS, choices=CONFIGS)
     parser.add_argument("--epochs", type=int, default=None, help="override every config's epochs")
+    parser.add_argument("--seed", type=int, default=None, help="override every config's seed (weights, data order)")
+    parser.add_argument("--skip-ratios", action="store_true", help="only the accuracy comparisons")
     args = parser.parse_args()
+    print(f"date: {dt.datetime.now().isoformat(timespec='seconds')}")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}")
     torch.set_num_threads(1)
-    print("threads: 1 (each ratio is measured side by side in this run)")
-    print(f"supernet_step_overhead: {step_overhead('digits-cnn'):.3f}")
-    print(f"supernet_step_overhead_vit: {step_overhead('digits-vit'):.3f}")
-    memory, speed = adder_ratios()
-    print(f"adder_peak_memory_ratio: {memory:.2f}")
-    print(f"adder_time_ratio: {speed:.1f}")
-    torch.set_num_threads(2)
+    if not args.skip_ratios:
+        print("threads: 1 (each ratio is measured side by side in this run)")
+        print(f"supernet_step_overhead: {step_overhead('digits-cnn'):.3f}")
+        print(f"supernet_step_overhead_vit: {step_overhead('digits-vit'):.3f}")
+        memory, speed = adder_ratios()
+        print(f"adder_peak_memory_ratio: {memory:.2f}")
+        print(f"adder_time_ratio: {speed:.1f}")
     for name in args.configs:
         started = time.perf_counter()
-        for key, value in accuracy_vs_alone(name, args.epochs).items():
+        for key, value in accuracy_vs_alone(name, args.epochs, args.seed).items():
             print(f"{key}: {value:.4f}")
         print(f"{name}_bench_seconds: {time.perf_counter() - started:.0f}")
 

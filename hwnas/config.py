@@ -47,7 +47,11 @@ class TrainConfig(_Section):
     lr: float = Field(0.005, gt=0, le=10)
     weight_decay: float = Field(1e-4, ge=0, le=1)
     subnets_per_step: int = Field(4, ge=2, le=16, description="sandwich rule: largest, smallest, n-2 random")
-    distill: bool = True
+    distill: bool = Field(True, description="subnets other than the largest learn its soft predictions "
+                          "(in-place distillation); off: every subnet learns the labels")
+    step_per_subnet: bool = Field(False, description="one optimizer step after each subnet of the sandwich "
+                                  "instead of one step on their summed gradients (what a ViT supernet needs, "
+                                  "see README)")
     warmup_epochs: int = Field(1, ge=0)
     recalibration_samples: int = Field(512, gt=0, description="training images used to recalibrate BN")
     progressive_ops: bool = Field(False, description="NASA-style: first operator type only, then add the next ones")

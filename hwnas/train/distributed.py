@@ -289,6 +289,9 @@ class RaySupernetTrainer(SupernetTrainer):
             raise HwnasError(f"--workers must be at least 1, not {workers}")
         if threads is not None and threads < 1:
             raise HwnasError(f"threads must be at least 1, not {threads}")
+        if job_config.train.step_per_subnet:
+            raise HwnasError("train.step_per_subnet: training on --workers sums the sandwich's gradients into one "
+                             "step; train without --workers or set train.step_per_subnet=false")
         device = next(supernet.parameters()).device
         super().__init__(supernet, data, job_config.train, job_config.seed, device, job_config.data.batch_size,
                          checkpoint_path, on_epoch, fixed_arch)

@@ -180,11 +180,21 @@ class SupernetTrainer:
     def _accumulate_gradients(self, net, x: torch.Tensor, y: torch.Tensor, archs: list) -> tuple[float, float]:
         """One step's sandwich: the gradients of every subnet of ``archs``, summed into ``.grad``
         in order; returns the first (largest) subnet's loss and its number of correct predictions.
+        With ``step_per_subnet`` every subnet but the last is stepped on its own gradient at once
+        (the caller steps the last), so each subnet gets a full optimizer update: AdamW normalizes
+        a summed gradient to one step's size, which leaves each of n subnets about 1/n of the
+        progress it makes alone (the ViT supernet's gap to training alone, see README).
 
         The one place a step's gradients are made, so that a distributed trainer can override it
         (see :mod:`hwnas.train.distributed`) and keep everything else of this class.
         """
-        return self._run_subnets(net, x, y, archs, lambda k, loss: loss.backward())
+        def backward(k: int, loss: torch.Tensor) -> None:
+            loss.backward()
+            if self.config.step_per_subnet and k < len(archs) - 1:
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+
+        return self._run_subnets(net, x, y, archs, backward)
 
     def _run_subnets(self, net, x: torch.Tensor, y: torch.Tensor, archs: list,
                      on_loss: Callable[[int, torch.Tensor], None],
