@@ -238,8 +238,10 @@ def search(job, results: dict[str, Any]) -> None:
 STAGES: tuple[Stage, ...] = (
     Stage("load", reads=("config",), writes=("store: input_shape, num_classes",),
           resumes="always reruns (data and space are rebuilt from the config)", run=load),
-    Stage("train", reads=("load",), writes=("checkpoint.pt", "supernet.safetensors", "store: train_history"),
-          resumes="skipped once supernet.safetensors exists; else from the last epoch in checkpoint.pt", run=train),
+    Stage("train", reads=("load",), writes=("checkpoint.pt", "supernet.safetensors",
+                                             "store: train_history, pretrained_init"),
+          resumes="skipped once supernet.safetensors exists; else from the last epoch in checkpoint.pt (a fresh "
+                  "start first loads and checks space.init's pretrained model)", run=train),
     Stage("profile", reads=("load", "device"), writes=("luts/DEVICE.csv", "lut.csv", "latency_samples.csv"),
           resumes="measures only the ops (and subnets) the cached table lacks", run=profile),
     Stage("predictor", reads=("load",), writes=("accuracy_samples.csv", "store: predictor_quality"),

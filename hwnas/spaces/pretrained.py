@@ -21,6 +21,7 @@ would otherwise silently turn "fine-tuning a pretrained model" into training a d
 from __future__ import annotations
 
 import contextlib
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -68,10 +69,11 @@ class TimmInit(StrictModel):
                                  "space.init.checkpoint and the class count from the data")
         return v
 
-    def create(self, num_classes: int | None = None) -> nn.Module:
-        """The timm model with random weights (seed 0, leaving the global generator untouched)."""
+    def create(self, num_classes: int | None = None, meta: bool = False) -> nn.Module:
+        """The timm model with random weights (seed 0, leaving the global generator untouched);
+        ``meta``: shapes and modules only, no values (a structure read in 0.1 s instead of seconds)."""
         kwargs = dict(self.kwargs, **({} if num_classes is None else {"num_classes": num_classes}))
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), torch.device("meta") if meta else contextlib.nullcontext():
             torch.manual_seed(0)
             try:
                 model = timm.create_model(self.timm, pretrained=False, **kwargs)
@@ -95,6 +97,30 @@ def take_init(raw: dict[str, Any]) -> TimmInit | None:
         raise ConfigError(format_validation_error(exc, prefix="space.init")) from None
     raw["init"] = init.model_dump()
     return init
+
+
+def settle_config(raw: Any, settle: Callable[[dict[str, Any], TimmInit], None]) -> Any:
+    """A space config's before-validator: a copy of the raw section with ``settle(raw, init)``
+    applied when it names a pretrained model (the old ``pretrained`` key refused)."""
+    if not isinstance(raw, dict):
+        return raw
+    raw = dict(raw)
+    init = take_init(raw)
+    if init is not None:
+        settle(raw, init)
+    return raw
+
+
+@lru_cache(maxsize=32)
+def _structure(read: Callable[[nn.Module, TimmInit], Any], init_json: str) -> Any:
+    init = TimmInit.model_validate_json(init_json)
+    return read(init.create(meta=True), init)
+
+
+def structure(init: TimmInit, read: Callable[[nn.Module, TimmInit], Any]) -> Any:
+    """``read(model, init)`` of ``init``'s timm model, built once per process and architecture
+    (a config is validated several times per command)."""
+    return _structure(read, init.model_dump_json())
 
 
 def scaled_choices(value: int | float) -> list:

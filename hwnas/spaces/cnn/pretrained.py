@@ -20,14 +20,14 @@ format, so they are refused rather than half supported.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from timm.models._efficientnet_blocks import DepthwiseSeparableConv, InvertedResidual
 from torch import nn
 
 from hwnas.errors import ConfigError
-from hwnas.spaces.pretrained import Settle, TimmInit, odd_kernels, scaled_choices, start_from, take_init
+from hwnas.spaces.pretrained import (Settle, TimmInit, odd_kernels, scaled_choices, settle_config, start_from,
+                                     structure)
 
 
 @dataclass(frozen=True)
@@ -94,9 +94,9 @@ class _Walk:
 
     def block(self, block: nn.Module, name: str) -> tuple[int, int, int, int, int]:
         """(in, mid, out, kernel, stride) of one block."""
+        if getattr(block, "conv_s2d", None) is not None:
+            raise self.refuse(f"{name}.conv_s2d", "space-to-depth")
         if type(block) is DepthwiseSeparableConv:
-            if getattr(block, "conv_s2d", None) is not None:
-                raise self.refuse(f"{name}.conv_s2d", "space-to-depth")
             dw = self.conv(block.conv_dw, f"{name}.conv_dw", depthwise=True)
             self.norm(block.bn1, f"{name}.bn1", act=True)
             self.plain(block, name)
@@ -104,8 +104,6 @@ class _Walk:
             self.norm(block.bn2, f"{name}.bn2", act=False)
             cin, mid, cout = dw.in_channels, dw.in_channels, pw.out_channels
         elif type(block) is InvertedResidual:
-            if getattr(block, "conv_s2d", None) is not None:
-                raise self.refuse(f"{name}.conv_s2d", "space-to-depth")
             pw = self.conv(block.conv_pw, f"{name}.conv_pw", kernel=1)
             if pw.out_channels == pw.in_channels:
                 raise self.refuse(f"{name}.conv_pw", "an expansion at ratio 1 (the space skips it at ratio 1)")
@@ -165,15 +163,9 @@ def read_structure(model: nn.Module, init: TimmInit) -> CNNStructure:
     return CNNStructure(stem.in_channels, stem.out_channels, stem.stride[0], head.out_channels, tuple(stages))
 
 
-@lru_cache(maxsize=16)
-def _structure(init_json: str) -> CNNStructure:
-    init = TimmInit.model_validate_json(init_json)
-    return read_structure(init.create(), init)
-
-
 def cnn_structure(init: TimmInit) -> CNNStructure:
     """The structure of ``init``'s architecture (built once per process and architecture)."""
-    return _structure(init.model_dump_json())
+    return structure(init, read_structure)
 
 
 def _derived_stage(s: StageStructure) -> dict[str, Any]:
@@ -183,12 +175,10 @@ def _derived_stage(s: StageStructure) -> dict[str, Any]:
 
 def settle_cnn_config(raw: Any) -> Any:
     """The raw ``space:`` section with what ``init`` implies filled in (see the module docstring)."""
-    if not isinstance(raw, dict):
-        return raw
-    raw = dict(raw)
-    init = take_init(raw)
-    if init is None:
-        return raw
+    return settle_config(raw, _settle)
+
+
+def _settle(raw: dict[str, Any], init: TimmInit) -> None:
     s = cnn_structure(init)
     settle = Settle(raw, init)
     settle.fixed("stem_channels", s.stem_channels, "stem width")
@@ -200,8 +190,10 @@ def settle_cnn_config(raw: Any) -> Any:
     stages = raw.get("stages")
     if stages is None:
         raw["stages"] = [_derived_stage(stage) for stage in s.stages]
-        return raw
-    if isinstance(stages, list) and len(stages) != len(s.stages):
+        return
+    if not isinstance(stages, list):
+        return  # the config model names what is wrong with it
+    if len(stages) != len(s.stages):
         raise ConfigError(f"space.stages: the pretrained {init.timm} has {len(s.stages)} stages (blocks.0 to "
                           f"blocks.{len(s.stages) - 1}), the config lists {len(stages)}; leave the key out or null "
                           "to take them from the model")
@@ -216,7 +208,6 @@ def settle_cnn_config(raw: Any) -> Any:
         sub.largest("depth", stage.depth, f"blocks.{i} depth", derived["depth"])
         sub.largest("expand_ratios", stage.expand, f"blocks.{i} expand ratio", derived["expand_ratios"])
         sub.largest("kernel_sizes", stage.kernel, f"blocks.{i} kernel", derived["kernel_sizes"])
-    return raw
 
 
 def _names(model: nn.Module) -> dict[str, str]:

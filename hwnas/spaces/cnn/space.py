@@ -27,19 +27,25 @@ from hwnas.utils.models import StrictModel
 BitChoices = list[Literal[2, 3, 4, 5, 6, 7, 8, 32]]
 
 
-def _expands(v: list[int] | None) -> list[int] | None:
-    if v is not None and (any(e < 1 or e > 16 for e in v) or len(set(v)) != len(v)):
-        raise ValueError("expand ratios must be distinct integers in 1..16")
-    return None if v is None else sorted(v)
+class _ChoiceLists(StrictModel):
+    """The checks of the expand-ratio and kernel lists, the space's and a stage's own alike."""
+
+    @field_validator("expand_ratios", check_fields=False)
+    @classmethod
+    def _expands(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (any(e < 1 or e > 16 for e in v) or len(set(v)) != len(v)):
+            raise ValueError("expand ratios must be distinct integers in 1..16")
+        return None if v is None else sorted(v)
+
+    @field_validator("kernel_sizes", check_fields=False)
+    @classmethod
+    def _kernels(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (any(k < 1 or k > 11 or k % 2 == 0 for k in v) or len(set(v)) != len(v)):
+            raise ValueError("kernel sizes must be distinct odd integers in 1..11")
+        return None if v is None else sorted(v)
 
 
-def _kernels(v: list[int] | None) -> list[int] | None:
-    if v is not None and (any(k < 1 or k > 11 or k % 2 == 0 for k in v) or len(set(v)) != len(v)):
-        raise ValueError("kernel sizes must be distinct odd integers in 1..11")
-    return None if v is None else sorted(v)
-
-
-class StageConfig(StrictModel):
+class StageConfig(_ChoiceLists):
     channels: int = Field(gt=0, le=4096)
     stride: Literal[1, 2] = 1
     depth: list[int] = Field(min_length=1, description="choices of the number of blocks")
@@ -53,18 +59,8 @@ class StageConfig(StrictModel):
             raise ValueError("depth choices must be distinct integers in 1..16")
         return sorted(v)
 
-    @field_validator("expand_ratios")
-    @classmethod
-    def _expand_choices(cls, v: list[int] | None) -> list[int] | None:
-        return _expands(v)
 
-    @field_validator("kernel_sizes")
-    @classmethod
-    def _kernel_choices(cls, v: list[int] | None) -> list[int] | None:
-        return _kernels(v)
-
-
-class CNNSpaceConfig(StrictModel):
+class CNNSpaceConfig(_ChoiceLists):
     type: Literal["cnn"] = "cnn"
     stem_channels: int = Field(16, gt=0, le=4096)
     stem_stride: Literal[1, 2] = 1
@@ -99,16 +95,6 @@ class CNNSpaceConfig(StrictModel):
         if any(not 0.0 <= r <= 0.9 for r in v) or len(set(v)) != len(v):
             raise ValueError("prune rates must be distinct numbers in [0, 0.9]")
         return sorted(v)
-
-    @field_validator("expand_ratios")
-    @classmethod
-    def _expand_choices(cls, v: list[int] | None) -> list[int] | None:
-        return _expands(v)
-
-    @field_validator("kernel_sizes")
-    @classmethod
-    def _kernel_choices(cls, v: list[int] | None) -> list[int] | None:
-        return _kernels(v)
 
     @field_validator("weight_bits", "act_bits")
     @classmethod

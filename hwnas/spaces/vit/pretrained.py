@@ -20,7 +20,6 @@ MLP, no layer scale. Anything else is refused naming the first timm layer that d
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from timm.layers import Attention, Mlp
@@ -28,7 +27,7 @@ from timm.models.vision_transformer import Block, VisionTransformer, checkpoint_
 from torch import nn
 
 from hwnas.errors import ConfigError, HwnasError
-from hwnas.spaces.pretrained import Settle, TimmInit, scaled_choices, start_from, take_init
+from hwnas.spaces.pretrained import Settle, TimmInit, scaled_choices, settle_config, start_from, structure
 
 
 @dataclass(frozen=True)
@@ -117,25 +116,12 @@ def read_structure(model: nn.Module, init: TimmInit) -> ViTStructure:
                         len(shapes), heads, head_dim, hidden / model.embed_dim, qkv_bias)
 
 
-@lru_cache(maxsize=16)
-def _structure(init_json: str) -> ViTStructure:
-    init = TimmInit.model_validate_json(init_json)
-    return read_structure(init.create(), init)
-
-
 def vit_structure(init: TimmInit) -> ViTStructure:
     """The structure of ``init``'s architecture (built once per process and architecture)."""
-    return _structure(init.model_dump_json())
+    return structure(init, read_structure)
 
 
-def settle_vit_config(raw: Any) -> Any:
-    """The raw ``space:`` section with what ``init`` implies filled in (see the module docstring)."""
-    if not isinstance(raw, dict):
-        return raw
-    raw = dict(raw)
-    init = take_init(raw)
-    if init is None:
-        return raw
+def _settle(raw: dict[str, Any], init: TimmInit) -> None:
     s = vit_structure(init)
     settle = Settle(raw, init)
     settle.fixed("patch_size", s.patch_size, "patch size")
@@ -148,7 +134,11 @@ def settle_vit_config(raw: Any) -> Any:
     settle.float_model()
     settle.includes("keep_ratios", 1.0, "the largest subnet keeps every token")
     settle.leads("attentions", "softmax", f"the largest subnet is {init.timm}, whose attention is softmax")
-    return raw
+
+
+def settle_vit_config(raw: Any) -> Any:
+    """The raw ``space:`` section with what ``init`` implies filled in (see the module docstring)."""
+    return settle_config(raw, _settle)
 
 
 def check_input(init: TimmInit, input_shape: tuple[int, int, int]) -> None:
