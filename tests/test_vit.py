@@ -1,12 +1,9 @@
-"""The transformer space: timm weights in, every dimension out through export, costs per op."""
+"""The transformer space: every dimension out through export, costs per op (timm weights in: test_pretrained.py)."""
 import numpy as np
 import pytest
-import timm
 import torch
-from safetensors.torch import save_file
 
 from hwnas.job.checks import load_job_config as load_config
-from hwnas.errors import HwnasError
 from hwnas.ir import count
 from hwnas.spaces.registry import op_graph
 from hwnas.hwmodels.lut import LookupTable
@@ -26,46 +23,6 @@ def _space(**changes):
     tree = cfg.to_dict()
     tree["space"] = {**SPACE, **changes}
     return build_space(load_config(tree).space, (1, 8, 8), 10)
-
-
-def _timm_model(space):
-    cfg = space.config
-    return timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10, img_size=8, patch_size=2,
-                             in_chans=1, embed_dim=max(cfg.embed_dims), depth=max(cfg.depths),
-                             num_heads=max(cfg.heads), mlp_ratio=max(cfg.mlp_ratios), qkv_bias=True).eval()
-
-
-@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
-def test_largest_subnet_equals_the_timm_model_it_was_loaded_from(tmp_path, suffix):
-    space = _space()
-    torch.manual_seed(0)
-    reference = _timm_model(space)
-    path = tmp_path / f"vit{suffix}"
-    if suffix == ".safetensors":
-        save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(path))
-    else:
-        torch.save({"model": reference.state_dict()}, path)
-    net = ViTSupernet(_space(pretrained=str(path))).eval()
-    x = torch.randn(6, 1, 8, 8)
-    with torch.no_grad():
-        torch.testing.assert_close(net(x), reference(x), rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(net.extract()(x), reference(x), rtol=1e-5, atol=1e-5)
-
-
-def test_a_checkpoint_of_another_size_is_refused(tmp_path):
-    space = _space()
-    other = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10, img_size=8, patch_size=2,
-                              in_chans=1, embed_dim=48, depth=3, num_heads=2, qkv_bias=True)
-    path = tmp_path / "other.safetensors"
-    save_file({k: v.contiguous() for k, v in other.state_dict().items()}, str(path))
-    with pytest.raises(HwnasError, match=r"other.safetensors has \S+ of shape \(.*48.*\), the supernet.s largest"):
-        ViTSupernet(_space(pretrained=str(path)))
-    with pytest.raises(HwnasError, match="does not exist"):
-        ViTSupernet(_space(pretrained=str(tmp_path / "absent.pth")))
-    (tmp_path / "junk.pth").write_bytes(b"junk")
-    with pytest.raises(HwnasError, match="not a readable checkpoint"):
-        ViTSupernet(_space(pretrained=str(tmp_path / "junk.pth")))
-    del space
 
 
 def test_every_dimension_survives_export():

@@ -23,7 +23,7 @@ from hwnas.predictors.accuracy import ArchFeatures, fit_with_holdout
 from hwnas.predictors.latency import fit_search_latency_predictor
 from hwnas.search.objectives import extra_devices
 from hwnas.spaces.dims import Arch
-from hwnas.spaces.registry import op_graph
+from hwnas.spaces.registry import load_pretrained, op_graph
 from hwnas.train.components import Components, save_weights
 from hwnas.train.distributed import RaySupernetTrainer
 from hwnas.train.trainer import SupernetTrainer
@@ -63,6 +63,12 @@ def train(job, results: dict[str, Any]) -> None:
         parts.load_weights(job.paths.supernet)
         return
     config, cfg = job.config, job.config.train
+    if not job.paths.checkpoint.exists():  # a fresh start; a resumed one continues from its checkpoint
+        started = load_pretrained(config.space.type, parts.supernet, parts.space)
+        if started is not None:
+            job.study.set_user_attr("pretrained_init", started)
+            for line in (started["summary"], *started.get("notes", [])):
+                job.reporter.info(line)
     with job.reporter.task("train supernet", cfg.epochs) as advance:
         def on_epoch(epoch: int, epochs: int, record: dict) -> None:  # after its checkpoint is saved
             job.events.write("epoch_finished", epoch=epoch - 1, loss=record["loss"])
@@ -232,8 +238,10 @@ def search(job, results: dict[str, Any]) -> None:
 STAGES: tuple[Stage, ...] = (
     Stage("load", reads=("config",), writes=("store: input_shape, num_classes",),
           resumes="always reruns (data and space are rebuilt from the config)", run=load),
-    Stage("train", reads=("load",), writes=("checkpoint.pt", "supernet.safetensors", "store: train_history"),
-          resumes="skipped once supernet.safetensors exists; else from the last epoch in checkpoint.pt", run=train),
+    Stage("train", reads=("load",), writes=("checkpoint.pt", "supernet.safetensors",
+                                             "store: train_history, pretrained_init"),
+          resumes="skipped once supernet.safetensors exists; else from the last epoch in checkpoint.pt (a fresh "
+                  "start first loads and checks space.init's pretrained model)", run=train),
     Stage("profile", reads=("load", "device"), writes=("luts/DEVICE.csv", "lut.csv", "latency_samples.csv"),
           resumes="measures only the ops (and subnets) the cached table lacks", run=profile),
     Stage("predictor", reads=("load",), writes=("accuracy_samples.csv", "store: predictor_quality"),

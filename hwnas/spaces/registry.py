@@ -27,7 +27,11 @@ Optional hooks (None when the space has no such thing):
 * ``block_graph(spec)``: the subnet at block granularity, for OFA-style block lookup tables;
 * ``int8_ineligible_reason(spec)``: None when the subnet can be exported as a real int8 model,
   else why not; a space without the hook has no int8 export;
-* ``load_pretrained(supernet, path)``: start the supernet from a local checkpoint.
+* ``load_pretrained(supernet, space)``: start a fresh supernet from the pretrained model its space
+  config names (the built-in spaces' ``space.init``, see :mod:`hwnas.spaces.pretrained`), checking
+  that its largest subnet reproduces that model; returns a JSON-able record of what was done
+  (``summary``: one line for the user, ``notes``: more lines), or None when the config names no
+  pretrained model. Called once, before training starts.
 
 A space object may also return a :class:`~hwnas.spaces.layout.BlockLayout` from
 ``block_layout()``; the search then prices whole populations from per-block tables instead of
@@ -57,7 +61,7 @@ class SpaceEntry:
     op_graph: Callable[[dict[str, Any]], list[OpSig]]   # (subnet spec) -> ops in execution order
     block_graph: Callable[[dict[str, Any]], list[OpSig]] | None = None
     int8_ineligible_reason: Callable[[dict[str, Any]], str | None] | None = None
-    load_pretrained: Callable[[Any, Any], None] | None = None
+    load_pretrained: Callable[[Any, Any], dict[str, Any] | None] | None = None
 
 
 SPACES: dict[str, SpaceEntry] = {}
@@ -124,6 +128,13 @@ def block_graph(spec: dict[str, Any]) -> list[OpSig]:
     if builder is None:
         raise ValueError(f"block-granularity tables do not cover the {spec['type']!r} space")
     return builder(spec)
+
+
+def load_pretrained(space_type: str, supernet: Any, space: Any) -> dict[str, Any] | None:
+    """Start a fresh supernet from its space's pretrained model (see :attr:`SpaceEntry.load_pretrained`);
+    None when the space has none or its config names none."""
+    hook = space_entry(space_type).load_pretrained
+    return None if hook is None else hook(supernet, space)
 
 
 def int8_ineligible_reason(spec: dict[str, Any]) -> str | None:

@@ -13,7 +13,7 @@
    nested JSON/YAML) is refused with an :class:`~hwnas.errors.HwnasError` naming the file, and
    the marker never appears.
 3. Job names (and device names, which name files too) cannot escape the work directory. Paths the
-   user gives on purpose (workdir, data.root, device.table, device.spec, space.pretrained, the
+   user gives on purpose (workdir, data.root, device.table, device.spec, space.init.checkpoint, the
    SQLite store, --out) are legitimately anywhere: hwnas reads them with the safe parsers above
    and writes only where it is pointed, so they are taken as given, not confined.
 4. The store URL's password never reaches a terminal, a log, the job's stored attributes or its
@@ -440,15 +440,15 @@ def test_supernet_weights_refuse_hostile_files(tmp_path, kind):
     assert str(path) in str(info.value) and not marker.exists()
 
 
-def test_pretrained_vit_checkpoint_refuses_a_payload(tmp_path):
-    """space.pretrained (a timm checkpoint, .pt) is read with weights_only=True too."""
+def test_pretrained_timm_checkpoint_refuses_a_payload(tmp_path):
+    """space.init.checkpoint (a timm checkpoint, .pt) is read with weights_only=True too."""
     pytest.importorskip("timm")
-    from hwnas.spaces.vit.pretrained import load_timm_checkpoint
+    from hwnas.spaces.pretrained import read_checkpoint
 
     marker = tmp_path / "pwned"
     ckpt = _evil_checkpoint(tmp_path / "vit.pt", marker)
     with pytest.raises(HwnasError, match="not a readable checkpoint") as info:
-        load_timm_checkpoint(None, ckpt)
+        read_checkpoint(ckpt)
     assert str(ckpt) in str(info.value) and not marker.exists()
 
 

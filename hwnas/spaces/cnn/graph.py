@@ -73,7 +73,7 @@ def cnn_block_layout(space) -> BlockLayout:
     layout, see :meth:`CNNSpace.covering_archs`) and its own choices."""
     names = list(space.names)
     stages = space.config.stages
-    keys = list(space.block_choices())
+    keys = list(space.block_choices(0))  # every stage has these choices (see CNNSpace.block_layout)
     positions = [(i, j) for i, stage in enumerate(stages) for j in range(max(stage.depth))]
     depth_columns = np.array([names.index(f"s{i}.depth") for i in range(len(stages))])
 
@@ -87,7 +87,7 @@ def cnn_block_layout(space) -> BlockLayout:
 
     stem, head, classifier = cnn_fixed_ops(space.subnet_spec(space.largest()))
     return BlockLayout(
-        choice_keys=tuple(keys), choices=tuple(tuple(v) for v in space.block_choices().values()),
+        choice_keys=tuple(keys), choices=tuple(tuple(v) for v in space.block_choices(0).values()),
         depth_columns=depth_columns,
         depth_values=tuple(np.array(space.dims[c].choices, dtype=np.int64) for c in depth_columns),
         position_group=np.array([i for i, _ in positions]), position_index=np.array([j for _, j in positions]),

@@ -1,7 +1,9 @@
 """The CNN space: a MobileNetV2/V3-style inverted-residual supernet.
 
 Searchable per stage: depth. Per block: expand ratio (width), depthwise kernel (centre crop of
-the largest), weight and activation bit-width. The stem, the last 1x1 convolution and the
+the largest), weight and activation bit-width; a stage may have its own expand-ratio and kernel
+lists (a space built around a pretrained MobileNetV2 has expand ratio 1 in its first stage and 6
+after: see :mod:`hwnas.spaces.cnn.pretrained`). The stem, the last 1x1 convolution and the
 classifier are fixed and kept in float, as is common practice for first and last layers.
 
 :meth:`CNNSpace.subnet_spec` is the one description of a subnet: the supernet activates it, the
@@ -13,20 +15,42 @@ import itertools
 import math
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from hwnas.ir import FLOAT_BITS
 from hwnas.spaces.cnn.graph import cnn_block_layout
+from hwnas.spaces.cnn.pretrained import settle_cnn_config
 from hwnas.spaces.dims import Arch, Dim, SearchSpace
+from hwnas.spaces.pretrained import TimmInit
 from hwnas.utils.models import StrictModel
 
 BitChoices = list[Literal[2, 3, 4, 5, 6, 7, 8, 32]]
 
 
-class StageConfig(StrictModel):
+class _ChoiceLists(StrictModel):
+    """The checks of the expand-ratio and kernel lists, the space's and a stage's own alike."""
+
+    @field_validator("expand_ratios", check_fields=False)
+    @classmethod
+    def _expands(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (any(e < 1 or e > 16 for e in v) or len(set(v)) != len(v)):
+            raise ValueError("expand ratios must be distinct integers in 1..16")
+        return None if v is None else sorted(v)
+
+    @field_validator("kernel_sizes", check_fields=False)
+    @classmethod
+    def _kernels(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (any(k < 1 or k > 11 or k % 2 == 0 for k in v) or len(set(v)) != len(v)):
+            raise ValueError("kernel sizes must be distinct odd integers in 1..11")
+        return None if v is None else sorted(v)
+
+
+class StageConfig(_ChoiceLists):
     channels: int = Field(gt=0, le=4096)
     stride: Literal[1, 2] = 1
     depth: list[int] = Field(min_length=1, description="choices of the number of blocks")
+    expand_ratios: list[int] | None = Field(None, min_length=1, description="this stage's own (null: the space's)")
+    kernel_sizes: list[int] | None = Field(None, min_length=1, description="this stage's own (null: the space's)")
 
     @field_validator("depth")
     @classmethod
@@ -36,7 +60,7 @@ class StageConfig(StrictModel):
         return sorted(v)
 
 
-class CNNSpaceConfig(StrictModel):
+class CNNSpaceConfig(_ChoiceLists):
     type: Literal["cnn"] = "cnn"
     stem_channels: int = Field(16, gt=0, le=4096)
     stem_stride: Literal[1, 2] = 1
@@ -50,6 +74,13 @@ class CNNSpaceConfig(StrictModel):
         ["mult"], min_length=1, description="operator types per block; the first is the reference (teacher) type")
     prune_rates: list[float] = Field([0.0], min_length=1, description="share of a block's expanded channels pruned")
     pow2_scales: bool = False
+    init: TimmInit | None = Field(None, description="a pretrained timm MobileNetV2 / EfficientNet-Lite the largest "
+                                  "subnet starts as (keys left out are taken from it): see hwnas.spaces.cnn.pretrained")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_pretrained(cls, raw: Any) -> Any:
+        return settle_cnn_config(raw)
 
     @field_validator("op_types")
     @classmethod
@@ -63,20 +94,6 @@ class CNNSpaceConfig(StrictModel):
     def _prune(cls, v: list[float]) -> list[float]:
         if any(not 0.0 <= r <= 0.9 for r in v) or len(set(v)) != len(v):
             raise ValueError("prune rates must be distinct numbers in [0, 0.9]")
-        return sorted(v)
-
-    @field_validator("expand_ratios")
-    @classmethod
-    def _expands(cls, v: list[int]) -> list[int]:
-        if any(e < 1 or e > 16 for e in v) or len(set(v)) != len(v):
-            raise ValueError("expand ratios must be distinct integers in 1..16")
-        return sorted(v)
-
-    @field_validator("kernel_sizes")
-    @classmethod
-    def _kernels(cls, v: list[int]) -> list[int]:
-        if any(k < 1 or k > 11 or k % 2 == 0 for k in v) or len(set(v)) != len(v):
-            raise ValueError("kernel sizes must be distinct odd integers in 1..11")
         return sorted(v)
 
     @field_validator("weight_bits", "act_bits")
@@ -103,13 +120,16 @@ class CNNSpace(SearchSpace):
             dims.append(Dim(f"s{i}.depth", tuple(stage.depth)))
             for j in range(max(stage.depth)):
                 p = f"s{i}.b{j}"
-                dims += [Dim(f"{p}.{key}", tuple(choices)) for key, choices in self.block_choices().items()]
+                dims += [Dim(f"{p}.{key}", tuple(choices)) for key, choices in self.block_choices(i).items()]
         super().__init__(dims)
 
-    def block_choices(self) -> dict[str, list]:
-        """The per-block dimensions and their choices; single-choice op and prune are left out."""
+    def block_choices(self, stage: int | None = None) -> dict[str, list]:
+        """The per-block dimensions and their choices in ``stage`` (None: the space-wide lists);
+        single-choice op and prune are left out."""
         cfg = self.config
-        out: dict[str, list] = {"expand": cfg.expand_ratios, "kernel": cfg.kernel_sizes,
+        own = cfg.stages[stage] if stage is not None else None
+        out: dict[str, list] = {"expand": (own and own.expand_ratios) or cfg.expand_ratios,
+                                "kernel": (own and own.kernel_sizes) or cfg.kernel_sizes,
                                 "wbits": cfg.weight_bits, "abits": cfg.act_bits}
         if len(cfg.op_types) > 1:
             out["op"] = cfg.op_types
@@ -174,7 +194,7 @@ class CNNSpace(SearchSpace):
                 if expand != 1:
                     layers["expand"] = _layer(c, mid, 1, 1, 1, wbits, abits, "relu6", True, op)
                 layers["depthwise"] = _layer(mid, mid, kernel, stride, mid, wbits, abits, "relu6",
-                                             self.depthwise_input_signed, op)
+                                             self.depthwise_input_signed(i), op)
                 layers["project"] = _layer(mid, stage.channels, 1, 1, 1, wbits, abits, "none", False, op)
                 blocks.append({"name": p, "in_shape": [c, h, w], "stride": stride, "op": op,
                                "width": width, "prune": prune,
@@ -192,20 +212,24 @@ class CNNSpace(SearchSpace):
 
         A block's ops depend only on its own choices and its position (input channels and size
         are fixed by the stage layout), so setting every block of the deepest subnet to each
-        combination of per-block choices covers all of them.
+        combination of per-block choices covers all of them. Where stages have lists of their own,
+        combination ``c`` gives each stage its choices at ``c`` modulo its list's length: every
+        stage still meets each of its own combinations.
         """
         cfg = self.config
-        choices = self.block_choices()
+        stages = [self.block_choices(i) for i in range(len(cfg.stages))]
+        keys = list(stages[0])
+        radices = [max(len(choices[key]) for choices in stages) for key in keys]
         archs = []
-        for combo in itertools.product(*choices.values()):
+        for combo in itertools.product(*(range(r) for r in radices)):
             values: dict[str, Any] = {}
             for i, stage in enumerate(cfg.stages):
                 values[f"s{i}.depth"] = max(stage.depth)
                 for j in range(max(stage.depth)):
-                    for key, value in zip(choices, combo):
-                        values[f"s{i}.b{j}.{key}"] = value
+                    for key, k in zip(keys, combo):
+                        values[f"s{i}.b{j}.{key}"] = stages[i][key][k % len(stages[i][key])]
             archs.append(self.canonical(values))
-        return archs
+        return list(dict.fromkeys(archs))
 
     def summary(self, arch: Arch) -> str:
         """A short human description: depths, mean expand and kernel, bit-width ranges."""
@@ -229,13 +253,17 @@ class CNNSpace(SearchSpace):
             text += f" p{max(float(self._block_value(arch, p, 'prune')) for p in active):g}"
         return text
 
-    @property
-    def depthwise_input_signed(self) -> bool:
+    def depthwise_input_signed(self, stage: int) -> bool:
         """The depthwise input follows ReLU6 (unsigned) unless an expand ratio of 1 skips the expand."""
-        return 1 in self.config.expand_ratios
+        return 1 in self.block_choices(stage)["expand"]
 
     def block_layout(self):
-        """The CNN space decomposes by block (see :func:`~hwnas.spaces.cnn.graph.cnn_block_layout`)."""
+        """The CNN space decomposes by block (see :func:`~hwnas.spaces.cnn.graph.cnn_block_layout`)
+        when every stage has the same choices; with lists of their own its subnets are priced one
+        by one (a :class:`~hwnas.spaces.layout.BlockLayout` has one set of choices for all)."""
+        stages = [self.block_choices(i) for i in range(len(self.config.stages))]
+        if any(choices != stages[0] for choices in stages):
+            return None
         if getattr(self, "_layout", None) is None:
             self._layout = cnn_block_layout(self)
         return self._layout

@@ -17,15 +17,15 @@ from hwnas.spaces.ops.layers import ClassifierHead, InvertedResidual, QConvBNAct
 class _BlockCore(nn.Module):
     """The three elastic layers of an inverted residual for one operator type."""
 
-    def __init__(self, space: CNNSpace, max_cin: int, cout: int, stride: int, op: str):
+    def __init__(self, space: CNNSpace, stage: int, max_cin: int, cout: int, stride: int, op: str):
         super().__init__()
-        cfg = space.config
-        max_mid = max_cin * max(cfg.expand_ratios)
+        cfg, choices = space.config, space.block_choices(stage)
+        max_mid = max_cin * max(choices["expand"])
         wb, ab, p2 = tuple(cfg.weight_bits), tuple(cfg.act_bits), cfg.pow2_scales
         self.expand = (ElasticQConvBNAct(max_cin, max_mid, (1,), 1, False, wb, ab, "relu6", True, op, p2)
-                       if max(cfg.expand_ratios) > 1 else None)
-        self.depthwise = ElasticQConvBNAct(max_mid, max_mid, tuple(cfg.kernel_sizes), stride, True,
-                                           wb, ab, "relu6", space.depthwise_input_signed, op, p2)
+                       if max(choices["expand"]) > 1 else None)
+        self.depthwise = ElasticQConvBNAct(max_mid, max_mid, tuple(choices["kernel"]), stride, True,
+                                           wb, ab, "relu6", space.depthwise_input_signed(stage), op, p2)
         self.project = ElasticQConvBNAct(max_mid, cout, (1,), 1, False, wb, ab, "none", False, op, p2)
 
     @torch.no_grad()
@@ -44,9 +44,9 @@ class _BlockCore(nn.Module):
 class ElasticInvertedResidual(nn.Module):
     """One block position: a core of elastic layers per operator type (each its own weights)."""
 
-    def __init__(self, space: CNNSpace, max_cin: int, cout: int, stride: int):
+    def __init__(self, space: CNNSpace, stage: int, max_cin: int, cout: int, stride: int):
         super().__init__()
-        self.cores = nn.ModuleDict({op: _BlockCore(space, max_cin, cout, stride, op)
+        self.cores = nn.ModuleDict({op: _BlockCore(space, stage, max_cin, cout, stride, op)
                                     for op in space.config.op_types})
         self.active_op = space.config.op_types[0]
         self.use_expand, self.residual = True, False
@@ -98,10 +98,10 @@ class CNNSupernet(nn.Module):
                                       False, f32, f32, "relu6", True)
         self.stages = nn.ModuleList()
         c = cfg.stem_channels
-        for stage in cfg.stages:
+        for i, stage in enumerate(cfg.stages):
             blocks = nn.ModuleList()
             for j in range(max(stage.depth)):
-                blocks.append(ElasticInvertedResidual(space, c, stage.channels, stage.stride if j == 0 else 1))
+                blocks.append(ElasticInvertedResidual(space, i, c, stage.channels, stage.stride if j == 0 else 1))
                 c = stage.channels
             self.stages.append(blocks)
         self.head = ElasticQConvBNAct(c, cfg.head_channels, (1,), 1, False, f32, f32, "relu6", True)

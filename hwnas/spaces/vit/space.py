@@ -6,9 +6,9 @@ As in AutoFormer and HAT, a head has a fixed width (``head_dim``), so heads and 
 dimension are sliced independently, and every linear layer keeps one weight at its largest size.
 
 The supernet's modules carry timm's names (``blocks.N.attn.qkv``, ``blocks.N.mlp.fc1``, ...), so
-a timm ViT whose size equals the supernet's largest subnet loads into it (InstaTune-style: the
-supernet starts from a pretrained model and is fine-tuned as a supernet), and its largest subnet
-then computes exactly what the timm model computes.
+with ``init`` the space is built around a pretrained timm ViT, which loads into the supernet as its
+largest subnet (InstaTune-style: the supernet starts from a pretrained model and is fine-tuned as
+a supernet; see :mod:`hwnas.spaces.vit.pretrained`).
 
 :meth:`ViTSpace.subnet_spec` is the one description of a subnet, read by the supernet, the
 exporter (:class:`StandaloneViT`) and the cost model (:func:`hwnas.spaces.vit.graph.vit_op_graph`).
@@ -18,11 +18,13 @@ from __future__ import annotations
 import itertools
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from hwnas.errors import HwnasError
 from hwnas.spaces.dims import Arch, Dim, SearchSpace
 from hwnas.spaces.ops.tokens import kept_count
+from hwnas.spaces.pretrained import TimmInit
+from hwnas.spaces.vit.pretrained import check_input, settle_vit_config
 from hwnas.utils.models import StrictModel
 
 BitChoices = list[Literal[2, 3, 4, 5, 6, 7, 8, 32]]
@@ -44,7 +46,13 @@ class ViTSpaceConfig(StrictModel):
     act_bits: BitChoices = Field([8, 32], min_length=1)
     qkv_bias: bool = True
     pow2_scales: bool = False
-    pretrained: str | None = Field(None, description="a local timm checkpoint (.safetensors, .pth) to start from")
+    init: TimmInit | None = Field(None, description="a pretrained timm ViT the largest subnet starts as (keys left "
+                                  "out are taken from it): see hwnas.spaces.vit.pretrained")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_pretrained(cls, raw: Any) -> Any:
+        return settle_vit_config(raw)
 
     @field_validator("embed_dims", "depths", "heads")
     @classmethod
@@ -87,6 +95,8 @@ class ViTSpace(SearchSpace):
         if h % p or w % p:
             raise HwnasError(f"space.patch_size: {p} does not divide the {h}x{w} input")
         self.patches = (h // p) * (w // p)
+        if config.init is not None:
+            check_input(config.init, self.input_shape)
         self.head_dim = config.head_dim or max(config.embed_dims) // max(config.heads)
         dims = [Dim("depth", tuple(config.depths)), Dim("embed", tuple(config.embed_dims))]
         for j in range(max(config.depths)):

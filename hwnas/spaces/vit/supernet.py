@@ -2,7 +2,7 @@
 ViT an exported subnet is, both built from :meth:`ViTSpace.subnet_spec`."""
 from __future__ import annotations
 
-from pathlib import Path
+from functools import partial
 from typing import Any
 
 import torch
@@ -17,7 +17,6 @@ from hwnas.spaces.ops.layers import ResidualAdd
 from hwnas.spaces.ops.quant import ElasticLSQ, fake_quantize, qrange
 from hwnas.spaces.ops.tokens import class_attention_scores, select_tokens
 from hwnas.spaces.ops.vit_layers import AttentionCore, PatchEmbed, QLinear, TokenClassifier, TokenLayerNorm, TokenSelect
-from hwnas.spaces.vit.pretrained import load_timm_checkpoint
 from hwnas.spaces.vit.space import LINEARS, ViTSpace
 
 
@@ -28,7 +27,7 @@ class ElasticBlock(Block):
         cfg = space.config
         heads = max(cfg.heads)
         super().__init__(dim=space.max_embed, num_heads=heads, mlp_ratio=space.max_hidden / space.max_embed,
-                         qkv_bias=cfg.qkv_bias)
+                         qkv_bias=cfg.qkv_bias, norm_layer=partial(nn.LayerNorm, eps=1e-6))  # timm ViT's, FixedBlock's
         if heads * space.head_dim != space.max_embed:  # timm derives head_dim from dim / heads
             inner = heads * space.head_dim
             self.attn.qkv = nn.Linear(space.max_embed, 3 * inner, bias=cfg.qkv_bias)
@@ -120,8 +119,6 @@ class ViTSupernet(nn.Module):
         self.norm = nn.LayerNorm(space.max_embed, eps=1e-6)
         self.head = nn.Linear(space.max_embed, space.num_classes)
         nn.init.trunc_normal_(self.cls_token, std=1e-6)
-        if cfg.pretrained:
-            load_timm_checkpoint(self, Path(cfg.pretrained))
         self.set_active(space.largest())
 
     def set_active(self, arch: Arch | dict) -> Arch:
