@@ -337,7 +337,7 @@ def export(
     for name, check in manifest.get("checks", {}).items():
         flips = f", {check['rounding_flips']} rounding flip(s) excused" if check.get("rounding_flips") else ""
         ui.info(f"  {files.get(name, files.get('weights'))}: matches the "
-                f"supernet within {check['tolerance']:g} on {check['inputs']} inputs{flips}")
+                f"supernet within {check['tolerance'] * check.get('logit_scale', 1.0):.3g} on {check['inputs']} inputs{flips}")
     int8 = manifest.get("int8")
     if int8:
         ui.info(f"  {int8['file']}: accuracy {int8['test_accuracy']:.4f} (fake-quantized "
