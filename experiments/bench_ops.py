@@ -43,7 +43,7 @@ from hwnas.train.trainer import SupernetTrainer
 from hwnas.utils.memory import peak_memory_bytes
 
 HERE = Path(__file__).parent
-CONFIGS = ["digits-cnn", "digits-cnn-shiftadd", "digits-cnn-mixed", "digits-vit"]
+CONFIGS = ["digits-cnn", "digits-cnn-shiftadd", "digits-cnn-mixed", "digits-vit", "digits-vit-variants"]
 
 
 def _median_step_times(steps: dict, repeats: int = 15) -> dict[str, float]:

@@ -171,45 +171,63 @@ def _linear_counts(op: OpSig) -> OpCounts:
                     (op.cin + op.cout) * op.h)
 
 
-ATTENTION_KINDS = ("softmax", "linear", "binary")
+def _softmax_core(n: int, d: int) -> tuple[int, int]:
+    return 2 * n * n * d + 2 * n * n, n * n * (d - 1) + n * (n - 1) + n * (n - 1) * d
+
+
+def _kernel_core(n: int, d: int) -> tuple[int, int]:
+    return 2 * n * d * d + 2 * n * d, (n - 1) * d * d + (n - 1) * d + n * (d - 1) * d + n * (d - 1)
+
+
+def _binary_core(n: int, d: int) -> tuple[int, int]:
+    return n * d, _kernel_core(n, d)[1]
+
+
+# kind -> (core counts (mults, adds) for n tokens of width d, and per element of q and k the
+# feature map's (mults, adds)). A new attention kind is one row here and one in ATTENTIONS.
+ATTENTION_COUNTS = {
+    "softmax": (_softmax_core, (0, 0)),
+    "linear": (_kernel_core, (1, 1)),       # elu(x) + 1: a comparison, then exp (worst case)
+    "relu_linear": (_kernel_core, (0, 1)),  # relu(x): a comparison
+    "binary": (_binary_core, (0, 1)),       # the sign code: a comparison
+}
 
 
 def attention_op_counts(kind: str, n_tokens: int, dim_per_head: int, heads: int) -> dict[str, int]:
     """Multiplies and adds of the attention core for one sample, projections excluded.
 
     With N tokens, D dims per head and H heads, counting a length-L dot product as L mults and
-    L - 1 adds, and exp and division as mults:
+    L - 1 adds, exp and division as mults, and a comparison as an add:
 
     * softmax: q k^T is N^2 D mults and N^2 (D - 1) adds; exp and the normalizing division are
       N^2 mults each; the row sums are N (N - 1) adds; A v is N^2 D mults and N (N - 1) D adds.
       Per head: mults = 2 N^2 D + 2 N^2, adds = N^2 (D - 1) + N (N - 1) + N (N - 1) D. The
       1 / sqrt(D) scale (foldable into the q projection) and the max-subtraction of a stable
       softmax are not counted.
-    * linear: phi(k)^T v is N D^2 mults and (N - 1) D^2 adds; sum_n phi(k) is (N - 1) D adds;
-      phi(q) kv is N D^2 mults and N (D - 1) D adds; the normalizer phi(q) . sum is N D mults and
-      N (D - 1) adds; the division is N D mults. Per head: mults = 2 N D^2 + 2 N D,
-      adds = (N - 1) D^2 + (N - 1) D + N (D - 1) D + N (D - 1). The element-wise feature map and
-      the eps are not counted.
+    * linear, the core: phi(k)^T v is N D^2 mults and (N - 1) D^2 adds; sum_n phi(k) is
+      (N - 1) D adds; phi(q) kv is N D^2 mults and N (D - 1) D adds; the normalizer phi(q) . sum
+      is N D mults and N (D - 1) adds; the division is N D mults. Per head: mults = 2 N D^2 +
+      2 N D, adds = (N - 1) D^2 + (N - 1) D + N (D - 1) D + N (D - 1). The eps is not counted.
+    * the feature map phi runs on the 2 N D entries of q and k: ``linear``'s elu(x) + 1 is a
+      comparison and then an exp (x < 0) or an add (x >= 0); counted as the costlier branch,
+      1 mult and 1 add per entry. ``relu_linear``'s relu(x) (EfficientViT) is one comparison,
+      1 add per entry, and no exp: that is its whole difference from ``linear``.
     * binary: the same dataflow as linear, but every product has a {0, 1} operand and is a
       select, so the q/k-side MatMuls and the normalizer are additions only: mults = N D (the
-      division), adds = the linear count's adds (the worst case, every code bit set; fewer set
-      bits mean fewer adds). The sign binarization (a comparison) is not counted.
+      division), adds = the linear core's adds (the worst case, every code bit set; fewer set
+      bits mean fewer adds) plus 1 comparison per entry of q and k for the sign code.
 
     All counts are multiplied by H.
     """
-    if kind not in ATTENTION_KINDS:
-        raise ValueError(f"unknown attention {kind!r}; known: {sorted(ATTENTION_KINDS)}")
+    if kind not in ATTENTION_COUNTS:
+        raise ValueError(f"unknown attention {kind!r}; known: {sorted(ATTENTION_COUNTS)}")
     n, d, h = int(n_tokens), int(dim_per_head), int(heads)
     if min(n, d, h) < 1:
         raise ValueError(f"n_tokens, dim_per_head and heads must be >= 1, got {n}, {d}, {h}")
-    if kind == "softmax":
-        mults = 2 * n * n * d + 2 * n * n
-        adds = n * n * (d - 1) + n * (n - 1) + n * (n - 1) * d
-    else:
-        linear_adds = (n - 1) * d * d + (n - 1) * d + n * (d - 1) * d + n * (d - 1)
-        mults = 2 * n * d * d + 2 * n * d if kind == "linear" else n * d
-        adds = linear_adds
-    return {"mults": h * mults, "adds": h * adds}
+    core, (map_mults, map_adds) = ATTENTION_COUNTS[kind]
+    mults, adds = core(n, d)
+    entries = 2 * n * d
+    return {"mults": h * (mults + map_mults * entries), "adds": h * (adds + map_adds * entries)}
 
 
 def _attention_counts(op: OpSig) -> OpCounts:

@@ -27,6 +27,17 @@ TINY = {
 }
 
 
+def uniform_blocks(space, **block):
+    """The deepest subnet of ``space`` with every block set to ``block``'s values (e.g. ``op``,
+    ``wbits``, ``attn``), the rest as in its largest subnet."""
+    values = space.largest().to_dict()
+    for name in values:
+        key = name.rsplit(".", 1)[-1]
+        if key in block and "." in name:
+            values[name] = block[key]
+    return space.canonical(values)
+
+
 @pytest.fixture
 def tiny_tree() -> dict:
     return copy.deepcopy(TINY)

@@ -12,6 +12,7 @@ from hwnas.spaces.ops.attention import (
     count_attention_ops,
     linear_attention,
     linear_attention_quadratic,
+    relu_linear_attention,
     softmax_attention,
 )
 from hwnas.spaces.ops.tokens import class_attention_scores, kept_count, select_tokens
@@ -63,7 +64,7 @@ def test_linear_unknown_feature_map():
         linear_attention(q, k, v, feature_map="tanh")
 
 
-@pytest.mark.parametrize("fn", [linear_attention, binary_linear_attention])
+@pytest.mark.parametrize("fn", [linear_attention, relu_linear_attention, binary_linear_attention])
 def test_linear_forms_never_build_n_by_n(fn):
     n, d = 4096, 16
     q, k, v = (torch.randn(1, 1, n, d, requires_grad=True) for _ in range(3))
@@ -77,12 +78,32 @@ def test_linear_forms_never_build_n_by_n(fn):
     assert probe.max_numel >= 256 * 256
 
 
+def test_relu_linear_is_efficientvit_attention():
+    """The relu_linear kind against the quadratic form and against EfficientViT's own way of
+    computing it (v padded with a column of ones, so the last output column is the normalizer)."""
+    for seed in range(3):
+        q, k, v = (t.float() for t in qkv(seed=seed, n=11))
+        out = attention("relu_linear", q, k, v)
+        a = torch.relu(q) @ torch.relu(k).transpose(-2, -1)  # (B, H, N, N), no exp and no 1/sqrt(D)
+        torch.testing.assert_close(out, (a @ v) / (a.sum(-1, keepdim=True) + 1e-6), atol=1e-5, rtol=1e-5)
+        padded = torch.nn.functional.pad(v, (0, 1), value=1.0)
+        o = torch.relu(q) @ (torch.relu(k).transpose(-2, -1) @ padded)
+        torch.testing.assert_close(out, o[..., :-1] / (o[..., -1:] + 1e-6), atol=1e-5, rtol=1e-5)
+    q, k, v = (t.float() for t in qkv(seed=7))
+    q = (-q.abs()).requires_grad_(True)  # relu(q) all zero: output 0, finite gradients
+    out = attention("relu_linear", q, k, v)
+    out.sum().backward()
+    assert (out == 0).all() and torch.isfinite(q.grad).all()
+
+
 def test_binary_codes_and_ste():
     x = torch.tensor([-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5], requires_grad=True)
     c = binary_codes(x)
     assert c.tolist() == [0, 0, 0, 1, 1, 1, 1]  # sign(0) counts as +1: codes are 0 or 1 only
     c.sum().backward()
     assert x.grad.tolist() == [0, 0.5, 0.5, 0.5, 0.5, 0.5, 0]  # d((s + 1) / 2) = 1/2 inside |x|<=1
+    with torch.no_grad():  # the same codes without the autograd function (what an export traces)
+        assert torch.equal(binary_codes(x), c.detach())
 
 
 def binary_reference(q, k, v):
@@ -152,11 +173,12 @@ def test_binary_all_zero_codes_are_finite():
 
 def test_dispatch_and_unknown_kind():
     q, k, v = (t.float() for t in qkv())
-    assert set(ATTENTIONS) == {"softmax", "linear", "binary"}
+    assert set(ATTENTIONS) == {"softmax", "linear", "relu_linear", "binary"}
     torch.testing.assert_close(attention("softmax", q, k, v), softmax_attention(q, k, v))
     torch.testing.assert_close(attention("linear", q, k, v), linear_attention(q, k, v))
     torch.testing.assert_close(attention("linear", q, k, v, feature_map="relu"),
                                linear_attention(q, k, v, feature_map="relu"))
+    torch.testing.assert_close(attention("relu_linear", q, k, v), linear_attention(q, k, v, feature_map="relu"))
     torch.testing.assert_close(attention("binary", q, k, v), binary_linear_attention(q, k, v))
     with pytest.raises(ValueError, match="binary.*linear.*softmax"):
         attention("performer", q, k, v)
@@ -184,6 +206,16 @@ class Counter:
     def add(self, a, b):
         self.adds += 1
         return a + b
+
+    def above(self, a, b):  # a comparison counts as an add
+        self.adds += 1
+        return a >= b
+
+    def elu1(self, x):  # elu(x) + 1: a comparison, then exp or add
+        return self.add(x, 1.0) if self.above(x, 0.0) else self.exp(x)
+
+    def relu(self, x):
+        return x if self.above(x, 0.0) else 0.0
 
     def dot(self, a, b):  # L mults, L - 1 adds
         acc = self.mul(a[0], b[0])
@@ -215,9 +247,10 @@ def counted_head(kind, q, k, v, c):
             a = [c.div(x, z) for x in e]
             out.append([c.dot(a, [v[j][dd] for j in range(n)]) for dd in range(d)])
         return out
-    if kind == "linear":
-        fq = [[math.exp(x) if x < 0 else x + 1 for x in row] for row in q]  # elu + 1
-        fk = [[math.exp(x) if x < 0 else x + 1 for x in row] for row in k]
+    if kind in ("linear", "relu_linear"):
+        fmap = c.elu1 if kind == "linear" else c.relu
+        fq = [[fmap(x) for x in row] for row in q]
+        fk = [[fmap(x) for x in row] for row in k]
         kv = [[c.dot([fk[j][a] for j in range(n)], [v[j][e] for j in range(n)]) for e in range(d)]
               for a in range(d)]
         ksum = [c.total([fk[j][a] for j in range(n)]) for a in range(d)]
@@ -225,10 +258,10 @@ def counted_head(kind, q, k, v, c):
         for i in range(n):
             num = [c.dot(fq[i], [kv[a][e] for a in range(d)]) for e in range(d)]
             den = c.dot(fq[i], ksum)
-            out.append([c.div(x, den) for x in num])
+            out.append([c.div(x, den + 1e-6) for x in num])  # the eps is not counted
         return out
-    bq = [[x >= 0 for x in row] for row in q]
-    bk = [[x >= 0 for x in row] for row in k]
+    bq = [[c.above(x, 0.0) for x in row] for row in q]
+    bk = [[c.above(x, 0.0) for x in row] for row in k]
     kv = [[c.select_total([bk[j][a] for j in range(n)], [v[j][e] for j in range(n)])
            for e in range(d)] for a in range(d)]
     ksum = [c.select_total([bk[j][a] for j in range(n)], [1.0] * n) for a in range(d)]
@@ -240,12 +273,14 @@ def counted_head(kind, q, k, v, c):
     return out
 
 
-@pytest.mark.parametrize("kind", ["softmax", "linear", "binary"])
+@pytest.mark.parametrize("kind", ["softmax", "linear", "relu_linear", "binary"])
 @pytest.mark.parametrize("n,d,h", [(3, 2, 2), (4, 3, 1), (1, 1, 1)])
 def test_count_attention_ops_matches_explicit_count(kind, n, d, h):
     q, k, v = qkv(b=1, h=h, n=n, d=d, seed=n * d)
     if kind == "binary":  # the documented count is the worst case: every code bit set
         q, k = q.abs(), k.abs()
+    if kind == "linear":  # and the exp branch of elu for every entry
+        q, k = -q.abs(), -k.abs()
     c = Counter()
     out = [counted_head(kind, q[0, i].tolist(), k[0, i].tolist(), v[0, i].tolist(), c)
            for i in range(h)]
@@ -259,7 +294,9 @@ def test_count_attention_ops_scaling():
     soft = count_attention_ops("softmax", 197, 64, 3)
     assert soft["mults"] == 3 * (2 * 197**2 * 64 + 2 * 197**2)
     lin = count_attention_ops("linear", 197, 64, 3)
-    assert lin["mults"] == 3 * (2 * 197 * 64**2 + 2 * 197 * 64)
+    assert lin["mults"] == 3 * (2 * 197 * 64**2 + 4 * 197 * 64)  # the core, and elu's exp per q / k entry
+    relu = count_attention_ops("relu_linear", 197, 64, 3)
+    assert relu["mults"] == 3 * (2 * 197 * 64**2 + 2 * 197 * 64) and relu["adds"] == lin["adds"]
     binary = count_attention_ops("binary", 197, 64, 3)
     assert binary["mults"] == 3 * 197 * 64 and binary["adds"] == lin["adds"]
     assert count_attention_ops("linear", 394, 64, 3)["mults"] == 2 * lin["mults"]  # linear in N

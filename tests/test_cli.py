@@ -192,7 +192,7 @@ CHEAP = ["train.epochs=1", "train.recalibration_samples=64", "predictor.samples=
 
 
 @pytest.mark.parametrize("config", ["digits-cnn-shiftadd", "digits-cnn-shiftadd-accel", "digits-cnn-mixed",
-                                    "digits-vit"])
+                                    "digits-vit", "digits-vit-variants"])
 def test_every_shipped_config_trains_searches_queries_and_exports(config, tmp_path, capsys):
     path = Path(__file__).resolve().parents[1] / "experiments" / f"{config}.yaml"
     work = tmp_path / "w"
@@ -203,9 +203,19 @@ def test_every_shipped_config_trains_searches_queries_and_exports(config, tmp_pa
     rows = json.loads(capsys.readouterr().out)
     measured = config != "digits-cnn-shiftadd-accel"  # an analytical device models latency
     assert rows and all(row["measured"] == measured for row in rows)
-    best = str(rows[0]["id"])
-    assert main(["export", config, "--workdir", str(work), "--candidate", best, "--out", str(tmp_path / "e")]) == 0
+    best, formats = str(rows[0]["id"]), []
+    if config == "digits-vit-variants":  # the candidate with the most blocks of the new variants, every format
+        candidates = hwnas.open_job(config, workdir=work).candidates()
+        new = candidates["arch"].map(lambda a: sum(v in ("relu_linear", "log2") for v in json.loads(a).values()))
+        assert new.max() > 0
+        best, formats = str(candidates["id"][new.idxmax()]), ["--format", "all"]
+    assert main(["export", config, "--workdir", str(work), "--candidate", best, "--out", str(tmp_path / "e"),
+                 *formats]) == 0
     assert "every file takes raw inputs (sklearn.datasets.load_digits().images / 16" in capsys.readouterr().out
+    manifest = json.loads((tmp_path / "e" / "manifest.json").read_text())
+    assert all(check["passed"] for check in manifest["checks"].values())  # each file against the supernet
+    if any(b.get("wquant") == "log2" for b in manifest["subnet"].get("blocks", [])):
+        assert manifest["shift_exponents"]["layers"]
     model = hwnas.load_exported(tmp_path / "e")
     import torch
 

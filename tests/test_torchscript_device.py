@@ -15,7 +15,7 @@ from hwnas.hwmodels.torchscript import TorchScriptCPU, script_model
 from hwnas.spaces.ops.layers import QConvBNAct, ResidualAdd
 from hwnas.spaces.registry import build_space, space_entry
 
-from tests.conftest import TINY
+from tests.conftest import TINY, uniform_blocks
 
 INPUT = (1, 8, 8)
 CNN = {**TINY["space"], "op_types": ["mult", "shift", "adder"], "weight_bits": [4, 32], "act_bits": [4, 32]}
@@ -29,16 +29,6 @@ def _space(space_tree):
     tree = copy.deepcopy(TINY)
     tree["space"] = space_tree
     return build_space(load_config(tree).space, INPUT, 10)
-
-
-def _uniform(space, **block):
-    """The deepest subnet with every block set to ``block``'s values."""
-    values = space.largest().to_dict()
-    for name in values:
-        key = name.rsplit(".", 1)[-1]
-        if key in block and "." in name:
-            values[name] = block[key]
-    return space.canonical(values)
 
 
 def _model(space, arch, seed=0):
@@ -63,7 +53,7 @@ CASES += [("vit", {"attn": attn, "keep": keep, "wbits": 8, "abits": 8})
 @pytest.mark.parametrize("kind,block", CASES, ids=[f"{k}-{'-'.join(map(str, b.values()))}" for k, b in CASES])
 def test_a_scripted_model_computes_what_the_eager_model_does(kind, block):
     space = _space(CNN if kind == "cnn" else VIT)
-    _, model = _model(space, _uniform(space, **block))
+    _, model = _model(space, uniform_blocks(space, **block))
     torch.manual_seed(1)
     x = torch.randn(2, *INPUT)
     scripted = script_model(model, (x,))
@@ -79,7 +69,7 @@ def test_a_scripted_model_computes_what_the_eager_model_does(kind, block):
                                         ("vit", {"attn": "binary", "keep": 0.5, "wbits": 8, "abits": 8})])
 def test_time_ops_samples_every_op_of_the_graph(kind, block):
     space = _space(CNN if kind == "cnn" else VIT)
-    spec, model = _model(space, _uniform(space, **block))
+    spec, model = _model(space, uniform_blocks(space, **block))
     ops = op_graph(spec)
     entries = TorchScriptCPU(DEVICE).time_ops(model, ops, INPUT)
     assert set(entries) == {op.key for op in ops}
@@ -127,7 +117,7 @@ def test_an_untraceable_model_is_a_one_line_error():
 
 def test_an_op_that_cannot_be_scripted_is_named(monkeypatch):
     space = _space(CNN)
-    spec, model = _model(space, _uniform(space, op="mult", wbits=32, abits=32))
+    spec, model = _model(space, uniform_blocks(space, op="mult", wbits=32, abits=32))
 
     def refuse_adds(module, inputs, optimize=True):
         if isinstance(module, ResidualAdd):

@@ -25,6 +25,7 @@ from hwnas.errors import HwnasError
 from hwnas.hwmodels.torchscript import script_model
 from hwnas.spaces.ops.layers import QConvBNAct
 from hwnas.spaces.ops.shift import shift_decompose
+from hwnas.spaces.ops.vit_layers import QLinear
 from hwnas.utils.io import atomic_path, sha256_file
 from hwnas.utils.write_errors import cannot_write_error
 
@@ -122,10 +123,20 @@ def onnx_available() -> str | None:
     return None
 
 
-def shift_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """The convolutions of ``model``'s shift layers (weights exact powers of two), by module name."""
+SHIFT_WEIGHTS = {QConvBNAct: "conv", QLinear: "linear"}  # layer type -> its child holding the weights
 
-    return {name: m.conv for name, m in model.named_modules() if isinstance(m, QConvBNAct) and m.op == "shift"}
+
+def shift_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """The weight-holding children (convolutions, linears) of ``model``'s shift layers (weights
+    exact powers of two: the CNN space's shift convolutions, the ViT space's log2 linears), by
+    module name."""
+
+    layers = {}
+    for name, m in model.named_modules():
+        child = next((c for cls, c in SHIFT_WEIGHTS.items() if isinstance(m, cls)), None)
+        if child is not None and m.op == "shift":
+            layers[name] = getattr(m, child)
+    return layers
 
 
 def save_shift_exponents(model: nn.Module, target: Path) -> dict[str, Any] | None:
@@ -137,8 +148,8 @@ def save_shift_exponents(model: nn.Module, target: Path) -> dict[str, Any] | Non
     if not layers:
         return None
     tensors = {}
-    for name, conv in layers.items():
-        weight = conv.weight.detach().cpu()
+    for name, layer in layers.items():
+        weight = layer.weight.detach().cpu()
         sign, exponent = shift_decompose(weight)
         if not torch.equal(sign.float() * torch.exp2(exponent.float()), weight):
             raise HwnasError(f"shift layer {name} does not reproduce its weights from sign and exponent")

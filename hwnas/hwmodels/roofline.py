@@ -27,7 +27,7 @@ from hwnas.hwmodels.energy import Horowitz45nm
 from hwnas.ir import OpSig
 from hwnas.utils.models import format_validation_error
 
-ATTENTION_UNITS = {"softmax": "mult", "linear": "mult", "binary": "adder"}
+ATTENTION_UNITS = {"softmax": "mult", "linear": "mult", "relu_linear": "mult", "binary": "adder"}
 
 
 class RooflineSpec(BaseModel):

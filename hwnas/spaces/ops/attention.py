@@ -1,11 +1,13 @@
 """Attention cores for the ViT search space: softmax, linear and multiplication-reduced attention.
 
 Every function takes q, k, v already projected and split into heads, shape (B, H, N, D), and
-returns (B, H, N, D); the q/k/v and output projections belong to the caller. Three kinds:
+returns (B, H, N, D); the q/k/v and output projections belong to the caller. Four kinds:
 
 * ``"softmax"``: softmax(q k^T / sqrt(D)) v (Vaswani et al., NeurIPS 2017), O(N^2).
 * ``"linear"``: kernelized attention phi(q) (phi(k)^T v) / (phi(q) phi(k)^T 1) (Katharopoulos et
   al., ICML 2020, "Transformers are RNNs"), O(N): the N x N matrix is never formed.
+* ``"relu_linear"``: the same with phi = ReLU, EfficientViT's attention (Cai et al., ICCV 2023):
+  no exp anywhere, so it maps onto plain multiply-add hardware.
 * ``"binary"``: linear attention whose feature map is a {0, 1} code of the sign of q and k, so
   both MatMuls contain only products with 0 or 1, i.e. additions, after ShiftAddViT (You et al.,
   NeurIPS 2023).
@@ -81,6 +83,23 @@ def linear_attention_quadratic(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     return a @ v
 
 
+def relu_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                          eps: float = 1e-6) -> torch.Tensor:
+    """ReLU linear attention (EfficientViT, Cai et al., "EfficientViT: Multi-Scale Linear Attention
+    for High-Resolution Dense Prediction", ICCV 2023):
+
+        out_n = relu(q_n) (sum_m relu(k_m)^T v_m) / (relu(q_n) . sum_m relu(k_m) + eps)
+
+    :func:`linear_attention` with ``feature_map="relu"``: EfficientViT replaces softmax by ReLU
+    to drop the exp (and the N x N matrix) from the attention core; its scale-free form has no
+    1 / sqrt(D). EfficientViT's multi-scale token aggregation (depthwise convolutions of q, k, v)
+    belongs to its block, not to the attention core, and is not part of this kind. A token whose
+    relu(q) is all zero gets 0 (its numerator is 0 as well), as in EfficientViT's code, whose eps
+    serves the same purpose.
+    """
+    return linear_attention(q, k, v, feature_map="relu", eps=eps)
+
+
 # -- binary (ShiftAddViT-style) -----------------------------------------------------------------
 class _SignSTE(torch.autograd.Function):
     """sign(x) in {-1, +1} forward (sign(0) = +1, so a code is never 1/2); backward is the
@@ -99,8 +118,14 @@ class _SignSTE(torch.autograd.Function):
 
 
 def binary_codes(x: torch.Tensor) -> torch.Tensor:
-    """{0, 1} codes (sign(x) + 1) / 2: 1 where x >= 0; gradient through the hardtanh STE."""
-    return (_SignSTE.apply(x) + 1.0) / 2.0
+    """{0, 1} codes (sign(x) + 1) / 2: 1 where x >= 0; gradient through the hardtanh STE.
+
+    Without a gradient to compute (inference, export) the same value comes from a comparison:
+    a traced model then holds no Python autograd function, which ``torch.jit.save`` cannot write.
+    """
+    if torch.is_grad_enabled() and x.requires_grad:
+        return (_SignSTE.apply(x) + 1.0) / 2.0
+    return (x >= 0).to(x.dtype)
 
 
 def binary_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -139,6 +164,7 @@ def binary_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -
 ATTENTIONS: dict[str, Callable[..., torch.Tensor]] = {
     "softmax": softmax_attention,
     "linear": linear_attention,
+    "relu_linear": relu_linear_attention,
     "binary": binary_linear_attention,
 }
 

@@ -17,12 +17,17 @@ LINEAR_ACTIVATIONS = {"none": nn.Identity, "gelu": nn.GELU}
 
 
 class QLinear(nn.Module):
-    """Input quantizer -> linear (weights stored quantized) -> activation."""
+    """Input quantizer -> linear (weights stored quantized) -> activation.
+
+    ``op="shift"`` marks a layer whose stored weights are exact signed powers of two (log2
+    weights, :func:`hwnas.spaces.ops.shift.log2_quantize`); it runs as the same float linear, and
+    the export writes its weights' signs and exponents for a shift kernel.
+    """
 
     def __init__(self, cin: int, cout: int, wbits: int = FLOAT_BITS, abits: int = FLOAT_BITS,
-                 act: str = "none", bias: bool = True):
+                 act: str = "none", bias: bool = True, op: str = "mult"):
         super().__init__()
-        self.wbits, self.abits = int(wbits), int(abits)
+        self.wbits, self.abits, self.op = int(wbits), int(abits), op
         self.quant = ActQuant(abits, True) if abits < FLOAT_BITS else nn.Identity()
         self.linear = nn.Linear(cin, cout, bias=bias)
         self.act = LINEAR_ACTIVATIONS[act]()
@@ -36,7 +41,7 @@ class TokenLayerNorm(nn.LayerNorm):
 
 
 class AttentionCore(nn.Module):
-    """The attention of q, k, v (B, H, N, D) by kind: softmax, linear or binary."""
+    """The attention of q, k, v (B, H, N, D) by kind: softmax, linear, relu_linear or binary."""
 
     def __init__(self, kind: str):
         super().__init__()

@@ -1,7 +1,9 @@
 """The transformer space: a ViT / DeiT supernet built from timm's blocks.
 
 Searchable globally: depth and embedding dimension. Per block: number of heads, MLP ratio,
-attention variant (softmax, linear, binary), token keep-ratio, weight and activation bit-width.
+attention variant (softmax, linear, relu_linear, binary), token keep-ratio, weight and activation
+bit-width, and, when ``weight_quant`` lists more than one, the weight quantizer (uniform LSQ, or
+log2: power-of-two weights, so the block's linear layers are shift layers).
 As in AutoFormer and HAT, a head has a fixed width (``head_dim``), so heads and the embedding
 dimension are sliced independently, and every linear layer keeps one weight at its largest size.
 
@@ -28,7 +30,7 @@ from hwnas.spaces.vit.pretrained import check_input, settle_vit_config
 from hwnas.utils.models import StrictModel
 
 BitChoices = list[Literal[2, 3, 4, 5, 6, 7, 8, 32]]
-BLOCK_KEYS = ("heads", "mlp", "attn", "keep", "wbits", "abits")
+BLOCK_KEYS = ("heads", "mlp", "attn", "keep", "wbits", "abits", "wquant")
 LINEARS = ("qkv", "proj", "fc1", "fc2")
 
 
@@ -40,10 +42,13 @@ class ViTSpaceConfig(StrictModel):
     heads: list[int] = Field([2, 4], min_length=1)
     head_dim: int | None = Field(None, gt=0, le=512, description="width of one head; default: max embed / max heads")
     mlp_ratios: list[float] = Field([1.0, 2.0, 4.0], min_length=1)
-    attentions: list[Literal["softmax", "linear", "binary"]] = Field(["softmax", "linear"], min_length=1)
+    attentions: list[Literal["softmax", "linear", "relu_linear", "binary"]] = Field(["softmax", "linear"],
+                                                                                  min_length=1)
     keep_ratios: list[float] = Field([1.0], min_length=1)
     weight_bits: BitChoices = Field([8, 32], min_length=1)
     act_bits: BitChoices = Field([8, 32], min_length=1)
+    weight_quant: list[Literal["uniform", "log2"]] = Field(
+        ["uniform"], min_length=1, description="weight quantizers per block: uniform (LSQ) or log2 (powers of two)")
     qkv_bias: bool = True
     pow2_scales: bool = False
     init: TimmInit | None = Field(None, description="a pretrained timm ViT the largest subnet starts as (keys left "
@@ -75,7 +80,7 @@ class ViTSpaceConfig(StrictModel):
             raise ValueError("token keep ratios must be distinct numbers in (0, 1]")
         return sorted(v)
 
-    @field_validator("attentions", "weight_bits", "act_bits")
+    @field_validator("attentions", "weight_bits", "act_bits", "weight_quant")
     @classmethod
     def _distinct(cls, v: list) -> list:
         if len(set(v)) != len(v):
@@ -104,25 +109,34 @@ class ViTSpace(SearchSpace):
         super().__init__(dims)
 
     def block_choices(self) -> dict[str, list]:
+        """The per-block dimensions; a single weight quantizer is no dimension (so a space without
+        log2 weights has the encoding it had before they existed)."""
         cfg = self.config
-        return {"heads": cfg.heads, "mlp": cfg.mlp_ratios, "attn": cfg.attentions, "keep": cfg.keep_ratios,
-                "wbits": cfg.weight_bits, "abits": cfg.act_bits}
+        out = {"heads": cfg.heads, "mlp": cfg.mlp_ratios, "attn": cfg.attentions, "keep": cfg.keep_ratios,
+               "wbits": cfg.weight_bits, "abits": cfg.act_bits}
+        if len(cfg.weight_quant) > 1:
+            out["wquant"] = cfg.weight_quant
+        return out
+
+    def _first_listed(self, values: dict) -> dict:
+        """``values`` with the attention kind and weight quantizer of every block at their first
+        listed (reference) choice."""
+        first = {"attn": self.config.attentions[0], "wquant": self.config.weight_quant[0]}
+        return {n: first.get(n.rsplit(".", 1)[-1], v) for n, v in values.items()}
 
     def inactive_dims(self, values) -> set[str]:
         depth = values.get("depth", max(self.config.depths))
         return {f"b{j}.{k}" for j in range(depth, max(self.config.depths)) for k in BLOCK_KEYS}
 
     def largest(self) -> Arch:
-        """Deepest and widest, float, every token kept, with the first listed attention."""
-        values = super().largest().to_dict()
-        values.update({n: self.config.attentions[0] for n in values if n.endswith(".attn")})
-        return self.canonical(values)
+        """Deepest and widest, float, every token kept, with the first listed attention and weight
+        quantizer."""
+        return self.canonical(self._first_listed(super().largest().to_dict()))
 
     def smallest(self) -> Arch:
         values = super().smallest().to_dict()
         values.update({n: min(self.config.keep_ratios) for n in values if n.endswith(".keep")})
-        values.update({n: self.config.attentions[0] for n in values if n.endswith(".attn")})
-        return self.canonical(values)
+        return self.canonical(self._first_listed(values))
 
     @property
     def max_embed(self) -> int:
@@ -148,6 +162,7 @@ class ViTSpace(SearchSpace):
                            "hidden": hidden, "attn": arch[f"{p}.attn"],
                            "keep": keep if out_tokens != tokens else None, "out_tokens": out_tokens,
                            "wbits": int(arch[f"{p}.wbits"]), "abits": int(arch[f"{p}.abits"]),
+                           "wquant": arch.get(f"{p}.wquant", self.config.weight_quant[0]),
                            "qkv_bias": self.config.qkv_bias})
             tokens = out_tokens
         return {"type": "vit", "input_shape": list(self.input_shape), "num_classes": self.num_classes,
@@ -183,7 +198,9 @@ class ViTSpace(SearchSpace):
         attn = "".join(str(arch[f"{b}.attn"])[0] for b in blocks)
         keeps = min(float(arch[f"{b}.keep"]) for b in blocks)
         bits = sorted({int(arch[f"{b}.wbits"]) for b in blocks})
-        return f"L{depth} d{arch['embed']} attn:{attn} keep>={keeps:g} w{'/'.join(map(str, bits))}"
+        log2 = sum(arch.get(f"{b}.wquant", self.config.weight_quant[0]) == "log2" for b in blocks)
+        return (f"L{depth} d{arch['embed']} attn:{attn} keep>={keeps:g} w{'/'.join(map(str, bits))}"
+                + (f" log2:{log2}" if log2 else ""))
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "config": self.config.model_dump(),

@@ -15,8 +15,10 @@ from hwnas.spaces.dims import Arch
 from hwnas.spaces.ops.attention import attention
 from hwnas.spaces.ops.layers import ResidualAdd
 from hwnas.spaces.ops.quant import ElasticLSQ, fake_quantize, qrange
+from hwnas.spaces.ops.shift import log2_quantize, log2_weight
 from hwnas.spaces.ops.tokens import class_attention_scores, select_tokens
 from hwnas.spaces.ops.vit_layers import AttentionCore, PatchEmbed, QLinear, TokenClassifier, TokenLayerNorm, TokenSelect
+from hwnas.spaces.vit.graph import LINEAR_OPS
 from hwnas.spaces.vit.space import LINEARS, ViTSpace
 
 
@@ -64,7 +66,14 @@ class ElasticBlock(Block):
 
     def _linear(self, name: str, x: torch.Tensor) -> torch.Tensor:
         weight, bias = self.active_linear(name)
-        return F.linear(self.quant[f"{name}_a"](x), self.quant[f"{name}_w"](weight), bias)
+        return F.linear(self.quant[f"{name}_a"](x), self._quantized_weight(name, weight), bias)
+
+    def _quantized_weight(self, name: str, weight: torch.Tensor) -> torch.Tensor:
+        """The block's weight quantizer on ``weight``: log2 (powers of two, straight-through in
+        training; no learned state) or the uniform LSQ quantizer of the active bit-width."""
+        if self.spec.get("wquant") == "log2":
+            return log2_weight(weight, self.spec["wbits"])
+        return self.quant[f"{name}_w"](weight)
 
     def _norm(self, norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
         d = self.spec["dim"]
@@ -92,7 +101,9 @@ class ElasticBlock(Block):
         for name in LINEARS:
             weight, bias = self.active_linear(name)
             wq, aq = self.quant[f"{name}_w"], self.quant[f"{name}_a"]
-            if wq.active_bits < FLOAT_BITS:
+            if s.get("wquant") == "log2":
+                weight = log2_quantize(weight, s["wbits"])
+            elif wq.active_bits < FLOAT_BITS:
                 weight = fake_quantize(weight, wq.step(wq.active_bits), *qrange(wq.active_bits, True))
             target = getattr(block, name)
             target.linear.weight.copy_(weight)
@@ -162,16 +173,17 @@ class FixedBlock(nn.Module):
     def __init__(self, s: dict[str, Any]):
         super().__init__()
         inner, d, wb, ab = s["heads"] * s["head_dim"], s["dim"], s["wbits"], s["abits"]
+        op = LINEAR_OPS[s.get("wquant", "uniform")]  # exports written before log2 weights have no wquant
         self.heads, self.head_dim = s["heads"], s["head_dim"]
         self.ln1 = TokenLayerNorm(d, eps=1e-6)
-        self.qkv = QLinear(d, 3 * inner, wb, ab, bias=s["qkv_bias"])
+        self.qkv = QLinear(d, 3 * inner, wb, ab, bias=s["qkv_bias"], op=op)
         self.attn = AttentionCore(s["attn"])
-        self.proj = QLinear(inner, d, wb, ab)
+        self.proj = QLinear(inner, d, wb, ab, op=op)
         self.add1 = ResidualAdd()
         self.select = TokenSelect(s["keep"]) if s["keep"] is not None else None
         self.ln2 = TokenLayerNorm(d, eps=1e-6)
-        self.fc1 = QLinear(d, s["hidden"], wb, ab, act="gelu")
-        self.fc2 = QLinear(s["hidden"], d, wb, ab)
+        self.fc1 = QLinear(d, s["hidden"], wb, ab, act="gelu", op=op)
+        self.fc2 = QLinear(s["hidden"], d, wb, ab, op=op)
         self.add2 = ResidualAdd()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
