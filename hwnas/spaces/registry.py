@@ -27,7 +27,11 @@ Optional hooks (None when the space has no such thing):
 * ``block_graph(spec)``: the subnet at block granularity, for OFA-style block lookup tables;
 * ``int8_ineligible_reason(spec)``: None when the subnet can be exported as a real int8 model,
   else why not; a space without the hook has no int8 export;
-* ``load_pretrained(supernet, path)``: start the supernet from a local checkpoint.
+* ``load_pretrained(supernet, path)``: start the supernet from a local checkpoint;
+* ``op_inputs(spec, ops)``: which earlier tensors each op of ``ops = op_graph(spec)`` reads (per
+  op, the indices of the ops whose outputs it reads, -1 for the model's input), for the peak
+  activation memory (:mod:`hwnas.footprint`); a space without it is a chain, each op reading the
+  one before it, which is right only for a network without skip connections.
 
 A space object may also return a :class:`~hwnas.spaces.layout.BlockLayout` from
 ``block_layout()``; the search then prices whole populations from per-block tables instead of
@@ -58,6 +62,7 @@ class SpaceEntry:
     block_graph: Callable[[dict[str, Any]], list[OpSig]] | None = None
     int8_ineligible_reason: Callable[[dict[str, Any]], str | None] | None = None
     load_pretrained: Callable[[Any, Any], None] | None = None
+    op_inputs: Callable[[dict[str, Any], list[OpSig]], list[tuple[int, ...]]] | None = None
 
 
 SPACES: dict[str, SpaceEntry] = {}
@@ -124,6 +129,12 @@ def block_graph(spec: dict[str, Any]) -> list[OpSig]:
     if builder is None:
         raise ValueError(f"block-granularity tables do not cover the {spec['type']!r} space")
     return builder(spec)
+
+
+def op_inputs(spec: dict[str, Any], ops: list[OpSig]) -> list[tuple[int, ...]] | None:
+    """What each op of ``ops = op_graph(spec)`` reads (see :attr:`SpaceEntry.op_inputs`); None: a chain."""
+    hook = space_entry(spec["type"]).op_inputs
+    return None if hook is None else hook(spec, ops)
 
 
 def int8_ineligible_reason(spec: dict[str, Any]) -> str | None:
