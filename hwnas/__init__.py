@@ -19,9 +19,10 @@ __version__ = "0.1.0"
 # (hwnas.load_exported) never imports the training, search or pipeline code.
 _EXPORTS = {"Config": ("hwnas.config", "Config"), "load_config": ("hwnas.job.checks", "load_job_config"),
             "load_exported": ("hwnas.export.loading", "load_exported"), "Job": ("hwnas.job.handle", "Job"),
-            "open_job": ("hwnas.job.handle", "open_job"), "launch": ("hwnas.job.launch", "launch")}
+            "open_job": ("hwnas.job.handle", "open_job"), "launch": ("hwnas.job.launch", "launch"),
+            "Budgets": ("hwnas.search.budgets", "Budgets")}
 
-__all__ = ["Config", "Job", "launch", "load_config", "load_exported", "open_job", "__version__"]
+__all__ = ["Budgets", "Config", "Job", "launch", "load_config", "load_exported", "open_job", "__version__"]
 
 
 def __getattr__(name: str):

@@ -91,7 +91,8 @@ class PredictorConfig(_Section):
 class SearchConfig(_Section):
     algorithm: str = "nsga2"
     objectives: list[str] = Field(default_factory=lambda: ["accuracy", "latency", "energy"], min_length=2,
-                                  description="accuracy, latency, energy, params, flops, bitops; latency@DEVICE, energy@DEVICE")
+                                  description="accuracy, latency, energy, memory, params, flops, bitops; latency@DEVICE, "
+                                  "energy@DEVICE")
     population: int = Field(64, ge=4, le=100000)
     generations: int = Field(40, ge=1, le=100000)
     evaluate: int = Field(24, ge=1, le=100000, description="budget of real evaluations (plus the space's extremes)")
@@ -101,6 +102,8 @@ class SearchConfig(_Section):
                                       "mean + this x the predictor's std (an ensemble's); 0: the mean")
     max_latency_ms: float | None = Field(None, gt=0)
     max_energy_mj: float | None = Field(None, gt=0)
+    max_memory_kb: float | None = Field(None, gt=0, description="weights plus peak activations at the device's "
+                                        "batch size, in KiB (see hwnas.footprint)")
     min_accuracy: float | None = Field(None, ge=0, le=1)
 
     @field_validator("objectives")
@@ -112,7 +115,7 @@ class SearchConfig(_Section):
             raise ValueError("objectives must include accuracy")
         return v
 
-    @field_validator("max_latency_ms", "max_energy_mj", "min_accuracy")
+    @field_validator("max_latency_ms", "max_energy_mj", "max_memory_kb", "min_accuracy")
     @classmethod
     def _finite(cls, v: float | None) -> float | None:
         if v is not None and not math.isfinite(v):

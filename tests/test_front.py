@@ -6,6 +6,7 @@ import pytest
 
 from hwnas.errors import HwnasError, NoCandidateError
 from hwnas.search.engine import select_for_evaluation
+from hwnas.search.budgets import Budgets
 from hwnas.search.front import query_front
 
 
@@ -41,7 +42,7 @@ def test_front_equals_brute_force_pareto_set(objectives):
 
 def test_budgets_filter_before_the_front():
     frame = _frame()
-    got = query_front(frame, ["accuracy", "latency"], max_latency_ms=1.5, max_energy_mj=0.006)
+    got = query_front(frame, ["accuracy", "latency"], Budgets(max_latency_ms=1.5, max_energy_mj=0.006))
     feasible = frame[(frame.latency_ms <= 1.5) & (frame.energy_mj <= 0.006)]
     assert set(got["id"]) == _brute_front(feasible, ["val_accuracy", "latency_ms"])
     assert (got.latency_ms <= 1.5).all() and (got.energy_mj <= 0.006).all()
@@ -54,23 +55,23 @@ def test_nothing_meets_the_budget_names_the_nearest_candidate():
     cheapest = frame.sort_values("latency_ms").iloc[0]
     with pytest.raises(NoCandidateError, match=rf"no candidate meets latency <= 0.01 ms; the nearest is "
                                                rf"#{int(cheapest.id)} \(misses latency <= 0.01 ms by ") as info:
-        query_front(frame, ["accuracy", "latency"], max_latency_ms=0.01)
+        query_front(frame, ["accuracy", "latency"], Budgets(max_latency_ms=0.01))
     assert info.value.exit_code == 1
     best = frame.sort_values("val_accuracy").iloc[-1]
     with pytest.raises(NoCandidateError, match=rf"the nearest is #{int(best.id)} \(misses validation accuracy"):
-        query_front(frame, ["accuracy", "latency"], min_accuracy=0.9999)
+        query_front(frame, ["accuracy", "latency"], Budgets(min_accuracy=0.9999))
     cap, floor = float(frame.latency_ms.median()), 1.0
     worst = np.maximum(np.clip(frame.latency_ms / cap - 1, 0, None), np.clip(1 - frame.val_accuracy / floor, 0, None))
     nearest = frame.iloc[int(np.argmin(worst.to_numpy()))]
     with pytest.raises(NoCandidateError, match=rf"the nearest is #{int(nearest.id)} "):
-        query_front(frame, ["accuracy", "latency"], max_latency_ms=cap, min_accuracy=floor)
+        query_front(frame, ["accuracy", "latency"], Budgets(max_latency_ms=cap, min_accuracy=floor))
 
 
 @pytest.mark.parametrize("kwargs", [{"max_latency_ms": -1}, {"max_energy_mj": 0}, {"min_accuracy": 1.5},
-                                    {"max_latency_ms": float("nan")}])
+                                    {"max_latency_ms": float("nan")}, {"max_memory_kb": float("inf")}])
 def test_bad_budgets_are_errors(kwargs):
     with pytest.raises(HwnasError, match="must be a number above 0"):
-        query_front(_frame(), ["accuracy", "latency"], **kwargs)
+        query_front(_frame(), ["accuracy", "latency"], Budgets(**kwargs))
 
 
 def test_selection_spreads_along_the_front_then_fills_from_next_fronts():

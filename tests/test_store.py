@@ -61,7 +61,8 @@ def _metrics(i: int) -> dict:
     return {"val_accuracy": 0.5 + i / 1000, "test_accuracy": 0.4 + i / 1000, "latency_ms": 1.0 + i / 7,
             "latency_spread_ms": 0.01, "latency_source": "measured" if i % 2 == 0 else "table",
             "energy_mj": 0.25 + i / 3, "params": 1000 + i, "flops": 1.5e6 + i, "macs": 7.5e5 + i,
-            "bitops": 2.0e8 + i, "weight_kb": 12.5 + i, "predicted_accuracy": 0.49 + i / 1000,
+            "bitops": 2.0e8 + i, "weight_kb": 12.5 + i, "memory_kb": 40.25 + i, "activation_kb": 6.0 + i,
+            "predicted_accuracy": 0.49 + i / 1000,
             "predicted_accuracy_std": 0.02, "predicted_latency_ms": 1.1 + i / 7, "measured": i % 2 == 0,
             "evaluated_at": f"2024-01-01T00:00:{i:02d}", "seq": i}
 

@@ -20,7 +20,7 @@ from tests.conftest import TINY
 
 MIXED = {"op_types": ["mult", "shift", "adder"], "prune_rates": [0.0, 0.5], "weight_bits": [2, 4, 32]}
 KEYS = ("latency_ms", "latency_table_ms", "energy_mj", "params", "flops", "macs", "bitops", "weight_kb",
-        "mult_macs", "shift_macs", "adder_macs")
+        "mult_macs", "shift_macs", "adder_macs", "memory_kb", "activation_kb")
 
 
 def _space(**changes):
@@ -66,7 +66,7 @@ def _check_equal(space, cost_model, X):
         want = np.array([cost_model.costs(a)[key] for a in archs], dtype=float)
         np.testing.assert_allclose(got[key], want, rtol=1e-9, atol=0, err_msg=key)
     # summed in the per-arch path's order: bit-identical (a job compares predicted latency with ==)
-    for key in ("latency_ms", "energy_mj", "macs", "params", "weight_kb"):
+    for key in ("latency_ms", "energy_mj", "macs", "params", "weight_kb", "memory_kb", "activation_kb"):
         np.testing.assert_array_equal(got[key], [cost_model.costs(a)[key] for a in archs], err_msg=key)
     np.testing.assert_allclose(fast.features(X), ArchFeatures(space).transform(archs), rtol=1e-9, atol=0)
     canonical = fast.canonical(X)
@@ -85,7 +85,7 @@ def test_vectorized_costs_and_features_equal_the_per_arch_path(changes, granular
     assert table.has_energy == table_energy
     X = _random_encodings(space, 150, seed=len(changes) + 3 * table_energy)
     assert (X != np.array([space.encode(space.decode(x)) for x in X])).any(axis=1).sum() > 50
-    _check_equal(space, CostModel(space, table, Horowitz45nm()), X)
+    _check_equal(space, CostModel(space, table, Horowitz45nm(), batch_size=1 + 2 * table_energy), X)
 
 
 def test_the_mixed_space_has_the_searched_dims():

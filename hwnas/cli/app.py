@@ -33,8 +33,9 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from hwnas.cli.style import (DEFAULT_WORKDIR, FOLD, RIGHT, ConfigWorkdir, Json, JobName, MaxEnergy, MaxLatency,
-                             MinAccuracy, Overrides, Quiet, Store, Ui, Workdir, _console, app, make_table)
+from hwnas.cli.budgets import MaxEnergy, MaxLatency, MaxMemory, MinAccuracy, budgets_of
+from hwnas.cli.style import (DEFAULT_WORKDIR, FOLD, RIGHT, ConfigWorkdir, Json, JobName, Overrides, Quiet, Store, Ui,
+                             Workdir, _console, app, make_table)
 from hwnas.errors import HwnasError
 
 
@@ -53,9 +54,9 @@ class Format(str, Enum):
 # val_accuracy chose the front (and any budget pick); test_accuracy is reported beside it. latency_ms
 # is what latency_source says: measured on the job's device in this job, or a table's or analytical
 # model's figure (then predicted_latency_ms is the same model's).
-FRONT_COLUMNS = ["id", "val_accuracy", "test_accuracy", "latency_ms", "latency_source", "energy_mj", "params", "flops",
-                 "bitops", "weight_kb", "predicted_accuracy", "predicted_accuracy_std", "predicted_latency_ms",
-                 "measured", "arch"]
+FRONT_COLUMNS = ["id", "val_accuracy", "test_accuracy", "latency_ms", "latency_source", "energy_mj", "memory_kb",
+                 "activation_kb", "params", "flops", "bitops", "weight_kb", "predicted_accuracy",
+                 "predicted_accuracy_std", "predicted_latency_ms", "measured", "arch"]
 
 
 def _front_rows(frame):
@@ -71,30 +72,23 @@ def _front_records(frame) -> list[dict[str, Any]]:
     return records
 
 
-def _front_table(job, frame, title: str) -> Table:
+def _front_table(job, frame, title: str, memory_budget: float | None = None) -> Table:
+    """Memory (kB) takes the MFLOPs column's place where it is an objective or a budget: one more
+    column would squeeze the arch column out of an 80-column terminal."""
     from hwnas.job.store import arch_of
 
     sources = set(frame["latency_source"]) if not frame.empty else {"measured"}
     latency = f"lat ms ({'/'.join(sorted(sources))})"
+    memory = "memory" in job.objectives or memory_budget is not None or job.config.search.max_memory_kb is not None
     table = make_table(("id", RIGHT), ("val acc", RIGHT), ("test acc", RIGHT), (latency, RIGHT), ("pred ms", RIGHT),
-                       ("uJ", RIGHT), ("params", RIGHT), ("MFLOPs", RIGHT), ("arch", {**FOLD, "min_width": 12}),
-                       title=title)
+                       ("uJ", RIGHT), ("params", RIGHT), ("kB" if memory else "MFLOPs", RIGHT),
+                       ("arch", {**FOLD, "min_width": 12}), title=title)
     space = job.space()
     for _, r in frame.iterrows():
         table.add_row(str(int(r["id"])), f"{r['val_accuracy']:.4f}", f"{r['test_accuracy']:.4f}", f"{r['latency_ms']:.3f}",
-                      f"{r['predicted_latency_ms']:.3f}", f"{r['energy_mj'] * 1000:.2f}",
-                      f"{int(r['params']):,}", f"{r['flops'] / 1e6:.2f}", space.summary(arch_of(r)))
+                      f"{r['predicted_latency_ms']:.3f}", f"{r['energy_mj'] * 1000:.2f}", f"{int(r['params']):,}",
+                      f"{r['memory_kb']:.1f}" if memory else f"{r['flops'] / 1e6:.2f}", space.summary(arch_of(r)))
     return table
-
-
-def _check_budgets(max_latency_ms: float | None, max_energy_mj: float | None, min_accuracy: float | None) -> None:
-    """Refuse a NaN, infinite or out-of-range budget before a job is opened or a file written,
-    whether or not the command goes on to use it (``export --candidate`` with a budget)."""
-    from hwnas.search.front import check_budget
-
-    check_budget("--max-latency-ms", max_latency_ms)
-    check_budget("--max-energy-mj", max_energy_mj)
-    check_budget("--min-accuracy", min_accuracy, upper=1.0)
 
 
 @app.command()
@@ -183,9 +177,9 @@ def jobs(store: Store = None, workdir: Workdir = DEFAULT_WORKDIR, quiet: Quiet =
 def report(job_name: JobName,
            out_dir: Annotated[Optional[Path], typer.Option("--out", metavar="DIR", help="also write an HTML page "
                                                             "with PNG plots (index.html) to DIR")] = None,
-           max_latency_ms: MaxLatency = None, max_energy_mj: MaxEnergy = None, min_accuracy: MinAccuracy = None,
-           store: Store = None, workdir: Workdir = DEFAULT_WORKDIR, quiet: Quiet = False,
-           as_json: Json = False) -> None:
+           max_latency_ms: MaxLatency = None, max_energy_mj: MaxEnergy = None, max_memory_kb: MaxMemory = None,
+           min_accuracy: MinAccuracy = None, store: Store = None, workdir: Workdir = DEFAULT_WORKDIR,
+           quiet: Quiet = False, as_json: Json = False) -> None:
     """Print a job's predictor quality on holdout subnets, its device and stage times; with --out,
     write the report page: the front (predicted and measured, budgets as lines), parity plots,
     choices along the front, predictor quality and training curves.
@@ -196,16 +190,15 @@ def report(job_name: JobName,
     """
     from hwnas.job.handle import open_job
 
-    _check_budgets(max_latency_ms, max_energy_mj, min_accuracy)
+    budgets = budgets_of(locals())
     ui = Ui(quiet, as_json)
     job = open_job(job_name, store=store, workdir=workdir)
     page = None
     if out_dir is not None:
         from hwnas.report import write_report
 
-        page = write_report(job, out_dir, {"max_latency_ms": max_latency_ms, "max_energy_mj": max_energy_mj,
-                                           "min_accuracy": min_accuracy})
-    elif (max_latency_ms, max_energy_mj, min_accuracy) != (None, None, None):
+        page = write_report(job, out_dir, budgets)
+    elif budgets:
         raise HwnasError("budgets are drawn on the report page: give --out DIR with them")
     rows = job.predictor_quality()
     if ui.json:
@@ -239,6 +232,7 @@ def front(
     job_name: JobName,
     max_latency_ms: MaxLatency = None,
     max_energy_mj: MaxEnergy = None,
+    max_memory_kb: MaxMemory = None,
     min_accuracy: MinAccuracy = None,
     fmt: Annotated[Format, typer.Option("--format", help="table, csv, or json (the same as --json)")] = Format.table,
     store: Store = None,
@@ -256,17 +250,17 @@ def front(
 
     if as_json and fmt not in (Format.table, Format.json):
         raise HwnasError(f"--json and --format {fmt.value} conflict: give one")
-    _check_budgets(max_latency_ms, max_energy_mj, min_accuracy)
+    budgets = budgets_of(locals())
     ui = Ui(quiet, as_json or fmt == Format.json)
     job = open_job(job_name, store=store, workdir=workdir)
-    frame = job.front(max_latency_ms, max_energy_mj, min_accuracy)
+    frame = job.front(budgets)
     if fmt == Format.csv:
         sys.stdout.write(_front_rows(frame).to_csv(index=False))
         return
     if ui.json:
         ui.emit(_front_records(frame))
         return
-    ui.table(_front_table(job, frame, f"Pareto front of {job.name}: {len(frame)} candidates"))
+    ui.table(_front_table(job, frame, f"Pareto front of {job.name}: {len(frame)} candidates", budgets.max_memory_kb))
 
 
 @app.command()
@@ -278,6 +272,7 @@ def export(
                                                      help="candidate id (see hwnas front)")] = None,
     max_latency_ms: MaxLatency = None,
     max_energy_mj: MaxEnergy = None,
+    max_memory_kb: MaxMemory = None,
     min_accuracy: MinAccuracy = None,
     fmt: Annotated[str, typer.Option("--format", metavar="FORMATS", help="comma-separated: pt (safetensors + "
                                      "manifest, always written), torchscript, onnx, int8 (all-8-bit subnets), "
@@ -302,14 +297,14 @@ def export(
     from hwnas.export.candidate import FORMATS
     from hwnas.job.handle import open_job
 
-    _check_budgets(max_latency_ms, max_energy_mj, min_accuracy)
+    budgets = budgets_of(locals())
     formats = tuple(f.strip() for f in fmt.split(",") if f.strip())
     unknown = [f for f in formats if f not in (*FORMATS, "all")]
     if unknown:  # before the job is opened and its supernet loaded
         raise HwnasError(f"--format: unknown format {unknown[0]!r}; known: {list(FORMATS)} or all")
     ui = Ui(quiet, as_json)
     job = open_job(job_name, store=store, workdir=workdir)
-    path = job.export(out_dir, candidate, max_latency_ms, max_energy_mj, min_accuracy, formats, finetune_epochs)
+    path = job.export(out_dir, candidate, budgets, formats, finetune_epochs)
     manifest_path = path / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     metrics = manifest.get("metrics", {})

@@ -35,10 +35,7 @@ ConfigWorkdir = Annotated[Optional[str], typer.Option("--workdir", metavar="DIR"
 Overrides = Annotated[list[str], typer.Option("--set", metavar="KEY=VALUE", help="override a config key, e.g. "
                                               "--set train.epochs=5 (repeatable)")]
 JobName = Annotated[str, typer.Argument(metavar="JOB", help="the job's name (see hwnas jobs)")]
-MaxLatency = Annotated[Optional[float], typer.Option("--max-latency-ms", metavar="MS", help="latency budget")]
-MaxEnergy = Annotated[Optional[float], typer.Option("--max-energy-mj", metavar="MJ", help="energy budget")]
-MinAccuracy = Annotated[Optional[float], typer.Option("--min-accuracy", metavar="FRACTION",
-                                                      help="accuracy floor, a fraction in (0, 1]")]
+# the budget options: hwnas.cli.budgets
 
 MAX_WIDTH = 140  # wider terminals still get tables and prose of at most this many columns
 

@@ -1,4 +1,4 @@
-"""Predicted costs of an architecture: lookup-table latency, analytical energy, counts.
+"""Predicted costs of an architecture: lookup-table latency, analytical energy, counts, memory.
 
 Memoized per canonical Arch, since the search asks for the same subnets many times.
 """
@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from hwnas.footprint import subnet_memory
 from hwnas.hwmodels.lut import LookupTable
 from hwnas.ir import OpSig, count
 from hwnas.spaces.dims import Arch
-from hwnas.spaces.registry import block_graph, op_graph
+from hwnas.spaces.registry import block_graph, op_graph, op_inputs
 
 
 def cost_units(spec: dict[str, Any], table: LookupTable) -> list[OpSig]:
@@ -27,10 +28,12 @@ def fixed_op_counts(space) -> tuple[int, int]:
 class CostModel:
     """``latency`` is an optional fitted latency predictor (``predict(graphs)``); without one the
     latency is the lookup-table sum, which is always reported as ``latency_table_ms`` too. Energy
-    comes from the table when every row has one, else from ``energy`` (an analytical model)."""
+    comes from the table when every row has one, else from ``energy`` (an analytical model).
+    ``memory_kb`` and ``activation_kb`` are at ``batch_size``, the device's (see :mod:`hwnas.footprint`)."""
 
-    def __init__(self, space, lut: LookupTable, energy, latency=None):
+    def __init__(self, space, lut: LookupTable, energy, latency=None, batch_size: int = 1):
         self.space, self.lut, self.energy, self.latency = space, lut, energy, latency
+        self.batch_size = int(batch_size)
         self._cache: dict[Arch, dict[str, Any]] = {}
 
     def ops(self, arch: Arch) -> list[OpSig]:
@@ -49,6 +52,7 @@ class CostModel:
             latency = table_ms if self.latency is None else float(self.latency.predict([units])[0])
             energy = (self.lut.total_energy_mj(priced) + sum(r["energy_mj"] for r in parts) if self.lut.has_energy
                       else self.energy.energy_mj(ops))
-            cached = {"latency_ms": latency, "latency_table_ms": table_ms, "energy_mj": energy, **count(ops)}
+            cached = {"latency_ms": latency, "latency_table_ms": table_ms, "energy_mj": energy, **count(ops),
+                      **subnet_memory(ops, op_inputs(spec, ops), self.batch_size)}
             self._cache[arch] = cached
         return cached

@@ -12,11 +12,13 @@ from typing import Any
 import pandas as pd
 
 from hwnas.config import Config
-from hwnas.errors import JobError
+from hwnas.errors import HwnasError, JobError
+from hwnas.footprint import subnet_memory
 from hwnas.job.paths import JobPaths
-from hwnas.job.store import JobStore, default_store_url, live_status
+from hwnas.job.store import JobStore, arch_of, default_store_url, live_status
+from hwnas.search.budgets import Budgets
 from hwnas.search.front import query_front
-from hwnas.spaces.registry import build_space
+from hwnas.spaces.registry import build_space, op_graph, op_inputs
 
 
 def id_ranges(ids: list[int]) -> str:
@@ -79,7 +81,24 @@ class Job:
 
     def candidates(self) -> pd.DataFrame:
         """Every really evaluated candidate, one row each (``id`` is the candidate id)."""
-        return self.store.candidates(self.study)
+        return self._with_memory(self.store.candidates(self.study))
+
+    def _with_memory(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """A job stored before ``memory_kb`` existed gets it from each candidate's op graph, at the
+        config's device batch size: the figure the search would have stored (it needs no device)."""
+        missing = frame["memory_kb"].isna()
+        if not missing.any() or not {"config", "input_shape", "num_classes"} <= set(self.attrs):
+            return frame.astype({"memory_kb": float, "activation_kb": float})  # a hand-made store: NaN
+        try:
+            space, batch = self.space(), self.config.device.batch_size
+            for i in frame.index[missing]:
+                spec = space.subnet_spec(space.validate(arch_of(frame.loc[i]).to_dict()))
+                ops = op_graph(spec)
+                figures = subnet_memory(ops, op_inputs(spec, ops), batch)
+                frame.loc[i, ["memory_kb", "activation_kb"]] = figures["memory_kb"], figures["activation_kb"]
+        except HwnasError:  # a space this hwnas cannot rebuild: the figures stay NaN
+            pass
+        return frame.astype({"memory_kb": float, "activation_kb": float})
 
     def candidate(self, candidate_id: int) -> dict[str, Any]:
         frame = self.candidates()
@@ -90,25 +109,25 @@ class Job:
                            f"({len(frame)} in all)")
         return row.iloc[0].to_dict()
 
-    def front(self, max_latency_ms: float | None = None, max_energy_mj: float | None = None,
-              min_accuracy: float | None = None) -> pd.DataFrame:
+    def front(self, budgets: Budgets | dict | None = None, **limits: float | None) -> pd.DataFrame:
         """Pareto-optimal candidates meeting every budget, best validation accuracy first (test
-        accuracy is in the rows, never used to choose)."""
-        return query_front(self.candidates(), self.objectives, max_latency_ms, max_energy_mj, min_accuracy)
+        accuracy is in the rows, never used to choose). Budgets are a :class:`Budgets` and / or
+        keywords: ``max_latency_ms``, ``max_energy_mj``, ``max_memory_kb``, ``min_accuracy``."""
+        return query_front(self.candidates(), self.objectives, Budgets.of(budgets, **limits))
 
-    def export(self, out: str | Path, candidate: int | None = None, max_latency_ms: float | None = None,
-               max_energy_mj: float | None = None, min_accuracy: float | None = None,
-               formats: tuple[str, ...] = ("pt",), finetune_epochs: int = 0) -> Path:
-        """Export one candidate (by id, or the one of best validation accuracy meeting the budgets) to ``out``,
-        in ``formats`` (see :data:`hwnas.export.candidate.FORMATS`, or ``("all",)``), optionally fine-tuned."""
+    def export(self, out: str | Path, candidate: int | None = None, budgets: Budgets | dict | None = None,
+               formats: tuple[str, ...] = ("pt",), finetune_epochs: int = 0, **limits: float | None) -> Path:
+        """Export one candidate (by id, or the one of best validation accuracy meeting the budgets,
+        given as in :meth:`front`) to ``out``, in ``formats`` (see :data:`hwnas.export.candidate.FORMATS`,
+        or ``("all",)``), optionally fine-tuned."""
 
-        budgets = (max_latency_ms, max_energy_mj, min_accuracy)
-        if candidate is not None and any(b is not None for b in budgets):
+        chosen_by = Budgets.of(budgets, **limits)
+        if candidate is not None and chosen_by:
             raise JobError("give a candidate id or budgets, not both: budgets choose the candidate")
         if candidate is None:
-            if all(b is None for b in budgets):
+            if not chosen_by:
                 raise JobError("choose the subnet to export: give a candidate id or a budget")
-            candidate = int(self.front(max_latency_ms, max_energy_mj, min_accuracy).iloc[0]["id"])
+            candidate = int(self.front(chosen_by).iloc[0]["id"])
         # Imported here: export pulls in torch, timm and the training code, which reading a job and
         # querying its front never need (hwnas front answers in about 1 s instead of 4 s).
         from hwnas.export.candidate import export_candidate

@@ -27,7 +27,8 @@ from hwnas.job.paths import now
 from hwnas.predictors.accuracy import AccuracyPredictor
 from hwnas.search.engine import evaluate_population
 from hwnas.search.loop import LoopSettings, objective_bounds, run_loop
-from hwnas.search.objectives import budgets_of, objective_matrix
+from hwnas.search.budgets import Budgets
+from hwnas.search.objectives import objective_matrix
 from hwnas.search.problem import SubnetProblem
 from hwnas.spaces.dims import Arch
 from hwnas.train.components import Components
@@ -68,7 +69,7 @@ class SearchRounds:
         self.predictor, self.features, self.device = predictor, features, device
         self.sample_archs, self.sample_y = samples
         self.cfg = job.config.search
-        self.budgets = budgets_of(self.cfg)
+        self.budgets = Budgets.from_config(self.cfg).columns()  # metric column -> bound
         self.problems: dict[int, SubnetProblem] = {}
         self.evaluate_seconds = 0.0
         self.in_flight: tuple[int, list[Arch]] = (0, [])
@@ -146,7 +147,8 @@ class SearchRounds:
         else:  # a table or analytical device: its figure is the only latency there is
             latency, spread = costs["latency_ms"], 0.0
         metrics = {**accuracies, "latency_ms": latency, "latency_spread_ms": spread, "energy_mj": costs["energy_mj"],
-                   **{k: costs[k] for k in ("params", "flops", "macs", "bitops", "weight_kb")},
+                   **{k: costs[k] for k in ("params", "flops", "macs", "bitops", "weight_kb", "memory_kb",
+                                            "activation_kb")},
                    "predicted_accuracy": predicted["val_accuracy"], "predicted_accuracy_std": predicted["val_accuracy_std"],
                    "predicted_latency_ms": predicted["latency_ms"], "predicted_energy_mj": predicted["energy_mj"],
                    "measured": timed is not None, "latency_source": "measured" if timed is not None else self.device.kind,

@@ -138,7 +138,8 @@ def profile(job, results: dict[str, Any]) -> tuple[CostModel, dict[str, CostMode
     latency = None
     if device.measures and job.config.device.correction_samples > 0:
         latency = fit_latency(job, parts, device, table, meta)
-    return CostModel(parts.space, table, energy, latency), extra_cost_models(job, parts), device
+    cost_model = CostModel(parts.space, table, energy, latency, batch_size=job.config.device.batch_size)
+    return cost_model, extra_cost_models(job, parts), device
 
 
 def extra_cost_models(job, parts: Components) -> dict[str, CostModel]:

@@ -36,7 +36,8 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 # "analytical" model of a device that does not measure.
 CANDIDATE_COLUMNS = ["id", "arch", "val_accuracy", "test_accuracy", "latency_ms", "latency_spread_ms", "latency_source",
                      "energy_mj",
-                     "params", "flops", "macs", "bitops", "weight_kb", "predicted_accuracy", "predicted_accuracy_std",
+                     "params", "flops", "macs", "bitops", "weight_kb", "memory_kb", "activation_kb",
+                     "predicted_accuracy", "predicted_accuracy_std",
                      "predicted_latency_ms", "measured"]
 
 

@@ -14,14 +14,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from hwnas.errors import HwnasError, NoCandidateError
-from hwnas.search.front import check_budget
+from hwnas.errors import NoCandidateError
+from hwnas.search.budgets import Budgets
 
-BUDGET_KEYS = ("max_latency_ms", "max_energy_mj", "min_accuracy")
 # Stored per candidate but not among Job.candidates()' columns: the energy panel needs the
 # predicted energy, the rounds plot the round.
 EXTRA_COLUMNS = ("predicted_energy_mj", "round")
-NUMERIC = ("val_accuracy", "test_accuracy", "latency_ms", "energy_mj", "params", "predicted_accuracy",
+NUMERIC = ("val_accuracy", "test_accuracy", "latency_ms", "energy_mj", "memory_kb", "params", "predicted_accuracy",
            "predicted_accuracy_std", "predicted_latency_ms", "predicted_energy_mj")
 
 
@@ -33,7 +32,7 @@ class ReportData:
     objectives: list[str]
     candidates: pd.DataFrame
     front: pd.DataFrame  # Pareto-optimal under the job's objectives, sorted by latency
-    budgets: dict[str, float]
+    budgets: Budgets
     pick: dict[str, Any] | None = None  # the front member of best validation accuracy meeting the budgets
     pick_note: str = ""
     dims: list[tuple[str, tuple]] = field(default_factory=list)
@@ -66,19 +65,6 @@ class ReportData:
         return set(self.front["id"].astype(int)) if not self.front.empty else set()
 
 
-def check_budgets(budgets: dict[str, float | None] | None) -> dict[str, float]:
-    """The given budgets as floats; an unknown key or a bad value fails before anything is drawn."""
-    clean: dict[str, float] = {}
-    for key, value in (budgets or {}).items():
-        if key not in BUDGET_KEYS:
-            raise HwnasError(f"unknown budget {key!r}; known: {', '.join(BUDGET_KEYS)}")
-        if value is None:
-            continue
-        check_budget(f"--{key.replace('_', '-')}", float(value), upper=1.0 if key == "min_accuracy" else None)
-        clean[key] = float(value)
-    return clean
-
-
 def _candidates(job) -> pd.DataFrame:
     frame = job.candidates().copy()
     store, study = getattr(job, "store", None), getattr(job, "study", None)
@@ -109,7 +95,8 @@ def _space(job, frame: pd.DataFrame, notes: list[str]) -> tuple[list[tuple[str, 
     return [(k, tuple(sorted(v, key=str))) for k, v in seen.items()], lambda values: set()
 
 
-def gather(job, budgets: dict[str, float]) -> ReportData:
+def gather(job, budgets: Budgets | dict) -> ReportData:
+    budgets = Budgets.of(budgets)
     attrs = dict(job.attrs)
     frame = _candidates(job)
     notes: list[str] = []
@@ -126,8 +113,8 @@ def gather(job, budgets: dict[str, float]) -> ReportData:
         data.front = data.front.reset_index(drop=True)
         if budgets:
             try:
-                data.pick = job.front(**budgets).iloc[0].to_dict()
-                data.pick_note = (f"the candidate of best validation accuracy meeting {describe_budgets(budgets)} "
+                data.pick = job.front(budgets).iloc[0].to_dict()
+                data.pick_note = (f"the candidate of best validation accuracy meeting {budgets.describe()} "
                                   f"is #{int(data.pick['id'])}")
             except NoCandidateError as exc:
                 data.pick_note = str(exc)
@@ -135,12 +122,6 @@ def gather(job, budgets: dict[str, float]) -> ReportData:
     quality = getattr(job, "predictor_quality", None)
     data.quality = list(quality()) if callable(quality) else []
     return data
-
-
-def describe_budgets(budgets: dict[str, float]) -> str:
-    parts = {"max_latency_ms": "latency <= {:g} ms", "max_energy_mj": "energy <= {:g} mJ",
-             "min_accuracy": "accuracy >= {:g}"}
-    return " and ".join(parts[k].format(v) for k, v in budgets.items()) or "no budget"
 
 
 def pareto_2d(x: Sequence[float], acc: Sequence[float]) -> np.ndarray:

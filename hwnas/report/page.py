@@ -13,7 +13,7 @@ import math
 from typing import Any, Iterable
 
 import hwnas
-from hwnas.report.data import ReportData, describe_budgets
+from hwnas.report.data import ReportData
 from hwnas.report.figures import Figure
 from hwnas.report.page_style import CSS, RENDER_CHECK
 
@@ -109,7 +109,7 @@ def header(data: ReportData) -> str:
     lines = [f"space <b>{esc(attrs.get('space', '?'))}</b>", f"device <b>{_device(attrs)}</b>",
              f"objectives <b>{esc(', '.join(data.objectives))}</b>"]
     if data.budgets:
-        lines.append(f"budgets <b>{esc(describe_budgets(data.budgets))}</b>")
+        lines.append(f"budgets <b>{esc(data.budgets.describe())}</b>")
     notes = "".join(f"<li>{esc(n)}</li>" for n in data.notes)
     if data.budgets and data.pick is None and data.pick_note:
         notes += f"<li>{esc(data.pick_note)}</li>"
@@ -127,24 +127,18 @@ def front_table(data: ReportData) -> str:
                "predicted latency ms"]
     energy = data.has_energy
     headers += ["energy mJ (analytical)"] if energy else []
-    headers += ["params", "weight kB"] + (["meets budgets"] if data.budgets else [])
+    headers += ["params", "weight kB", "memory kB"] + (["meets budgets"] if data.budgets else [])
     rows, classes = [], []
     for r in front.to_dict("records"):
         row = [f"#{int(r['id'])}", num(r["val_accuracy"], ".2%"), num(r["test_accuracy"], ".2%")]
         row += [num(r["predicted_accuracy"], ".2%"), num(r["latency_ms"]), num(r["predicted_latency_ms"])]
         row += [num(r["energy_mj"])] if energy else []
-        row += [num(r.get("params"), ".0f"), num(r.get("weight_kb"), ".1f")]
+        row += [num(r.get("params"), ".0f"), num(r.get("weight_kb"), ".1f"), num(r.get("memory_kb"), ".1f")]
         if data.budgets:
-            row.append("yes" if _meets(r, data.budgets) else "no")
+            row.append("yes" if data.budgets.met_by(r) else "no")
         rows.append(row)
         classes.append("pick" if data.pick is not None and int(data.pick["id"]) == int(r["id"]) else "")
     return "<h3>Pareto-optimal candidates</h3>" + table(headers, rows, classes)
-
-
-def _meets(row: dict, budgets: dict[str, float]) -> bool:
-    checks = {"max_latency_ms": lambda v: row["latency_ms"] <= v, "max_energy_mj": lambda v: row["energy_mj"] <= v,
-              "min_accuracy": lambda v: row["val_accuracy"] >= v}
-    return all(checks[k](v) for k, v in budgets.items())
 
 
 def quality_table(data: ReportData) -> str:

@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from hwnas.predictors.quality import regression_quality
-from hwnas.report.data import ReportData, describe_budgets, pareto_2d
+from hwnas.report.data import ReportData, pareto_2d
 from hwnas.report.figures import (
     BUDGET_COLOR,
     FRONT_COLOR,
@@ -29,6 +29,7 @@ LABEL_HEIGHT_PX = 11.0  # a 7-point candidate label's height at the report's DPI
 # (measured column, predicted column, axis label, budget key)
 LATENCY = ("latency_ms", "predicted_latency_ms", "latency (ms)", "max_latency_ms")
 ENERGY = ("energy_mj", "predicted_energy_mj", "energy (mJ)", "max_energy_mj")
+MEMORY = ("memory_kb", "memory_kb", "memory (kB)", "max_memory_kb")  # counted from the op graph: no prediction error
 
 
 def _values(data: ReportData, column: str, fallback: str | None = None) -> np.ndarray:
@@ -67,8 +68,8 @@ def _front_panel(ax, data: ReportData, column: str, predicted: str, label: str, 
         ax.set_xscale("log")
         label += ", log scale"
     ax.autoscale_view()
-    if budget in data.budgets:
-        value = data.budgets[budget]
+    if budget in data.budgets.active():
+        value = data.budgets.active()[budget]
         ax.axvline(value, color=BUDGET_COLOR, linestyle="--", linewidth=1.2, zorder=2)
         lo, hi = ax.get_xlim()
         hi = max(hi, value * 1.05)
@@ -120,12 +121,14 @@ def front_figure(data: ReportData) -> Figure | str:
     if frame.empty or not data.has("val_accuracy") or not data.has("latency_ms"):
         return "The job has no evaluated candidates yet, so there is no front to draw."
     panels = [LATENCY, ENERGY] if data.has_energy else [LATENCY]
+    if data.has("memory_kb") and ("memory" in data.objectives or data.budgets.max_memory_kb is not None):
+        panels.append(MEMORY)
     with new_figure(5.0 * len(panels) + 0.8, 4.6) as fig:
         axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
         for ax, panel in zip(axes, panels):
             _front_panel(ax, data, *panel)
-        if "min_accuracy" in data.budgets:
-            value = data.budgets["min_accuracy"]
+        if data.budgets.min_accuracy is not None:
+            value = data.budgets.min_accuracy
             lo, hi = axes[0].get_ylim()
             lo = min(lo, value - 0.02)
             for ax in axes:
@@ -137,7 +140,7 @@ def front_figure(data: ReportData) -> Figure | str:
         _front_legend(fig, data, len(panels))
         png = to_png(fig)
     shown = " and ".join(p[2].split(" ")[0] for p in panels)
-    budgets = f" Dashed red lines mark the budgets ({describe_budgets(data.budgets)})." if data.budgets else ""
+    budgets = f" Dashed red lines mark the budgets ({data.budgets.describe()})." if data.budgets else ""
     alt = (f"Scatter plot of validation accuracy against {shown} for {len(frame)} evaluated candidates, "
            f"with the {len(data.front)} Pareto-optimal ones in blue joined by a staircase, and each candidate's "
            f"predicted point as a hollow circle joined to its measured point.{budgets}")
@@ -150,6 +153,8 @@ def front_figure(data: ReportData) -> Figure | str:
                "under the job's objectives "
                f"({', '.join(data.objectives)}); the staircase joins those optimal in the panel's two axes."
                + ("" if data.has_energy else " No candidate has an energy figure, so there is no energy panel.")
+               + (" Memory (weights plus peak activations, see hwnas.footprint) is counted from each subnet's op "
+                  "graph, so its predicted and evaluated figures are one." if MEMORY in panels else "")
                + budgets + (f" The star: {data.pick_note}." if data.pick is not None else ""))
     return Figure("front", "Pareto front", alt, caption, png)
 

@@ -8,7 +8,6 @@ that puts the pick first never look at ``test_accuracy``, which the rows carry t
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import numpy as np
@@ -16,15 +15,8 @@ import pandas as pd
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
 from hwnas.errors import HwnasError, NoCandidateError
+from hwnas.search.budgets import Budgets
 from hwnas.search.objectives import objective_matrix
-
-
-def check_budget(name: str, value: float | None, upper: float | None = None) -> None:
-    if value is None:
-        return
-    if not math.isfinite(value) or value <= 0 or (upper is not None and value > upper):
-        limit = f" and at most {upper}" if upper is not None else ""
-        raise HwnasError(f"{name} must be a number above 0{limit}, got {value}")
 
 
 def pareto_front(frame: pd.DataFrame, objectives: Sequence[str]) -> pd.DataFrame:
@@ -44,31 +36,26 @@ def nearest_miss_message(frame: pd.DataFrame, misses: list[tuple[str, pd.Series]
     i = order.index[0]
     c = frame.loc[i]
     missed = ", ".join(f"{what} by {float(m[i]):.1%}" for what, m in misses if float(m[i]) > 0)
+    memory = f", memory {c['memory_kb']:.1f} kB" if pd.notna(c.get("memory_kb")) else ""
     return (f"no candidate meets {' and '.join(what for what, _ in misses)}; the nearest is #{int(c['id'])} "
             f"(misses {missed}): validation accuracy {c['val_accuracy']:.4f}, latency {c['latency_ms']:.4f} ms, "
-            f"energy {c['energy_mj']:.6f} mJ")
+            f"energy {c['energy_mj']:.6f} mJ{memory}")
 
 
-def query_front(frame: pd.DataFrame, objectives: Sequence[str], max_latency_ms: float | None = None,
-                max_energy_mj: float | None = None, min_accuracy: float | None = None) -> pd.DataFrame:
+def query_front(frame: pd.DataFrame, objectives: Sequence[str], budgets: Budgets | None = None) -> pd.DataFrame:
     """Pareto-optimal candidates meeting every budget, best validation accuracy first.
 
     Raises :class:`NoCandidateError` (exit code 1) naming the candidate nearest to meeting
     them when none does (see :func:`nearest_miss_message`).
     """
-    check_budget("--max-latency-ms", max_latency_ms)
-    check_budget("--max-energy-mj", max_energy_mj)
-    check_budget("--min-accuracy", min_accuracy, upper=1.0)
+    budgets = budgets or Budgets()
     if frame.empty:
         raise NoCandidateError("the job has no evaluated candidates yet")
+    for kind, _ in budgets.items():
+        if kind.column not in frame:
+            raise HwnasError(f"{kind.option}: the candidates have no {kind.column} column")
     # each budget: (what it asks, how far each candidate misses it, relative to the budget)
-    misses: list[tuple[str, pd.Series]] = []
-    if max_latency_ms is not None:
-        misses.append((f"latency <= {max_latency_ms:g} ms", frame["latency_ms"] / max_latency_ms - 1))
-    if max_energy_mj is not None:
-        misses.append((f"energy <= {max_energy_mj:g} mJ", frame["energy_mj"] / max_energy_mj - 1))
-    if min_accuracy is not None:
-        misses.append((f"validation accuracy >= {min_accuracy:g}", 1 - frame["val_accuracy"] / min_accuracy))
+    misses: list[tuple[str, pd.Series]] = budgets.misses(frame.astype({c: float for c in budgets.columns()}))
     ok = pd.Series(True, index=frame.index)
     for _, miss in misses:
         ok &= miss <= 0

@@ -4,10 +4,11 @@ and front queries share, kept apart from the pymoo problem so that reading a job
 Objectives are minimized, so accuracy enters as ``-accuracy``. The ``accuracy`` objective is
 *validation* accuracy (column ``val_accuracy``, predicted or evaluated): the search, the front and
 every budget choose on it, and test accuracy (``test_accuracy``) is only reported. An objective is ``accuracy``,
-``latency``, ``energy``, ``params``, ``flops`` or ``bitops``; ``latency@NAME`` and ``energy@NAME``
-take the figure from another device (a table or analytical one), so one search can trade
-latency on this CPU against energy on an accelerator. A budget is a bound on a metric column;
-its constraint is feasible at ``g <= 0``.
+``latency``, ``energy``, ``memory`` (``memory_kb``: weights plus peak activations at the device's
+batch size, see :mod:`hwnas.footprint`), ``params``, ``flops`` or ``bitops``; ``latency@NAME`` and
+``energy@NAME`` take the figure from another device (a table or analytical one), so one search can
+trade latency on this CPU against energy on an accelerator. A budget is a bound on a metric column
+(:class:`~hwnas.search.budgets.Budgets` gives them by column); its constraint is feasible at ``g <= 0``.
 """
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-BASE_COLUMNS = {"accuracy": "val_accuracy", "latency": "latency_ms", "energy": "energy_mj", "params": "params",
-                "flops": "flops", "bitops": "bitops"}
+BASE_COLUMNS = {"accuracy": "val_accuracy", "latency": "latency_ms", "energy": "energy_mj", "memory": "memory_kb",
+                "params": "params", "flops": "flops", "bitops": "bitops"}
 PER_DEVICE = ("latency", "energy")
 
 
@@ -39,18 +40,6 @@ def parse_objective(name: str) -> tuple[str, str | None]:
 
 def extra_devices(objectives: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(d for d in (parse_objective(o)[1] for o in objectives) if d))
-
-
-def budgets_of(config) -> dict[str, float]:
-    """The active budgets of a SearchConfig: column -> bound."""
-    out = {}
-    if config.max_latency_ms is not None:
-        out["latency_ms"] = config.max_latency_ms
-    if config.max_energy_mj is not None:
-        out["energy_mj"] = config.max_energy_mj
-    if config.min_accuracy is not None:
-        out["val_accuracy"] = config.min_accuracy
-    return out
 
 
 def objective_matrix(rows: Sequence[dict] | Mapping[str, np.ndarray], objectives: Sequence[str]) -> np.ndarray:

@@ -12,6 +12,11 @@ and sums: about 800,000 rows a second for costs and features of the default spac
 build), with latency and energy bit-identical to the per-arch path, since terms are added in the
 op graph's order.
 
+Memory is a sum and a maximum: weight bits add up by block like the counts, and the peak
+activation memory is the largest of the fixed part's peak and each active block's, read from the
+op graph of one subnet per combination (:mod:`hwnas.footprint`; a block's ops and the tensors alive
+while they run depend on its position and choices only, checked against the graph's length).
+
 Assumptions it relies on: table latency and energy are sums over cost units (ops, or blocks for
 a block-granularity table), the energy model is additive over ops, and there is no learned
 latency correction (it needs whole graphs: see :meth:`VectorizedCosts.supported`; callers fall
@@ -23,12 +28,14 @@ from __future__ import annotations
 import numpy as np
 
 from hwnas.errors import ArchError, LookupTableError
+from hwnas.footprint import activation_profile, memory_kb, weight_bits
 from hwnas.hwmodels.energy import PJ_PER_MJ
 from hwnas.ir import count
 from hwnas.predictors.accuracy import ArchFeatures
+from hwnas.spaces.registry import op_graph, op_inputs
 
 # Block counts: integers (or integers over 8192), so their sums are exact in any order.
-COUNTS = ("params", "macs", "bitops", "weight_kb", "mult_macs", "shift_macs", "adder_macs")
+COUNTS = ("params", "macs", "bitops", "weight_kb", "mult_macs", "shift_macs", "adder_macs", "weight_bits")
 _COL = {m: k for k, m in enumerate(COUNTS)}
 
 
@@ -89,6 +96,7 @@ class VectorizedCosts:
                 blocks.append((p, c, [unit] if lut.granularity == "block" else ops, ops))
         fixed = [*layout.leading, *layout.trailing]  # units at either granularity
         self.fixed_counts = self._count(fixed)
+        self._build_peaks(P, blocks)
         self._pj = self._sums_picojoules(fixed)
         self._errors: dict[tuple[int, int], str] = {}  # (position, combo) -> why it cannot be priced
         width = max(len(ops) for *_, ops in blocks)
@@ -110,6 +118,31 @@ class VectorizedCosts:
             self.fixed_terms.append((latency[0], energy[0]))
             self._fixed_error = self._fixed_error or error
 
+    def _build_peaks(self, P: int, blocks: list[tuple]) -> None:
+        """Per (position, combination) the peak activation elements while the block runs (0 for an
+        inactive one), and the fixed part's, from the op graph of the deepest subnet whose every
+        block takes the combination: the per-arch path's figures for the same ops."""
+        layout, space = self.layout, self.space
+        self.peaks = np.zeros((P, self.n_combos + 1), dtype=np.int64)
+        x = np.zeros(len(space.names), dtype=np.int64)
+        for col, values in zip(self._depth_cols, self._depth_values):
+            x[col] = int(np.argmax(values))
+        lead, lengths = len(layout.leading), np.zeros((self.n_combos, P), dtype=np.int64)
+        for p, c, _, ops in blocks:
+            lengths[c, p] = len(ops)
+        for c, choice in enumerate(np.ndindex(*layout.radices)):
+            x[self._pos_cols] = choice
+            spec = space.subnet_spec(space.decode(x))
+            ops = op_graph(spec)
+            if len(ops) != lead + lengths[c].sum() + len(layout.trailing):
+                raise ValueError(f"space {space.name!r}: its op graph does not split into the block layout's parts")
+            live = activation_profile(ops, op_inputs(spec, ops))
+            bounds = np.cumsum([lead, *lengths[c]])
+            for p in range(P):
+                self.peaks[p, c] = max(live[bounds[p]:bounds[p + 1]])
+            if c == 0:
+                self.fixed_peak = max([*live[:lead], *live[bounds[-1]:]])
+
     @staticmethod
     def _fixed_part_rows(lut, leading: int, trailing: int) -> dict[int, tuple[dict, bool]]:
         """Fixed op index -> (the table's head or tail row pricing it, whether it is the first of
@@ -123,7 +156,7 @@ class VectorizedCosts:
 
     @staticmethod
     def _count(ops) -> np.ndarray:
-        counts = count(ops)
+        counts = {**count(ops), "weight_bits": weight_bits(ops)}
         return np.array([counts[m] for m in COUNTS], dtype=float)
 
     def _sums_picojoules(self, probe) -> bool:
@@ -220,6 +253,10 @@ class VectorizedCosts:
         out = {"latency_ms": priced[:, 0], "latency_table_ms": priced[:, 0].copy(), "energy_mj": priced[:, 1]}
         for name in ("params", "flops", "macs", "bitops", "weight_kb", "mult_macs", "shift_macs", "adder_macs"):
             out[name] = 2.0 * t[:, _COL["macs"]] if name == "flops" else t[:, _COL[name]]
+        peak = np.full(len(combo), self.fixed_peak, dtype=np.int64)
+        for p in range(combo.shape[1]):
+            peak = np.maximum(peak, self.peaks[p][combo[:, p]])
+        out.update(memory_kb(t[:, _COL["weight_bits"]], peak, self.cost_model.batch_size))
         return out
 
     def features(self, X) -> np.ndarray:

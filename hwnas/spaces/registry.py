@@ -32,6 +32,10 @@ Optional hooks (None when the space has no such thing):
   that its largest subnet reproduces that model; returns a JSON-able record of what was done
   (``summary``: one line for the user, ``notes``: more lines), or None when the config names no
   pretrained model. Called once, before training starts.
+* ``op_inputs(spec, ops)``: which earlier tensors each op of ``ops = op_graph(spec)`` reads (per
+  op, the indices of the ops whose outputs it reads, -1 for the model's input), for the peak
+  activation memory (:mod:`hwnas.footprint`); a space without it is a chain, each op reading the
+  one before it, which is right only for a network without skip connections.
 
 A space object may also return a :class:`~hwnas.spaces.layout.BlockLayout` from
 ``block_layout()``; the search then prices whole populations from per-block tables instead of
@@ -62,6 +66,7 @@ class SpaceEntry:
     block_graph: Callable[[dict[str, Any]], list[OpSig]] | None = None
     int8_ineligible_reason: Callable[[dict[str, Any]], str | None] | None = None
     load_pretrained: Callable[[Any, Any], dict[str, Any] | None] | None = None
+    op_inputs: Callable[[dict[str, Any], list[OpSig]], list[tuple[int, ...]]] | None = None
 
 
 SPACES: dict[str, SpaceEntry] = {}
@@ -135,6 +140,12 @@ def load_pretrained(space_type: str, supernet: Any, space: Any) -> dict[str, Any
     None when the space has none or its config names none."""
     hook = space_entry(space_type).load_pretrained
     return None if hook is None else hook(supernet, space)
+
+
+def op_inputs(spec: dict[str, Any], ops: list[OpSig]) -> list[tuple[int, ...]] | None:
+    """What each op of ``ops = op_graph(spec)`` reads (see :attr:`SpaceEntry.op_inputs`); None: a chain."""
+    hook = space_entry(spec["type"]).op_inputs
+    return None if hook is None else hook(spec, ops)
 
 
 def int8_ineligible_reason(spec: dict[str, Any]) -> str | None:

@@ -44,6 +44,18 @@ def cnn_block_ops(block: dict[str, Any]) -> list[OpSig]:
     return ops
 
 
+def cnn_op_inputs(spec: dict[str, Any], ops: list[OpSig]) -> list[tuple[int, ...]]:
+    """What each op of :func:`cnn_op_graph` reads (the ``op_inputs`` hook): the op before it, and a
+    residual add also the block's input, which stays alive through the block."""
+    reads, k = [(-1,)], 0  # the stem reads the image; k: the op written last
+    for block in spec["blocks"]:
+        block_input = k
+        for op in cnn_block_ops(block):
+            k += 1
+            reads.append((k - 1, block_input) if op.kind == "add" else (k - 1,))
+    return [*reads, (k,), (k + 1,)]  # the head conv and the classifier
+
+
 def cnn_fixed_ops(spec: dict[str, Any]) -> list[OpSig]:
     """The ops of a CNN subnet spec outside its blocks: stem conv, head conv and classifier."""
     head, (c, h, w) = spec["head"], spec["classifier"]["in_shape"]

@@ -38,3 +38,20 @@ def vit_op_graph(spec: dict[str, Any]) -> list[OpSig]:
     ops += [OpSig("layernorm", d, spec["final_tokens"], 1, d),
             OpSig("classifier", d, 1, 1, spec["num_classes"])]
     return ops
+
+
+def vit_op_inputs(spec: dict[str, Any], ops: list[OpSig]) -> list[tuple[int, ...]]:
+    """What each op of :func:`vit_op_graph` reads (the ``op_inputs`` hook): the op before it; a
+    residual add also its branch's input (the blocks are pre-norm, so a branch starts at a layer
+    norm, whose input the add adds back); token selection also the q and k of the attention before
+    it (the qkv output, kept alive until then)."""
+    reads: list[tuple[int, ...]] = []
+    branch_input, attention_input = -1, -1
+    for k, op in enumerate(ops):
+        if op.kind == "layernorm":
+            branch_input = k - 1
+        elif op.kind == "attention":
+            attention_input = k - 1
+        extra = {"add": (branch_input,), "tokens": (attention_input,)}.get(op.kind, ())
+        reads.append((k - 1, *extra))
+    return reads
