@@ -1,8 +1,9 @@
-"""Supernet training on Ray Train workers equals the serial trainer, resumes, and fails in one line.
+"""Data-parallel supernet training on Ray Train workers: the serial step where batch norm does not
+intervene, resumable from a checkpoint, failing in one line.
 
-The Ray tests start a local Ray of 2 CPUs with 2 Ray Train workers. Float results of CPU kernels
-depend on the number of torch threads, so the serial reference runs with one thread and the
-workers are given ``threads=1``: then the two agree to the last bit.
+One Ray run here (a ViT, which has layer norm only, resumed from a serial checkpoint on 2 workers
+of one thread); ``tests/test_search_rounds.py`` runs a whole job with ``--workers 2`` and checks
+that the CNN supernet (batch norm: shard statistics) reaches the serial accuracy within noise.
 """
 from __future__ import annotations
 
@@ -12,24 +13,38 @@ import sys
 import pytest
 import torch
 
-from hwnas.job.checks import load_job_config as load_config
 from hwnas.errors import HwnasError
+from hwnas.job.checks import load_job_config as load_config
+from hwnas.spaces.ops.quant import FLOAT_BITS, ElasticLSQ
 from hwnas.train.components import Components
-from hwnas.train.distributed import (RaySupernetTrainer, _import_ray_train, _training_error,
-                                      train_supernet_on_ray)
-from hwnas.train.evaluation import evaluate_subnet
+from hwnas.train.distributed import _import_ray_train, _training_error, train_supernet_on_ray
 from hwnas.train.trainer import SupernetTrainer
 from tests.conftest import TINY
 
 CPU = torch.device("cpu")
+LR = 0.003
 
 # Ray Train imports ray.data, which warns about its own deprecated settings
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.*")
 
+VIT = {"type": "vit", "patch_size": 2, "embed_dims": [16, 32], "depths": [1, 2, 3], "heads": [1, 2], "head_dim": 8,
+       "mlp_ratios": [1.0, 2.0], "attentions": ["softmax", "linear"], "keep_ratios": [0.5, 1.0],
+       "weight_bits": [8, 32], "act_bits": [8, 32], "qkv_bias": False}
 
-def _config(epochs: int = 2):
+
+def _config(epochs: int, **train):
     tree = copy.deepcopy(TINY)
-    tree["train"]["epochs"] = epochs
+    tree["train"].update(epochs=epochs, **train)
+    return load_config(tree)
+
+
+def _vit_config(epochs: int):
+    """The tiny ViT: 3 steps an epoch (batch 256 of digits' 898 training images), one AdamW step
+    per subnet (an all-reduce after each), distillation from the largest subnet's soft labels."""
+    tree = copy.deepcopy(TINY)
+    tree["space"] = VIT
+    tree["data"]["batch_size"] = 256
+    tree["train"].update(epochs=epochs, lr=LR, weight_decay=0.01, step_per_subnet=True, distill=True)
     return load_config(tree)
 
 
@@ -60,61 +75,57 @@ def _serial(config, checkpoint=None):
     return parts, trainer
 
 
-def _without_seconds(history):
-    return [{k: v for k, v in record.items() if k != "seconds"} for record in history]
+def _unset_quantizer_steps(supernet) -> int:
+    return sum(not bool(getattr(q, f"init_b{b}")) for q in supernet.modules() if isinstance(q, ElasticLSQ)
+               for b in q.bit_choices if b < FLOAT_BITS)
 
 
-def _assert_same_state(expected: dict, got: dict):
-    assert list(expected) == list(got)
-    for name in expected:
-        assert torch.equal(expected[name], got[name]), name
+def test_two_workers_resume_and_step_as_the_serial_trainer_on_the_full_batch(ray_train, tmp_path):
+    """A serial epoch 0, then epoch 1 on 2 workers (each half of every batch), against 2 serial
+    epochs. Without batch norm the two differ by float rounding only (shard sums, the all-reduce).
 
-
-def test_two_ray_workers_train_exactly_as_the_serial_trainer(ray_train, tmp_path):
-    config = _config()
-    serial, serial_trainer = _serial(config)
-
-    parts = Components.build(config, CPU)
+    Tolerances: a step moves a weight by up to about ``lr`` (AdamW normalises the gradient), so a
+    wrong gradient (one shard's, or a soft label from the other shard) moves weights by a good
+    fraction of ``lr``; rounding moves them by orders of magnitude less (measured: see below).
+    Weights must agree to ``lr / 100``. AdamW's step is blind to a global scale of the gradient
+    (sum instead of mean over workers), so the first moments, which are not, must agree to 1e-3
+    of each tensor's largest entry.
+    """
+    straight, straight_trainer = _serial(_vit_config(2))
     ckpt = tmp_path / "checkpoint.pt"
+    first, _ = _serial(_vit_config(1), ckpt)  # "killed" after epoch 0
+    # some quantizer steps are still unset: the workers must set them from the full batch
+    assert _unset_quantizer_steps(first.supernet) > _unset_quantizer_steps(straight.supernet)
+
     epochs = []
-    trainer = RaySupernetTrainer(config, parts.supernet, parts.data, workers=2, threads=1,
-                                 checkpoint_path=ckpt, on_epoch=lambda e, n, r: epochs.append((e, n)))
-    assert not trainer.try_resume()
-    history = trainer.train()
+    result = train_supernet_on_ray(_vit_config(2).to_dict(), workers=2, threads=1, checkpoint_path=ckpt,
+                                   on_epoch=lambda e, n, r: epochs.append((e, n)))
 
-    assert epochs == [(1, 2), (2, 2)]
-    assert _without_seconds(history) == _without_seconds(serial_trainer.history)
-    _assert_same_state(serial.supernet.state_dict(), parts.supernet.state_dict())  # bit for bit
-    expected_opt, got_opt = serial_trainer.optimizer.state_dict(), trainer.optimizer.state_dict()
-    assert expected_opt["param_groups"] == got_opt["param_groups"]
-    for i, state in expected_opt["state"].items():
-        for key, value in state.items():
-            assert torch.equal(value, got_opt["state"][i][key]), (i, key)
-
-    # the checkpoint rank 0 wrote is the serial format: the serial trainer resumes it as finished
-    resumed = Components.build(config, CPU)
-    reader = SupernetTrainer(resumed.supernet, resumed.data, config.train, config.seed, CPU,
-                             config.data.batch_size, ckpt)
+    assert result.resumed_epoch == 1 and epochs == [(2, 2)]
+    expected = straight.supernet.state_dict()
+    assert list(result.state) == list(expected)
+    for name, value in expected.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(result.state[name], value, rtol=0, atol=LR / 100, msg=name)
+        else:  # the quantizers' init flags: set by the same subnets
+            assert torch.equal(result.state[name], value), name
+    for got, want in zip(result.history, straight_trainer.history):
+        assert got["epoch"] == want["epoch"] and got["lr"] == want["lr"]
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-4)
+        assert abs(got["train_accuracy"] - want["train_accuracy"]) <= 2 / 768  # an argmax tie or two
+    # rank 0's checkpoint: the serial format, with Adam's moments of the full-batch gradients
+    state = torch.load(ckpt, weights_only=True)
+    assert state["epoch"] == 1
+    moments = straight_trainer.optimizer.state_dict()["state"]
+    assert set(state["optimizer"]["state"]) == set(moments)
+    for i, want in moments.items():
+        got = state["optimizer"]["state"][i]
+        assert torch.equal(got["step"], want["step"]), i
+        scale = float(want["exp_avg"].abs().max())
+        torch.testing.assert_close(got["exp_avg"], want["exp_avg"], rtol=0, atol=1e-3 * scale, msg=str(i))
+    resumed = Components.build(_vit_config(2), CPU)
+    reader = SupernetTrainer(resumed.supernet, resumed.data, _vit_config(2).train, 0, CPU, 256, ckpt)
     assert reader.try_resume() and reader.start_epoch == 2
-    _assert_same_state(serial.supernet.state_dict(), resumed.supernet.state_dict())
-
-    n = config.train.recalibration_samples
-    for arch in (config_space := serial.space).largest(), config_space.smallest():
-        assert (evaluate_subnet(parts.supernet, arch, parts.data, "test", n, 256)
-                == evaluate_subnet(serial.supernet, arch, serial.data, "test", n, 256))
-
-
-def test_ray_training_resumes_from_a_checkpoint(ray_train, tmp_path):
-    straight, straight_trainer = _serial(_config(epochs=2))
-    ckpt = tmp_path / "checkpoint.pt"
-    _serial(_config(epochs=1), ckpt)  # "killed" after the first epoch: the checkpoint of epoch 0
-
-    result = train_supernet_on_ray(_config(epochs=2).to_dict(), workers=2, threads=1, checkpoint_path=ckpt)
-
-    assert result.resumed_epoch == 1
-    assert _without_seconds(result.history) == _without_seconds(straight_trainer.history)
-    _assert_same_state(straight.supernet.state_dict(), result.state)
-    assert torch.load(ckpt, weights_only=True)["epoch"] == 1
 
 
 def test_a_failing_worker_is_one_line():
