@@ -107,8 +107,9 @@ class DataParallelTrainer(SupernetTrainer):
                 flat[self._total + j] = 1.0
         if self.world_size > 1:
             dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        touched = flat[self._total:].tolist()
         for j, p in enumerate(self._params):
-            p.grad = flat[self._slices[j]].view(p.shape) if flat[self._total + j] > 0 else None
+            p.grad = flat[self._slices[j]].view(p.shape) if touched[j] > 0 else None
 
     def _forward(self, net, x: torch.Tensor) -> torch.Tensor:
         """The active subnet's logits on the shard ``x``; a quantizer step this forward initialised

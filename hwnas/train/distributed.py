@@ -40,14 +40,16 @@ Workers must be able to import hwnas and load the dataset named by the config (a
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import sys
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -68,6 +70,12 @@ HEALTH_CHECK_INTERVAL_S = "0.2"
 #: Seconds the driver waits for a worker's checkpoint in one call to the collecting actor.
 POLL_SECONDS = 0.5
 
+#: A local Ray started for training runs its workers at normal priority: Ray's default niceness of
+#: 15 lets every other process, Ray's own control processes included, preempt the workers, and one
+#: preempted worker stalls all of them at the next all-reduce. Not set for evaluation workers (a
+#: latency measurement in the driver should win over them).
+LOCAL_TRAINING_ENVIRONMENT = {"RAY_worker_niceness": "0"}
+
 
 def _import_ray_train(local: bool):
     """``(ray, ray.train, TorchTrainer)``, with the environment hwnas sets before importing Ray;
@@ -81,6 +89,18 @@ def _import_ray_train(local: bool):
     except ImportError:
         raise HwnasError(RAY_TRAIN_MISSING) from None
     return ray, ray.train, TorchTrainer
+
+
+@contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """``values`` in ``os.environ`` (where the user set nothing) for the duration of the block."""
+    added = {k: v for k, v in values.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
 
 
 # -- the worker side ---------------------------------------------------------------------------
@@ -187,7 +207,8 @@ class RaySupernetTrainer(SupernetTrainer):
             return self.history  # resumed after the last epoch: nothing to train
         began = time.perf_counter()
         ray, train, TorchTrainer = _import_ray_train(local=not self.address)
-        started = join_or_start_ray(ray, self.address, self.workers)
+        with _environment(LOCAL_TRAINING_ENVIRONMENT):  # read by a local raylet as it starts
+            started = join_or_start_ray(ray, self.address, self.workers)
         self.ray_start_seconds = time.perf_counter() - began
         storage = tempfile.mkdtemp(prefix="hwnas-ray-train-")
         try:
