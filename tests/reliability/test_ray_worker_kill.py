@@ -150,7 +150,7 @@ def _config(tiny: dict) -> dict:
     # parallel job must find the very candidates the serial one does.
     tree["device"] = {"name": "edge-accel-45nm"}
     # Cheaper than the tiny config where it does not matter here: one epoch of supernet training
-    # (with workers it runs on Ray Train, slow on two cores), a ridge predictor on few samples.
+    # (the serial job's; the parallel job reuses its weights), a ridge predictor on few samples.
     # Not fewer training steps: an LSQ quantizer that training never ran at some bit-width is
     # initialised by the first evaluation that runs it, and then a result depends on which items
     # its worker evaluated before, so no parallel run could equal the serial one. Slower where it
@@ -164,8 +164,8 @@ def _config(tiny: dict) -> dict:
 
 def _search(config: Path, workdir: Path, workers: int, log: Path) -> subprocess.Popen:
     """``hwnas search`` in a process (and session) of its own, its output to ``log``."""
-    # One torch thread in both jobs: two jobs side by side on a small machine, and the same thread
-    # count is what makes the parallel job's training (Ray Train) equal the serial job's.
+    # One torch thread in both jobs: two jobs side by side on a small machine, and evaluations on
+    # one thread give the same accuracies in a worker as in the serial job.
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = open(log, "w")
     try:
@@ -200,8 +200,10 @@ def test_a_worker_killed_mid_evaluation_is_replaced_and_the_job_completes(tiny_t
     parallel_log, serial_log = tmp_path / "parallel.log", tmp_path / "serial.log"
 
     # The serial reference first; the parallel job starts from its trained supernet (the worker
-    # count is not part of a job's identity, and a job whose weights file exists skips training),
-    # which spares this test a Ray Train start-up that has nothing to do with evaluation.
+    # count is not part of a job's identity, and a job whose weights file exists skips training).
+    # Training on Ray workers is data-parallel, equal to the serial run only within noise, so the
+    # parallel job's results can equal the serial ones only from the same weights; it also spares
+    # this test a Ray Train start-up that has nothing to do with evaluation.
     serial = _search(config, serial_dir, 1, serial_log)
     deadline = time.monotonic() + 400  # generous: other tests may share the cores
     try:
