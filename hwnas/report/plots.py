@@ -159,6 +159,8 @@ def front_figure(data: ReportData) -> Figure | str:
     source = data.latency_source
     latency_words = ("latency measured on the device in this job" if source == "measured"
                      else f"latency from the device's {source} model, not measured")
+    if data.attrs.get("latency_unit"):  # what one latency figure times, as the space states it
+        latency_words += f", {data.attrs['latency_unit']}"
     caption = (f"Filled dots are evaluated candidates (validation {q.name}, which chose the front; {latency_words}), "
                "hollow circles what the predictors expected before evaluating; the thin line between them is the "
                f"prediction error. Test {q.name} is in the table below, never used to choose. Blue points are Pareto-optimal "
