@@ -66,6 +66,14 @@ def test_a_language_model_job_searches_and_queries_on_perplexity(tmp_path, capsy
     assert "validation perplexity" in capsys.readouterr().err
     assert main(["front", "lm", *w, "--min-accuracy", "0.1"]) == 2
     assert "judged by perplexity" in capsys.readouterr().err
+    out = tmp_path / "exported"
+    assert main(["export", "lm", "--max-perplexity", str(ppl[-1]), "--out", str(out), *w, "--quiet"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["metrics"]["evaluated"]["chosen_on"] == "val_perplexity" and manifest["checks"]["pt"]["passed"]
+    exported = hwnas.load_exported(out)
+    assert isinstance(exported, seq_space.StandaloneSeq)  # token ids in, nothing to standardize
+    with torch.no_grad():
+        assert torch.allclose(exported(x[:4]), model(x[:4]))  # the front's first: the lowest perplexity
     assert main(["report", "lm", *w, "--out", str(tmp_path / "report"), "--quiet"]) == 0
     page = (tmp_path / "report" / "index.html").read_text(encoding="utf-8")
     assert "validation perplexity" in page and "best validation perplexity" in page

@@ -289,8 +289,10 @@ def export(
                  "int8": manifest.get("int8"), "finetune": manifest.get("finetune"),
                  "preprocessing": manifest.get("preprocessing")})
         return
-    ui.result(f"exported candidate {manifest['candidate']} of {job.name} to {path}: validation accuracy "
-              f"{evaluated['val_accuracy']:.4f} (chosen on), test accuracy {evaluated['export_test_accuracy']:.4f}, "
+    q = job.quality
+    ui.result(f"exported candidate {manifest['candidate']} of {job.name} to {path}: validation {q.name} "
+              f"{q.format(evaluated[q.column])} (chosen on), test {q.name} "
+              f"{q.format(evaluated[f'export_{q.test_column}'])}, "
               f"latency {search_latency['latency_ms']:.3f} ms ({source})", wrap=False)
     if lat.get("measured"):
         ui.info(f"  re-measured now: {lat['median_ms']:.3f} ms against the predicted {lat['predicted_ms']:.3f} ms "
