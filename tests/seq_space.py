@@ -65,6 +65,10 @@ class StandaloneSeq(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(F.relu(self.hidden(self.embed(x))))
 
+    def example_input(self, batch_size: int) -> torch.Tensor:
+        """One token per sequence: the decode step its op graph costs (what a device times)."""
+        return torch.zeros(batch_size, 1, dtype=torch.int64)
+
 
 class SeqSupernet(nn.Module):
     def __init__(self, space: SeqSpace):

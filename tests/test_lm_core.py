@@ -17,10 +17,11 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from hwnas.cli.budgets import budgets_of
-from hwnas.config import TrainConfig
+from hwnas.config import DeviceConfig, TrainConfig
 from hwnas.data import DataSplits, iterate_batches, load_data
 from hwnas.data.text import windows
 from hwnas.errors import ConfigError, HwnasError, NoCandidateError
+from hwnas.hwmodels.local_cpu import LocalCPU
 from hwnas.job.checks import load_job_config
 from hwnas.job.store import JobStore
 from hwnas.predictors.accuracy import AccuracyPredictor
@@ -32,6 +33,7 @@ from hwnas.train.evaluation import evaluate_subnet, quality_metrics, split_quali
 from hwnas.train.trainer import SupernetTrainer
 from hwnas.utils.tokenizers import ByteTokenizer, load_tokenizer
 from tests.conftest import TINY
+from tests.seq_space import StandaloneSeq
 
 
 class TinyLM(nn.Module):
@@ -251,3 +253,13 @@ def test_a_language_model_config_passes():
     tree["search"].update(objectives=["perplexity", "latency"], max_perplexity=20.0)
     config = load_job_config(tree)
     assert Budgets.from_config(config.search).max_perplexity == 20.0
+
+
+def test_a_measured_device_times_a_model_on_the_inputs_the_model_states():
+    model = StandaloneSeq({"num_classes": 256, "embed": 8, "hidden": 8}).eval()
+    device = LocalCPU(DeviceConfig(warmup=1, repeats=3, rounds=1))
+    x = device.example((16,), model)
+    assert x.dtype == torch.int64 and x.shape == (1, 1)  # one decode step, not random floats
+    assert device.example((1, 8, 8)).dtype == torch.float32  # a model that states nothing: as before
+    median, _ = device.time_model(model, (16,))
+    assert median > 0
