@@ -131,7 +131,7 @@ class JobStore:
         return name in self.job_names()
 
     def create(self, name: str, objectives: list[str], attrs: dict[str, Any]) -> optuna.Study:
-        directions = ["maximize" if o in MAXIMIZED else "minimize" for o in objectives]  # validation accuracy
+        directions = ["maximize" if o in MAXIMIZED else "minimize" for o in objectives]  # accuracy up, the rest down
         try:
             study = optuna.create_study(study_name=name, storage=self.storage, directions=directions)
         except optuna.exceptions.DuplicatedStudyError:  # another process created it since exists()
