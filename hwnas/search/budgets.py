@@ -1,8 +1,9 @@
 """Budgets: bounds on a candidate's metrics, as one typed value every layer passes along.
 
-A budget caps a cost (latency, energy, memory) or validation perplexity (a language model), or sets a
-floor under validation accuracy. The search turns the config's budgets into constraints, the front query filters by them, ``hwnas
-front`` / ``export`` / ``report`` take them as options and the report draws them. Each is one row
+A budget caps a cost (latency, energy, memory) or validation perplexity (a language model), or
+sets a floor under validation accuracy. The search turns the config's budgets into constraints,
+the front query filters by them, ``hwnas front`` / ``export`` / ``report`` take them as options
+and the report draws them. Each is one row
 of :data:`BUDGETS` (its keyword, metric column, option and words) and one field of
 :class:`Budgets`, so adding a budget edits this module, the config and the CLI's option list,
 not every signature that passes budgets on.
