@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hwnas.errors import ConfigError
+from hwnas.metrics import QUALITY_METRICS
 from hwnas.utils.models import StrictModel, format_validation_error  # noqa: F401  (re-exported)
 
 OBJECTIVES = ("accuracy", "latency", "energy")
@@ -40,6 +41,11 @@ class DataConfig(_Section):
     test_fraction: float = Field(0.2, gt=0, lt=0.5)
     split_seed: int = Field(0, ge=0, le=2**32 - 1)  # the range scikit-learn's splitter accepts
     batch_size: int = Field(64, gt=0, le=8192)
+    context_length: int | None = Field(None, gt=0, le=1 << 20, description="tokens per sequence of a text "
+                                       "dataset (null: 128)")
+    tokenizer: str | None = Field(None, description="a local Hugging Face tokenizer folder for a text dataset "
+                                  "(null: byte-level, vocabulary 256)")
+    tokenizer_gguf: str | None = Field(None, description="a GGUF file in data.tokenizer to read the tokenizer from")
 
 
 class TrainConfig(_Section):
@@ -91,8 +97,8 @@ class PredictorConfig(_Section):
 class SearchConfig(_Section):
     algorithm: str = "nsga2"
     objectives: list[str] = Field(default_factory=lambda: ["accuracy", "latency", "energy"], min_length=2,
-                                  description="accuracy, latency, energy, memory, params, flops, bitops; latency@DEVICE, "
-                                  "energy@DEVICE")
+                                  description="accuracy (or perplexity), latency, energy, memory, params, flops, "
+                                  "bitops; latency@DEVICE, energy@DEVICE")
     population: int = Field(64, ge=4, le=100000)
     generations: int = Field(40, ge=1, le=100000)
     evaluate: int = Field(24, ge=1, le=100000, description="budget of real evaluations (plus the space's extremes)")
@@ -105,17 +111,21 @@ class SearchConfig(_Section):
     max_memory_kb: float | None = Field(None, gt=0, description="weights plus peak activations at the device's "
                                         "batch size, in KiB (see hwnas.footprint)")
     min_accuracy: float | None = Field(None, ge=0, le=1)
+    max_perplexity: float | None = Field(None, gt=0, description="validation perplexity budget of a language model")
 
     @field_validator("objectives")
     @classmethod
     def _objectives(cls, v: list[str]) -> list[str]:
         if len(set(v)) != len(v):
             raise ValueError("objectives must not repeat")
-        if "accuracy" not in v:
-            raise ValueError("objectives must include accuracy")
+        quality = [o for o in v if o in QUALITY_METRICS]
+        if not quality:
+            raise ValueError("objectives must include accuracy (or perplexity, for a language model)")
+        if len(quality) > 1:
+            raise ValueError(f"objectives name two quality metrics ({quality[0]}, {quality[1]}); a job has one")
         return v
 
-    @field_validator("max_latency_ms", "max_energy_mj", "max_memory_kb", "min_accuracy")
+    @field_validator("max_latency_ms", "max_energy_mj", "max_memory_kb", "min_accuracy", "max_perplexity")
     @classmethod
     def _finite(cls, v: float | None) -> float | None:
         if v is not None and not math.isfinite(v):

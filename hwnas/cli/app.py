@@ -28,12 +28,13 @@ import json
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
-from hwnas.cli.budgets import MaxEnergy, MaxLatency, MaxMemory, MinAccuracy, budgets_of
+from hwnas.cli.budgets import (MaxEnergy, MaxLatency, MaxMemory, MaxMemoryMb, MaxPerplexity, MinAccuracy,
+                               budgets_of)
+from hwnas.cli.fronts import front_records, front_rows, front_table
 from hwnas.cli.style import (DEFAULT_WORKDIR, FOLD, RIGHT, ConfigWorkdir, Json, JobName, Overrides, Quiet, Store, Ui,
                              Workdir, _console, app, make_table)
 from hwnas.errors import HwnasError
@@ -49,46 +50,6 @@ class Format(str, Enum):
     table = "table"
     csv = "csv"
     json = "json"
-
-
-# val_accuracy chose the front (and any budget pick); test_accuracy is reported beside it. latency_ms
-# is what latency_source says: measured on the job's device in this job, or a table's or analytical
-# model's figure (then predicted_latency_ms is the same model's).
-FRONT_COLUMNS = ["id", "val_accuracy", "test_accuracy", "latency_ms", "latency_source", "energy_mj", "memory_kb",
-                 "activation_kb", "params", "flops", "bitops", "weight_kb", "predicted_accuracy",
-                 "predicted_accuracy_std", "predicted_latency_ms", "measured", "arch"]
-
-
-def _front_rows(frame):
-    return frame.reindex(columns=FRONT_COLUMNS + [c for c in frame.columns if "@" in c])  # other devices' figures
-
-
-def _front_records(frame) -> list[dict[str, Any]]:
-    records = _front_rows(frame).to_dict("records")
-    for rec in records:
-        rec["arch"] = json.loads(rec["arch"])
-        rec["id"] = int(rec["id"])
-        rec["measured"] = bool(rec["measured"])
-    return records
-
-
-def _front_table(job, frame, title: str, memory_budget: float | None = None) -> Table:
-    """Memory (kB) takes the MFLOPs column's place where it is an objective or a budget: one more
-    column would squeeze the arch column out of an 80-column terminal."""
-    from hwnas.job.store import arch_of
-
-    sources = set(frame["latency_source"]) if not frame.empty else {"measured"}
-    latency = f"lat ms ({'/'.join(sorted(sources))})"
-    memory = "memory" in job.objectives or memory_budget is not None or job.config.search.max_memory_kb is not None
-    table = make_table(("id", RIGHT), ("val acc", RIGHT), ("test acc", RIGHT), (latency, RIGHT), ("pred ms", RIGHT),
-                       ("uJ", RIGHT), ("params", RIGHT), ("kB" if memory else "MFLOPs", RIGHT),
-                       ("arch", {**FOLD, "min_width": 12}), title=title)
-    space = job.space()
-    for _, r in frame.iterrows():
-        table.add_row(str(int(r["id"])), f"{r['val_accuracy']:.4f}", f"{r['test_accuracy']:.4f}", f"{r['latency_ms']:.3f}",
-                      f"{r['predicted_latency_ms']:.3f}", f"{r['energy_mj'] * 1000:.2f}", f"{int(r['params']):,}",
-                      f"{r['memory_kb']:.1f}" if memory else f"{r['flops'] / 1e6:.2f}", space.summary(arch_of(r)))
-    return table
 
 
 @app.command()
@@ -136,9 +97,9 @@ def search(
     evaluated = len(job.candidates())
     if ui.json:
         ui.emit({"job": job.name, "store": job.store.display, "status": job.status, "job_dir": str(job.job_dir),
-                 "evaluated": evaluated, "objectives": job.objectives, "front": _front_records(frame)})
+                 "evaluated": evaluated, "objectives": job.objectives, "front": front_records(frame, job.quality)})
         return
-    ui.table(_front_table(job, frame, f"Validated Pareto front of {job.name} ({len(frame)} of {evaluated} "
+    ui.table(front_table(job, frame, f"Validated Pareto front of {job.name} ({len(frame)} of {evaluated} "
                                       "evaluated candidates)"))
     ui.result(f"job: {job.name}   store: {job.store.display}   status: {job.status}", wrap=False)
 
@@ -178,7 +139,8 @@ def report(job_name: JobName,
            out_dir: Annotated[Optional[Path], typer.Option("--out", metavar="DIR", help="also write an HTML page "
                                                             "with PNG plots (index.html) to DIR")] = None,
            max_latency_ms: MaxLatency = None, max_energy_mj: MaxEnergy = None, max_memory_kb: MaxMemory = None,
-           min_accuracy: MinAccuracy = None, store: Store = None, workdir: Workdir = DEFAULT_WORKDIR,
+           max_memory_mb: MaxMemoryMb = None, min_accuracy: MinAccuracy = None, max_perplexity: MaxPerplexity = None,
+           store: Store = None, workdir: Workdir = DEFAULT_WORKDIR,
            quiet: Quiet = False, as_json: Json = False) -> None:
     """Print a job's predictor quality on holdout subnets, its device and stage times; with --out,
     write the report page: the front (predicted and measured, budgets as lines), parity plots,
@@ -233,14 +195,16 @@ def front(
     max_latency_ms: MaxLatency = None,
     max_energy_mj: MaxEnergy = None,
     max_memory_kb: MaxMemory = None,
+    max_memory_mb: MaxMemoryMb = None,
     min_accuracy: MinAccuracy = None,
+    max_perplexity: MaxPerplexity = None,
     fmt: Annotated[Format, typer.Option("--format", help="table, csv, or json (the same as --json)")] = Format.table,
     store: Store = None,
     workdir: Workdir = DEFAULT_WORKDIR,
     quiet: Quiet = False,
     as_json: Json = False,
 ) -> None:
-    """Print the Pareto-optimal candidates meeting every budget, best accuracy first.
+    """Print the Pareto-optimal candidates meeting every budget, best accuracy (or perplexity) first.
 
     \b
     Example:
@@ -255,12 +219,12 @@ def front(
     job = open_job(job_name, store=store, workdir=workdir)
     frame = job.front(budgets)
     if fmt == Format.csv:
-        sys.stdout.write(_front_rows(frame).to_csv(index=False))
+        sys.stdout.write(front_rows(frame, job.quality).to_csv(index=False))
         return
     if ui.json:
-        ui.emit(_front_records(frame))
+        ui.emit(front_records(frame, job.quality))
         return
-    ui.table(_front_table(job, frame, f"Pareto front of {job.name}: {len(frame)} candidates", budgets.max_memory_kb))
+    ui.table(front_table(job, frame, f"Pareto front of {job.name}: {len(frame)} candidates", budgets.max_memory_kb))
 
 
 @app.command()
@@ -273,7 +237,9 @@ def export(
     max_latency_ms: MaxLatency = None,
     max_energy_mj: MaxEnergy = None,
     max_memory_kb: MaxMemory = None,
+    max_memory_mb: MaxMemoryMb = None,
     min_accuracy: MinAccuracy = None,
+    max_perplexity: MaxPerplexity = None,
     fmt: Annotated[str, typer.Option("--format", metavar="FORMATS", help="comma-separated: pt (safetensors + "
                                      "manifest, always written), torchscript, onnx, int8 (all-8-bit subnets), "
                                      "or all (every one this subnet allows)")] = "pt",
@@ -323,8 +289,10 @@ def export(
                  "int8": manifest.get("int8"), "finetune": manifest.get("finetune"),
                  "preprocessing": manifest.get("preprocessing")})
         return
-    ui.result(f"exported candidate {manifest['candidate']} of {job.name} to {path}: validation accuracy "
-              f"{evaluated['val_accuracy']:.4f} (chosen on), test accuracy {evaluated['export_test_accuracy']:.4f}, "
+    q = job.quality
+    ui.result(f"exported candidate {manifest['candidate']} of {job.name} to {path}: validation {q.name} "
+              f"{q.format(evaluated[q.column])} (chosen on), test {q.name} "
+              f"{q.format(evaluated[f'export_{q.test_column}'])}, "
               f"latency {search_latency['latency_ms']:.3f} ms ({source})", wrap=False)
     if lat.get("measured"):
         ui.info(f"  re-measured now: {lat['median_ms']:.3f} ms against the predicted {lat['predicted_ms']:.3f} ms "

@@ -139,7 +139,7 @@ def profile(
       hwnas profile --device local-cpu --space experiments/digits-cnn.yaml
     """
     from hwnas.job.checks import load_job_config as load_config
-    from hwnas.data import load_data
+    from hwnas.data import load_configured
     from hwnas.errors import ConfigError
     from hwnas.hwmodels.devices import build_device
     from hwnas.hwmodels.profiler import HIGH_SPREAD
@@ -152,8 +152,7 @@ def profile(
     device = build_device(config.device, work)
     if not device.measures:
         raise ConfigError(f"device {device.name!r} is a {device.kind} device: it has nothing to measure")
-    d = config.data
-    data = load_data(d.dataset, d.root, d.image_size, d.val_fraction, d.test_fraction, d.split_seed)
+    data = load_configured(config.data)
     space = build_space(config.space, data.input_shape, data.num_classes)
     result = profile_device(device, space, config.space.type, work, ui.reporter(), config.device.max_spread,
                             refresh=refresh)

@@ -43,7 +43,7 @@ from hwnas.spaces.dims import Arch
 from hwnas.spaces.ops.quant import ActQuant
 from hwnas.spaces.registry import int8_ineligible_reason, op_graph, space_entry
 from hwnas.train.components import Components, resolve_compute
-from hwnas.train.evaluation import accuracy
+from hwnas.train.evaluation import accuracy, split_quality
 from hwnas.utils.hooks import run_with_pre_hooks
 from hwnas.utils.io import atomic_path, digest_path, sha256_file, write_json_with_digest
 
@@ -115,7 +115,7 @@ def _check(name: str, run, inputs: torch.Tensor, reference: torch.Tensor, model:
     excused only when one of its activations sits within :data:`FLIP_MARGIN` steps of a rounding
     boundary (see :func:`rounding_margin`): then both roundings are right to float precision. The
     manifest records how many inputs were excused and the largest difference of the others."""
-    diffs = (_outputs(run, inputs) - reference).abs().amax(dim=1)
+    diffs = (_outputs(run, inputs) - reference).abs().flatten(1).amax(dim=1)  # per input: logits, or per token
     scale = max(1.0, float(reference.abs().max()))
     tolerance = TOLERANCE[name]
     beyond = [i for i, d in enumerate(diffs.tolist()) if not d <= tolerance * scale]
@@ -222,13 +222,17 @@ def export_candidate(job, candidate_id: int, out: Path, formats: tuple[str, ...]
     wanted, skipped = resolve_formats(tuple(formats), spec)
     finetune = _finetune(parts, arch, finetune_epochs, config.seed) if finetune_epochs else None
     model = parts.recalibrated_subnet(arch)
-    test_accuracy = accuracy(model, parts.data.test)
+    q = job.quality
+    test_figure = split_quality(model, parts.data, q.name, ("test",))[q.test_column]
+    # what the int8 and fine-tune figures compare (next-token accuracy for a language model)
+    test_accuracy = test_figure if q.name == "accuracy" else accuracy(model, parts.data.test)
     if finetune is not None:
         finetune.update(test_accuracy_after=test_accuracy, val_accuracy_after=accuracy(model, parts.data.val))
     preprocessing = preprocessing_section(parts.data.description)
-    deployed = NormalizedInput(model, preprocessing["mean"], preprocessing["std"], preprocessing["raw_input"]).eval()
+    deployed = (NormalizedInput(model, preprocessing["mean"], preprocessing["std"], preprocessing["raw_input"]).eval()
+                if preprocessing["inside_model"] else model)  # token ids: nothing to standardize
     inputs = torch.stack([parts.data.val[i][0] for i in range(min(CHECK_INPUTS, len(parts.data.val)))])
-    raw = deployed.raw(inputs)  # what a user feeds the exported files
+    raw = deployed.raw(inputs) if preprocessing["inside_model"] else inputs  # what a user feeds the files
     example = raw[:1]
     reference = _supernet_outputs(parts, arch, inputs)
     checks = {"pt": _check("pt", deployed, raw, reference, deployed)}
@@ -253,8 +257,8 @@ def export_candidate(job, candidate_id: int, out: Path, formats: tuple[str, ...]
     if "int8" in wanted:
         files["int8"] = _export_int8(job, parts, deployed, out, raw, example, test_accuracy)
     latency = _measure_latency(job, parts, model, row["predicted_latency_ms"])
-    evaluated = {"val_accuracy": row["val_accuracy"], "test_accuracy": row["test_accuracy"],
-                 "export_test_accuracy": test_accuracy, "chosen_on": "val_accuracy"}
+    evaluated = {q.column: row[q.column], q.test_column: row[q.test_column],
+                 f"export_{q.test_column}": test_figure, "chosen_on": q.column}
     # Filed under measured only when the job measured it on its device; else the model it came from.
     search_latency = {"latency_ms": row["latency_ms"], "latency_spread_ms": row.get("latency_spread_ms")}
     latency_figures = ({"measured": search_latency} if row["latency_source"] == "measured"

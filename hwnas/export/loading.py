@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from safetensors.torch import load_file
+from torch import nn
 
 from hwnas.errors import HwnasError
 from hwnas.export.preprocessing import NormalizedInput
@@ -18,12 +19,13 @@ from hwnas.utils.io import sha256_file, verify_digest
 MANIFEST_FORMAT = "hwnas-export/2"  # 2: the model standardizes its inputs itself
 
 
-def load_exported(path: str | Path) -> NormalizedInput:
+def load_exported(path: str | Path) -> NormalizedInput | nn.Module:
     """Rebuild an exported subnet from ``path/manifest.json`` and its weights file, in eval mode.
 
     It takes raw inputs (``model.input_description`` says what they are for its dataset, e.g.
     digits pixels / 16) and standardizes them with the train split's statistics itself;
-    ``model.network`` is the plain subnet, which expects standardized inputs."""
+    ``model.network`` is the plain subnet, which expects standardized inputs. A model of token ids
+    (a language model, ``preprocessing.inside_model`` false) is the plain subnet itself."""
     path = Path(path)
     manifest_file = path / "manifest.json"
     try:
@@ -52,7 +54,8 @@ def load_exported(path: str | Path) -> NormalizedInput:
     if sha256_file(weights) != entry["sha256"]:
         raise HwnasError(f"{weights} does not match the hash in its manifest (altered or truncated)")
     preprocessing = manifest.get("preprocessing")
-    if not (isinstance(preprocessing, dict) and _floats(preprocessing.get("mean"))
+    tokens = isinstance(preprocessing, dict) and preprocessing.get("inside_model") is False  # token ids in
+    if not tokens and not (isinstance(preprocessing, dict) and _floats(preprocessing.get("mean"))
             and _floats(preprocessing.get("std")) and len(preprocessing["mean"]) == len(preprocessing["std"])
             and all(0 < v < float("inf") for v in preprocessing["std"])):
         raise HwnasError(f"{manifest_file} lacks its preprocessing entry (per-channel mean, and std > 0)")
@@ -66,6 +69,8 @@ def load_exported(path: str | Path) -> NormalizedInput:
         model.load_state_dict(load_file(str(weights)))
     except Exception as exc:
         raise HwnasError(f"{weights} does not fit the manifest's subnet ({str(exc).splitlines()[0]})") from None
+    if tokens:  # a language model takes token ids as they are (see the manifest's tokenizer)
+        return model.eval()
     return NormalizedInput(model, preprocessing["mean"], preprocessing["std"],
                            str(preprocessing.get("raw_input", ""))).eval()
 

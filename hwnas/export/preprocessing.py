@@ -47,7 +47,13 @@ class NormalizedInput(nn.Module):
 
 def preprocessing_section(description: dict[str, Any]) -> dict[str, Any]:
     """The manifest's ``preprocessing`` entry for data described by ``description`` (a
-    :class:`hwnas.data.DataSplits` description): the statistics and what a raw input is."""
+    :class:`hwnas.data.DataSplits` description): the statistics and what a raw input is. Data
+    without per-channel statistics (token ids of a text data set) is fed as it is, and the section
+    says so (``inside_model`` false) and names the tokenizer."""
+    if "mean" not in description:
+        return {"inside_model": False, "applied": "nothing: the inputs are token ids",
+                "input": f"int64 tensor N x T of token ids (T up to {description.get('context_length')})",
+                "raw_input": description.get("raw_input", "token ids"), "tokenizer": description.get("tokenizer")}
     channels = len(description["mean"])
     size = description["image_size"]
     return {"inside_model": True, "mean": list(description["mean"]), "std": list(description["std"]),

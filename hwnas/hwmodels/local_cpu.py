@@ -110,15 +110,19 @@ class LocalCPU:
         return run
 
     # -- timing ------------------------------------------------------------------------------------
-    def example(self, input_shape: Sequence[int]) -> torch.Tensor:
-        return torch.randn(self.config.batch_size, *input_shape)
+    def example(self, input_shape: Sequence[int], model: nn.Module | None = None) -> torch.Tensor:
+        """A batch of inputs to time with: what ``model.example_input(batch_size)`` gives where the
+        model states its own (a language model's token ids, which random floats cannot stand
+        for), else standard normal values of ``input_shape``."""
+        make = getattr(model, "example_input", None)
+        return make(self.config.batch_size) if callable(make) else torch.randn(self.config.batch_size, *input_shape)
 
     @torch.inference_mode()
     def use_reference(self, model: nn.Module, input_shape: Sequence[int], baseline_ms: float | None = None) -> None:
         """Time ``model`` in every round from now on, and correct for the machine's speed relative to
         ``baseline_ms`` (default: the reference's median in the next batch timed)."""
         with pinned_threads(self.config.threads):
-            self.reference_subject = model_subject(self.runnable(model, self.example(input_shape)))
+            self.reference_subject = model_subject(self.runnable(model, self.example(input_shape, model)))
         self.reference_baseline_ms = baseline_ms
 
     def _in_rounds(self, subjects: list[Subject]) -> RoundTiming:
@@ -134,7 +138,7 @@ class LocalCPU:
     def time_models(self, models: Sequence[nn.Module], input_shape: Sequence[int]) -> RoundTiming:
         """Every model of the batch end to end, interleaved in rounds; ``.summary(i)`` is model
         ``i``'s (median, spread) in ms."""
-        x = self.example(input_shape)
+        x = self.example(input_shape, models[0] if models else None)
         with pinned_threads(self.config.threads):
             runnables = [self.runnable(m, x) for m in models]
         return self.time_prepared(runnables)
@@ -152,7 +156,7 @@ class LocalCPU:
                          input_shape: Sequence[int]) -> list[dict[str, tuple[float, float, int]]]:
         """Per network, every op key's (median ms, spread ms, timed calls), the networks timed
         interleaved in rounds."""
-        x = self.example(input_shape)
+        x = self.example(input_shape, networks[0][0] if networks else None)
         with pinned_threads(self.config.threads):
             subjects = [self.op_subject(model, ops, x) for model, ops in networks]
         try:

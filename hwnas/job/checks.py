@@ -11,11 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from hwnas.config import Config, DeviceConfig, blame, load_config
-from hwnas.data import DATASETS
+from hwnas.data import DATASETS, dataset_info
 from hwnas.errors import ConfigError
 from hwnas.hwmodels.devices import build_device
 from hwnas.hwmodels.energy import ENERGY_MODELS
+from hwnas.metrics import QUALITY_METRICS, quality_of
 from hwnas.predictors.accuracy import REGRESSORS
+from hwnas.search.budgets import BUDGETS
 from hwnas.search.engine import ALGORITHMS
 from hwnas.search.objectives import extra_devices, parse_objective
 from hwnas.spaces.registry import parse_space_config
@@ -40,7 +42,26 @@ def check_config(config: Config) -> Config:
             parse_objective(name)
         except ValueError as exc:
             raise ConfigError(f"search.objectives: {exc}") from None
+    check_quality(config)
     return config.model_copy(update={"space": space})
+
+
+def check_quality(config: Config) -> None:
+    """The dataset takes the data keys given; the objectives' quality metric is the dataset's
+    (accuracy for classification, perplexity for a language model); a quality budget bounds it."""
+    info = dataset_info(config.data.dataset)
+    for key in ("context_length", "tokenizer", "tokenizer_gguf"):
+        if getattr(config.data, key) is not None and key not in info.options:
+            raise ConfigError(f"data.{key}: dataset {config.data.dataset!r} takes no {key} (a text dataset does)")
+    quality, wanted = quality_of(config.search.objectives), QUALITY_METRICS[info.quality]
+    if quality != wanted:
+        raise ConfigError(f"search.objectives: {quality.name} does not judge dataset {config.data.dataset!r}, a "
+                          f"{wanted.task} dataset; name {wanted.name} instead")
+    for kind in BUDGETS:
+        other = next((m for m in QUALITY_METRICS.values() if m.column == kind.column and m != quality), None)
+        if other is not None and getattr(config.search, kind.key) is not None:
+            raise ConfigError(f"search.{kind.key}: a {quality.task} job is judged by {quality.name}, "
+                              f"not {other.name}")
 
 
 def load_job_config(source: str | Path | dict | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:

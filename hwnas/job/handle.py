@@ -16,6 +16,7 @@ from hwnas.errors import HwnasError, JobError
 from hwnas.footprint import subnet_memory
 from hwnas.job.paths import JobPaths
 from hwnas.job.store import JobStore, arch_of, default_store_url, live_status
+from hwnas.metrics import QualityMetric, quality_of
 from hwnas.search.budgets import Budgets
 from hwnas.search.front import query_front
 from hwnas.spaces.registry import build_space, op_graph, op_inputs
@@ -51,6 +52,16 @@ class Job:
         return list(self.attrs["objectives"])
 
     @property
+    def quality(self) -> QualityMetric:
+        """The job's quality metric: accuracy, or perplexity for a language model."""
+        return quality_of(self.objectives)
+
+    @property
+    def latency_unit(self) -> str:
+        """What one latency figure of the job times, as its space states it (``space.latency_unit``)."""
+        return self.attrs.get("latency_unit") or "per inference"
+
+    @property
     def job_dir(self) -> Path:
         return Path(self.attrs["job_dir"])
 
@@ -70,8 +81,9 @@ class Job:
 
     def predictor_quality(self) -> list[dict[str, Any]]:
         """Every fitted predictor's holdout quality: Kendall tau, RMSE, MAPE, share within 10 %."""
-        rows = [{"predictor": f"accuracy ({self.config.predictor.model})",
-                 **self.attrs.get("predictor_quality", {}).get("accuracy", {})}]
+        name = self.quality.name
+        rows = [{"predictor": f"{name} ({self.config.predictor.model})",
+                 **self.attrs.get("predictor_quality", {}).get(name, {})}]
         latency = self.attrs.get("latency_predictor")
         if latency:
             for name in ("table_sum", "learned"):
@@ -110,9 +122,10 @@ class Job:
         return row.iloc[0].to_dict()
 
     def front(self, budgets: Budgets | dict | None = None, **limits: float | None) -> pd.DataFrame:
-        """Pareto-optimal candidates meeting every budget, best validation accuracy first (test
-        accuracy is in the rows, never used to choose). Budgets are a :class:`Budgets` and / or
-        keywords: ``max_latency_ms``, ``max_energy_mj``, ``max_memory_kb``, ``min_accuracy``."""
+        """Pareto-optimal candidates meeting every budget, best validation quality first (accuracy, or
+        perplexity for a language model; test figures are in the rows, never used to choose). Budgets
+        are a :class:`Budgets` and / or keywords: ``max_latency_ms``, ``max_energy_mj``,
+        ``max_memory_kb``, ``min_accuracy``, ``max_perplexity``."""
         return query_front(self.candidates(), self.objectives, Budgets.of(budgets, **limits))
 
     def export(self, out: str | Path, candidate: int | None = None, budgets: Budgets | dict | None = None,

@@ -1,11 +1,12 @@
 """A job's search stage: predictor-in-the-loop rounds over the supernet, committed as they go.
 
-Round ``r`` refits the accuracy predictor on the supernet samples plus the real evaluations of
-rounds ``< r`` (in a fixed order, so a replayed round after a kill picks the same batch), searches
-on the predictors, and evaluates a batch for real: BN recalibrated, test and validation accuracy,
+Round ``r`` refits the quality predictor (accuracy, or perplexity for a language model) on the
+supernet samples plus the real evaluations of rounds ``< r`` (in a fixed order, so a replayed
+round after a kill picks the same batch), searches
+on the predictors, and evaluates a batch for real: BN recalibrated, test and validation quality,
 latency measured on a measured device, costs on every device. Each candidate is committed to
 the store with its round as soon as it is evaluated; a rerun skips what is stored. The stopping
-rule watches the hypervolume of the real front on *validation* accuracy, so the test split never
+rule watches the hypervolume of the real front on *validation* quality, so the test split never
 steers the search. See :mod:`hwnas.search.loop` for the rules.
 """
 from __future__ import annotations
@@ -24,28 +25,30 @@ import torch
 from hwnas.config import Config
 from hwnas.errors import HwnasError
 from hwnas.job.paths import now
+from hwnas.metrics import quality_of
 from hwnas.predictors.accuracy import AccuracyPredictor
 from hwnas.search.engine import evaluate_population
 from hwnas.search.loop import LoopSettings, objective_bounds, run_loop
 from hwnas.search.budgets import Budgets
-from hwnas.search.objectives import objective_matrix
+from hwnas.search.objectives import FLOOR_COLUMNS, objective_matrix
 from hwnas.search.problem import SubnetProblem
 from hwnas.spaces.dims import Arch
 from hwnas.train.components import Components
-from hwnas.train.evaluation import accuracy
+from hwnas.train.evaluation import split_quality
 from hwnas.utils.executors import SerialExecutor, make_executor
 from hwnas.utils.timing import pinned_threads
 
 
 def subnet_accuracies(parts, arch_json: str) -> dict[str, float]:
-    """Test and validation accuracy of one subnet after BN recalibration, on one thread: float sums
+    """Validation and test quality of one subnet after BN recalibration (``val_accuracy`` and
+    ``test_accuracy``, or the perplexities of a language model), on one thread: float sums
     depend on the thread count, and a quantizer can round such a difference into another
     prediction, so pinning makes every worker (and a serial run) give the same answer."""
 
     arch = parts.space.validate(Arch.from_json(arch_json).to_dict())
     with pinned_threads(1):
         subnet = parts.recalibrated_subnet(arch)
-        return {"val_accuracy": accuracy(subnet, parts.data.val), "test_accuracy": accuracy(subnet, parts.data.test)}
+        return split_quality(subnet, parts.data, parts.data.quality)
 
 
 def accuracy_worker(config_tree: dict, weights: str, cwd: str) -> Callable[[str], dict[str, float]]:
@@ -70,6 +73,7 @@ class SearchRounds:
         self.sample_archs, self.sample_y = samples
         self.cfg = job.config.search
         self.budgets = Budgets.from_config(self.cfg).columns()  # metric column -> bound
+        self.quality = quality_of(self.cfg.objectives)  # accuracy, or perplexity for a language model
         self.problems: dict[int, SubnetProblem] = {}
         self.evaluate_seconds = 0.0
         self.in_flight: tuple[int, list[Arch]] = (0, [])
@@ -89,10 +93,11 @@ class SearchRounds:
         predictor = self.predictor
         if r > 0:
             archs, _ = self.done(r)
-            stored = {c["arch"]: c["val_accuracy"] for c in self.stored()}
+            stored = {c["arch"]: c[self.quality.column] for c in self.stored()}
             X = self.features.transform(self.sample_archs + archs)
             y = np.concatenate([self.sample_y, [stored[a.to_json()] for a in archs]])
-            predictor = AccuracyPredictor(self.job.config.predictor.model, self.job.config.seed).fit(X, y)
+            predictor = AccuracyPredictor(self.job.config.predictor.model, self.job.config.seed,
+                                          self.quality.name).fit(X, y)
         problem = SubnetProblem(self.parts.space, self.cfg.objectives, predictor, self.features, self.cost_model,
                                 self.budgets, self.extra_costs)
         self.problems[r] = problem
@@ -142,6 +147,7 @@ class SearchRounds:
     def measure(self, arch: Arch, predicted: dict, r: int, accuracies: dict[str, float],
                 timed: tuple[float, float] | None) -> dict[str, Any]:
         costs = self.cost_model.costs(arch)
+        q = self.quality
         if timed is not None:
             latency, spread = timed
         else:  # a table or analytical device: its figure is the only latency there is
@@ -149,7 +155,7 @@ class SearchRounds:
         metrics = {**accuracies, "latency_ms": latency, "latency_spread_ms": spread, "energy_mj": costs["energy_mj"],
                    **{k: costs[k] for k in ("params", "flops", "macs", "bitops", "weight_kb", "memory_kb",
                                             "activation_kb")},
-                   "predicted_accuracy": predicted["val_accuracy"], "predicted_accuracy_std": predicted["val_accuracy_std"],
+                   q.predicted_column: predicted[q.column], f"{q.predicted_column}_std": predicted[f"{q.column}_std"],
                    "predicted_latency_ms": predicted["latency_ms"], "predicted_energy_mj": predicted["energy_mj"],
                    "measured": timed is not None, "latency_source": "measured" if timed is not None else self.device.kind,
                    "round": r, "evaluated_at": now()}
@@ -167,7 +173,7 @@ class SearchRounds:
         # Hypervolume bounds fixed once from the supernet samples (stored, so a resume agrees).
         sample_rows = self.make_problem(0).rows(self.sample_archs)
         for row, y in zip(sample_rows, self.sample_y):
-            row["val_accuracy"] = float(y)
+            row[self.quality.column] = float(y)
         bounds = objective_bounds(objective_matrix(sample_rows, cfg.objectives))
         self.check_budgets()
 
@@ -223,8 +229,8 @@ class SearchRounds:
         if evaluate_population(problem, np.array([space.encode(a) for a in probes]))[1].any():
             return
         rows = problem.rows([smallest, *probes])
-        best = {column: (min if column != "val_accuracy" else max)(r[column] for r in rows) for column in self.budgets}
-        closest = ", ".join(f"{'best' if c == 'val_accuracy' else 'lowest'} {c} {v:.4g} (budget {self.budgets[c]:g})"
+        best = {column: (max if column in FLOOR_COLUMNS else min)(r[column] for r in rows) for column in self.budgets}
+        closest = ", ".join(f"{'best' if c in FLOOR_COLUMNS else 'lowest'} {c} {v:.4g} (budget {self.budgets[c]:g})"
                             for c, v in best.items())
         raise HwnasError(
             f"no subnet meets the search budgets {self.budgets}: checked on the predictors the smallest subnet and "

@@ -19,6 +19,7 @@ from hwnas.hwmodels.cost import CostModel
 from hwnas.hwmodels.energy import energy_model
 from hwnas.hwmodels.profiler import profile_device
 from hwnas.job.rounds import SearchRounds
+from hwnas.metrics import quality_of
 from hwnas.predictors.accuracy import ArchFeatures, fit_with_holdout
 from hwnas.predictors.latency import fit_search_latency_predictor
 from hwnas.search.objectives import extra_devices
@@ -53,6 +54,9 @@ def load(job, results: dict[str, Any]) -> Components:
     parts = Components.build(job.config, job.compute)
     job.study.set_user_attr("input_shape", list(parts.data.input_shape))
     job.study.set_user_attr("num_classes", parts.data.num_classes)
+    unit = getattr(parts.space, "latency_unit", None)  # e.g. "per generated token" (a language model)
+    if unit:
+        job.study.set_user_attr("latency_unit", unit)
     return parts
 
 
@@ -95,9 +99,10 @@ def train(job, results: dict[str, Any]) -> None:
     job.study.set_user_attr("train_history", history)
     largest = parts.evaluate(parts.space.largest(), "test")
     smallest = parts.evaluate(parts.space.smallest(), "test")
-    job.study.set_user_attr("supernet_test_accuracy", {"largest": largest, "smallest": smallest})
+    q = quality_of(config.search.objectives)
+    job.study.set_user_attr(f"supernet_test_{q.name}", {"largest": largest, "smallest": smallest})
     save_weights(job.paths.supernet, parts.supernet.state_dict())
-    job.reporter.info(f"supernet test accuracy: largest {largest:.4f}, smallest {smallest:.4f}")
+    job.reporter.info(f"supernet test {q.name}: largest {q.format(largest)}, smallest {q.format(smallest)}")
 
 
 # -- profile ---------------------------------------------------------------------------------------
@@ -188,7 +193,8 @@ def sample_archs(space, samples: int, seed: int) -> list[Arch]:
 
 
 def sample_accuracy(parts: Components, arch: Arch) -> float:
-    """Validation accuracy of a sampled subnet, on one thread, as the search's evaluations run.
+    """Validation quality (accuracy, perplexity) of a sampled subnet, on one thread, as the search's
+    evaluations run.
 
     Why one thread: these models are small, and OpenMP threads meet at a barrier after every op.
     With another CPU-bound process on one of this project's two cores, two threads made this stage
@@ -204,15 +210,16 @@ def fit_predictor(job, results: dict[str, Any]):
     parts: Components = results["load"]
     cfg = job.config.predictor
     archs = sample_archs(parts.space, cfg.samples, job.config.seed)
-    y = job.measure_resumably(archs, job.paths.samples, "val_accuracy",
+    q = quality_of(job.config.search.objectives)
+    y = job.measure_resumably(archs, job.paths.samples, q.column,
                               lambda arch: sample_accuracy(parts, arch), "sample subnets")
     features = ArchFeatures(parts.space)
     X = features.transform(archs)
-    predictor, quality = fit_with_holdout(X, y, cfg.model, cfg.holdout, job.config.seed)
-    job.study.set_user_attr("predictor_quality", {"accuracy": quality})
+    predictor, quality = fit_with_holdout(X, y, cfg.model, cfg.holdout, job.config.seed, q.name)
+    job.study.set_user_attr("predictor_quality", {q.name: quality})
     uncertainty = (f", uncertainty vs error Spearman {quality['uncertainty_spearman']:.2f}"
                    if "uncertainty_spearman" in quality else "")
-    job.reporter.info(f"accuracy predictor ({cfg.model}): holdout Kendall tau {quality['kendall_tau']:.3f}, "
+    job.reporter.info(f"{q.name} predictor ({cfg.model}): holdout Kendall tau {quality['kendall_tau']:.3f}, "
                       f"RMSE {quality['rmse']:.4f} on {quality['n']} subnets{uncertainty}")
     return predictor, features, (archs, y)
 

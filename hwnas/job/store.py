@@ -24,7 +24,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 
 from hwnas.errors import HwnasError, JobError
-from hwnas.search.objectives import objective_column
+from hwnas.metrics import quality_columns
+from hwnas.search.objectives import MAXIMIZED, objective_column
 from hwnas.spaces.dims import Arch
 from hwnas.utils.io import file_lock, lock_held
 
@@ -130,7 +131,7 @@ class JobStore:
         return name in self.job_names()
 
     def create(self, name: str, objectives: list[str], attrs: dict[str, Any]) -> optuna.Study:
-        directions = ["maximize" if o == "accuracy" else "minimize" for o in objectives]  # validation accuracy
+        directions = ["maximize" if o in MAXIMIZED else "minimize" for o in objectives]  # accuracy up, the rest down
         try:
             study = optuna.create_study(study_name=name, storage=self.storage, directions=directions)
         except optuna.exceptions.DuplicatedStudyError:  # another process created it since exists()
@@ -186,9 +187,11 @@ class JobStore:
 
     @staticmethod
     def candidates(study: optuna.Study, extra: tuple[str, ...] = ()) -> pd.DataFrame:
-        """One row per committed candidate: the standard columns, any per-device objective
-        columns (``energy_mj@DEVICE``) and the ``extra`` attributes asked for."""
-        extra = tuple(c for c in extra if c not in CANDIDATE_COLUMNS)  # asked for twice, kept once
+        """One row per committed candidate: the standard columns, the columns of the job's quality
+        metric where it is not accuracy (``val_perplexity``, ...), any per-device objective columns
+        (``energy_mj@DEVICE``) and the ``extra`` attributes asked for."""
+        quality = [c for c in quality_columns(study.user_attrs.get("objectives") or ()) if c not in CANDIDATE_COLUMNS]
+        extra = tuple(dict.fromkeys(c for c in (*quality, *extra) if c not in CANDIDATE_COLUMNS))  # each once
         rows, device_columns = [], []
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
             attrs = t.user_attrs

@@ -30,6 +30,7 @@ from threadpoolctl import threadpool_limits
 
 from hwnas.errors import ConfigError
 from hwnas.ir import count
+from hwnas.metrics import QUALITY_METRICS
 from hwnas.predictors.quality import regression_quality
 from hwnas.spaces.registry import op_graph
 
@@ -124,22 +125,34 @@ class ArchFeatures:
 
 
 class AccuracyPredictor(BaseEstimator, RegressorMixin):
-    """Predicts a subnet's accuracy (a fraction) from its feature row.
+    """Predicts a subnet's quality from its feature row: accuracy (a fraction), or another metric
+    of :data:`hwnas.metrics.QUALITY_METRICS` named by ``metric``.
 
-    ``predict`` gives the mean clipped to [0, 1] for every model; ``predict_with_std`` gives it
-    with a standard deviation: the members' spread for a model that has one (``has_uncertainty``,
-    "ensemble"), zeros for single models, which do not say how sure they are.
+    ``predict`` gives the mean clipped to the metric's range for every model; ``predict_with_std``
+    gives it with a standard deviation: the members' spread for a model that has one
+    (``has_uncertainty``, "ensemble"), zeros for single models, which do not say how sure they are.
+    A metric with ``log_target`` (perplexity) is fitted on its log, which for perplexity is the
+    mean per-token loss: that is roughly additive in what a subnet drops, while perplexity is
+    exponential in it and spans orders of magnitude between a trained and a barely trained subnet,
+    which squashes the good end of the range for a regressor fitted on squared errors. Its mean is
+    mapped back with exp and its std with the delta method (``exp(m) * s``).
     """
 
-    def __init__(self, model: str = "gbrt", seed: int = 0):
+    def __init__(self, model: str = "gbrt", seed: int = 0, metric: str = "accuracy"):
         self.model = model
         self.seed = seed
+        self.metric = metric
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> "AccuracyPredictor":
         if self.model not in REGRESSORS:
             raise ConfigError(f"predictor.model: unknown model {self.model!r}; known: {sorted(REGRESSORS)}")
-        self.estimator_ = REGRESSORS[self.model](self.seed).fit(X, y)
+        y = np.asarray(y, dtype=float)
+        self.estimator_ = REGRESSORS[self.model](self.seed).fit(X, np.log(y) if self._log else y)
         return self
+
+    @property
+    def _log(self) -> bool:
+        return QUALITY_METRICS[self.metric].log_target
 
     @property
     def has_uncertainty(self) -> bool:
@@ -154,10 +167,14 @@ class AccuracyPredictor(BaseEstimator, RegressorMixin):
         else:
             mean = self.estimator_.predict(X)
             std = np.zeros(len(mean))
-        return np.clip(mean, 0.0, 1.0), std
+        if self._log:
+            mean = np.exp(np.minimum(mean, 700.0))
+            std = mean * std
+        q = QUALITY_METRICS[self.metric]
+        return np.clip(mean, q.lower, q.upper), std
 
 
-def fit_with_holdout(X: np.ndarray, y: np.ndarray, model: str, holdout: float, seed: int
+def fit_with_holdout(X: np.ndarray, y: np.ndarray, model: str, holdout: float, seed: int, metric: str = "accuracy"
                      ) -> tuple[AccuracyPredictor, dict[str, float]]:
     """Measure quality on a seeded holdout, then refit on every sample for use.
 
@@ -168,11 +185,11 @@ def fit_with_holdout(X: np.ndarray, y: np.ndarray, model: str, holdout: float, s
     order = rng.permutation(len(y))
     n_test = max(2, int(round(holdout * len(y))))
     test, train = order[:n_test], order[n_test:]
-    probe = AccuracyPredictor(model, seed).fit(X[train], y[train])
+    probe = AccuracyPredictor(model, seed, metric).fit(X[train], y[train])
     mean, std = probe.predict_with_std(X[test])
     quality = regression_quality(y[test], mean)
     if probe.has_uncertainty:
         error = np.abs(mean - y[test])
         rho = spearmanr(std, error).statistic if np.ptp(std) > 0 and np.ptp(error) > 0 else np.nan
         quality.update(uncertainty_spearman=float(rho), mean_std=float(np.mean(std)))
-    return AccuracyPredictor(model, seed).fit(X, y), quality
+    return AccuracyPredictor(model, seed, metric).fit(X, y), quality

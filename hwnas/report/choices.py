@@ -79,7 +79,9 @@ def choices_figure(data: ReportData) -> Figure | str:
                     ax.text(j, i, text[i][j], ha="center", va="center", fontsize=7,
                             color="#222" if light or not np.isfinite(ranks[i, j]) else "white")
         ax.set_yticks(range(rows), names, fontsize=7)
-        labels = [f"#{int(r.id)}\n{r.latency_ms:.3g} ms\n{r.val_accuracy:.1%}" for r in front.itertuples()]
+        q = data.metric
+        labels = [f"#{int(r['id'])}\n{r['latency_ms']:.3g} ms\n{format(r[q.column], q.shown())}"
+                  for r in front.to_dict("records")]
         ax.set_xticks(range(cols), labels, fontsize=7)
         ax.tick_params(axis="x", top=True, labeltop=True, bottom=False, labelbottom=False)
         ax.grid(False)
@@ -96,9 +98,10 @@ def choices_figure(data: ReportData) -> Figure | str:
            f"Pareto-optimal candidates (columns, fastest first); colour is the value's rank among the "
            "dimension's choices, from dark (smallest) to light (largest), grey where the dimension is inactive.")
     caption = ("Columns are the Pareto-optimal candidates sorted by latency, fastest on the left (id, latency, "
-               "validation accuracy on top); rows are the searched dimensions whose choice varies along the front"
+               f"validation {data.metric.name} on top); rows are the searched dimensions whose choice varies along "
+               "the front"
                + (f" ({hidden} that never vary, or are inactive in every front member, are left out)" if hidden else "")
                + ". Dark cells hold a dimension's smallest choice, light ones its largest; grey cells (–) are "
                "inactive in that subnet. A row that brightens to the right is a knob the front turns up as it "
-               "spends latency on accuracy.")
+               f"spends latency on {data.metric.name}.")
     return Figure("choices", "Choices along the front", alt, caption, png)

@@ -15,13 +15,15 @@ import numpy as np
 import pandas as pd
 
 from hwnas.errors import NoCandidateError
+from hwnas.metrics import ACCURACY, QUALITY_METRICS, QualityMetric, quality_columns, quality_of
 from hwnas.search.budgets import Budgets
 
 # Stored per candidate but not among Job.candidates()' columns: the energy panel needs the
 # predicted energy, the rounds plot the round.
 EXTRA_COLUMNS = ("predicted_energy_mj", "round")
 NUMERIC = ("val_accuracy", "test_accuracy", "latency_ms", "energy_mj", "memory_kb", "params", "predicted_accuracy",
-           "predicted_accuracy_std", "predicted_latency_ms", "predicted_energy_mj")
+           "predicted_accuracy_std", "predicted_latency_ms", "predicted_energy_mj",
+           *(c for name in QUALITY_METRICS for c in quality_columns([name])))
 
 
 @dataclass
@@ -33,7 +35,8 @@ class ReportData:
     candidates: pd.DataFrame
     front: pd.DataFrame  # Pareto-optimal under the job's objectives, sorted by latency
     budgets: Budgets
-    pick: dict[str, Any] | None = None  # the front member of best validation accuracy meeting the budgets
+    metric: QualityMetric = ACCURACY  # the job's quality metric (perplexity for a language model)
+    pick: dict[str, Any] | None = None  # the front member of best validation quality meeting the budgets
     pick_note: str = ""
     dims: list[tuple[str, tuple]] = field(default_factory=list)
     inactive: Callable[[dict], set] = lambda values: set()
@@ -102,19 +105,21 @@ def gather(job, budgets: Budgets | dict) -> ReportData:
     notes: list[str] = []
     objectives = list(attrs.get("objectives") or ["accuracy", "latency"])
     data = ReportData(name=str(job.name), status=str(attrs.get("status", "?")), attrs=attrs,
-                      objectives=objectives, candidates=frame, front=frame.iloc[0:0], budgets=budgets, notes=notes)
+                      objectives=objectives, candidates=frame, front=frame.iloc[0:0], budgets=budgets, notes=notes,
+                      metric=quality_of(objectives))
     if not frame.empty:
         try:
             ids = set(job.front()["id"].astype(int))
         except NoCandidateError as exc:
             ids = set()
             notes.append(str(exc))
-        data.front = frame[frame["id"].isin(ids)].sort_values(["latency_ms", "val_accuracy"], ascending=[True, False])
+        q = data.metric
+        data.front = frame[frame["id"].isin(ids)].sort_values(["latency_ms", q.column], ascending=[True, not q.maximize])
         data.front = data.front.reset_index(drop=True)
         if budgets:
             try:
                 data.pick = job.front(budgets).iloc[0].to_dict()
-                data.pick_note = (f"the candidate of best validation accuracy meeting {budgets.describe()} "
+                data.pick_note = (f"the candidate of best validation {q.name} meeting {budgets.describe()} "
                                   f"is #{int(data.pick['id'])}")
             except NoCandidateError as exc:
                 data.pick_note = str(exc)

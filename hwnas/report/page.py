@@ -67,10 +67,11 @@ def _cards(data: ReportData) -> str:
     progress = attrs.get("progress") or {}
     evaluated = f"{len(frame)}" + (f" <small>of {esc(progress['budget'])}</small>" if progress.get("budget") else "")
     cards = [("evaluated candidates", evaluated), ("Pareto-optimal", str(len(data.front)))]
-    if not frame.empty and data.has("val_accuracy"):
-        best = frame.loc[frame["val_accuracy"].idxmax()]
-        cards.append(("best validation accuracy", f"{num(best['val_accuracy'], '.1%')} <small>#{int(best['id'])}, "
-                                                  f"test {num(best['test_accuracy'], '.1%')}</small>"))
+    q = data.metric
+    if not frame.empty and data.has(q.column):
+        best = frame.loc[frame[q.column].idxmax() if q.maximize else frame[q.column].idxmin()]
+        cards.append((f"best validation {q.name}", f"{num(best[q.column], q.shown())} <small>#{int(best['id'])}, "
+                                                   f"test {num(best[q.test_column], q.shown())}</small>"))
         fastest = frame.loc[frame["latency_ms"].idxmin()]
         cards.append(("fastest", f"{num(fastest['latency_ms'], '.3g')} ms <small>#{int(fastest['id'])}</small>"))
     rounds = attrs.get("search_rounds") or {}
@@ -79,7 +80,7 @@ def _cards(data: ReportData) -> str:
         cards.append(("search rounds", f"{len(rounds['rounds'])} <small>{esc(rounds.get('stopped', ''))}</small>"))
         cards.append(("hypervolume", num(last.get("hypervolume"), ".3f")))
     if data.pick is not None:
-        cards.append(("pick under budgets", f"#{int(data.pick['id'])} <small>val {num(data.pick['val_accuracy'], '.1%')}"
+        cards.append(("pick under budgets", f"#{int(data.pick['id'])} <small>val {num(data.pick[q.column], q.shown())}"
                                             f", {num(data.pick['latency_ms'], '.3g')} ms</small>"))
     return '<div class="cards">' + "".join(
         f'<div class="card"><div class="value">{v}</div><div class="label">{esc(k)}</div></div>' for k, v in cards
@@ -123,15 +124,16 @@ def front_table(data: ReportData) -> str:
     if front.empty:
         return ""
     source = data.latency_source
-    headers = ["id", "validation accuracy", "test accuracy", "predicted accuracy", f"latency ms ({source})",
+    q = data.metric
+    headers = ["id", f"validation {q.name}", f"test {q.name}", f"predicted {q.name}", f"latency ms ({source})",
                "predicted latency ms"]
     energy = data.has_energy
     headers += ["energy mJ (analytical)"] if energy else []
     headers += ["params", "weight kB", "memory kB"] + (["meets budgets"] if data.budgets else [])
     rows, classes = [], []
     for r in front.to_dict("records"):
-        row = [f"#{int(r['id'])}", num(r["val_accuracy"], ".2%"), num(r["test_accuracy"], ".2%")]
-        row += [num(r["predicted_accuracy"], ".2%"), num(r["latency_ms"]), num(r["predicted_latency_ms"])]
+        row = [f"#{int(r['id'])}", num(r[q.column], q.shown(2)), num(r[q.test_column], q.shown(2))]
+        row += [num(r[q.predicted_column], q.shown(2)), num(r["latency_ms"]), num(r["predicted_latency_ms"])]
         row += [num(r["energy_mj"])] if energy else []
         row += [num(r.get("params"), ".0f"), num(r.get("weight_kb"), ".1f"), num(r.get("memory_kb"), ".1f")]
         if data.budgets:

@@ -46,9 +46,9 @@ def _values(data: ReportData, column: str, fallback: str | None = None) -> np.nd
 def _front_panel(ax, data: ReportData, column: str, predicted: str, label: str, budget: str) -> None:
     from matplotlib.collections import LineCollection
 
-    frame = data.candidates
-    x, acc = frame[column].to_numpy(float), frame["val_accuracy"].to_numpy(float)
-    px, pacc = _values(data, predicted, fallback=column), _values(data, "predicted_accuracy")
+    frame, q = data.candidates, data.metric
+    x, acc = frame[column].to_numpy(float), frame[q.column].to_numpy(float)
+    px, pacc = _values(data, predicted, fallback=column), _values(data, q.predicted_column)
     on_front = frame["id"].astype(int).isin(data.front_ids()).to_numpy()
     colors = np.where(on_front, FRONT_COLOR, OTHER_COLOR)
     ok = np.isfinite(x) & np.isfinite(acc) & np.isfinite(px) & np.isfinite(pacc)
@@ -58,10 +58,10 @@ def _front_panel(ax, data: ReportData, column: str, predicted: str, label: str, 
     ax.scatter(x[~on_front], acc[~on_front], s=26, color=OTHER_COLOR, zorder=3)
     ax.scatter(x[on_front], acc[on_front], s=48, color=FRONT_COLOR, edgecolors="white", linewidths=0.8, zorder=4)
     members = np.flatnonzero(on_front)
-    stairs = members[pareto_2d(x[members], acc[members])]
+    stairs = members[pareto_2d(x[members], acc[members] if q.maximize else -acc[members])]
     ax.plot(x[stairs], acc[stairs], drawstyle="steps-post", color=FRONT_COLOR, linewidth=1.4, zorder=3.5)
     if data.pick is not None and math.isfinite(float(data.pick[column])):
-        ax.scatter([data.pick[column]], [data.pick["val_accuracy"]], s=190, marker="*", color=PICK_COLOR,
+        ax.scatter([data.pick[column]], [data.pick[q.column]], s=190, marker="*", color=PICK_COLOR,
                    edgecolors="black", linewidths=0.6, zorder=5)
     finite = x[np.isfinite(x) & (x > 0)]
     if len(finite) and finite.max() / finite.min() > LOG_SPAN:  # one outlier must not squash the rest
@@ -77,7 +77,7 @@ def _front_panel(ax, data: ReportData, column: str, predicted: str, label: str, 
         ax.set_xlim(lo, hi)
     _label_members(ax, frame, x, acc, members)
     ax.set_xlabel(label)
-    ax.set_title(f"accuracy vs {label.split(' ')[0]}")
+    ax.set_title(f"{q.name} vs {label.split(' ')[0]}")
 
 
 def _label_members(ax, frame, x: np.ndarray, acc: np.ndarray, members: np.ndarray) -> None:
@@ -116,9 +116,27 @@ def _front_legend(fig, data: ReportData, panels: int) -> None:
     fig.legend(handles=handles, loc="outside lower center", ncols=ncols, frameon=False)
 
 
+def _quality_budget(axes, data: ReportData) -> None:
+    """A budget on the quality metric as a dashed line with the side that misses it shaded: below an
+    accuracy floor, above a perplexity cap."""
+    bounds = [(kind, value) for kind, value in data.budgets.items() if kind.column == data.metric.column]
+    if not bounds:
+        return
+    kind, value = bounds[0]
+    pad = 0.02 if kind.floor else 0.02 * value
+    lo, hi = axes[0].get_ylim()
+    lo, hi = min(lo, value - pad), max(hi, value + pad)
+    for ax in axes:
+        ax.axhline(value, color=BUDGET_COLOR, linestyle="--", linewidth=1.2, zorder=2)
+        ax.axhspan(*((lo, value) if kind.floor else (value, hi)), color=BUDGET_COLOR, alpha=0.07, linewidth=0,
+                   zorder=0)
+    axes[0].set_ylim(lo, hi)
+
+
 def front_figure(data: ReportData) -> Figure | str:
     frame = data.candidates
-    if frame.empty or not data.has("val_accuracy") or not data.has("latency_ms"):
+    q = data.metric
+    if frame.empty or not data.has(q.column) or not data.has("latency_ms"):
         return "The job has no evaluated candidates yet, so there is no front to draw."
     panels = [LATENCY, ENERGY] if data.has_energy else [LATENCY]
     if data.has("memory_kb") and ("memory" in data.objectives or data.budgets.max_memory_kb is not None):
@@ -127,29 +145,25 @@ def front_figure(data: ReportData) -> Figure | str:
         axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
         for ax, panel in zip(axes, panels):
             _front_panel(ax, data, *panel)
-        if data.budgets.min_accuracy is not None:
-            value = data.budgets.min_accuracy
-            lo, hi = axes[0].get_ylim()
-            lo = min(lo, value - 0.02)
-            for ax in axes:
-                ax.axhline(value, color=BUDGET_COLOR, linestyle="--", linewidth=1.2, zorder=2)
-                ax.axhspan(lo, value, color=BUDGET_COLOR, alpha=0.07, linewidth=0, zorder=0)
-            axes[0].set_ylim(lo, max(hi, value + 0.02))
-        axes[0].set_ylabel("validation accuracy")
-        percent_axis(axes[0].yaxis)
+        _quality_budget(axes, data)
+        axes[0].set_ylabel(f"validation {q.name}")
+        if q.upper == 1.0:  # a fraction (accuracy)
+            percent_axis(axes[0].yaxis)
         _front_legend(fig, data, len(panels))
         png = to_png(fig)
     shown = " and ".join(p[2].split(" ")[0] for p in panels)
     budgets = f" Dashed red lines mark the budgets ({data.budgets.describe()})." if data.budgets else ""
-    alt = (f"Scatter plot of validation accuracy against {shown} for {len(frame)} evaluated candidates, "
+    alt = (f"Scatter plot of validation {q.name} against {shown} for {len(frame)} evaluated candidates, "
            f"with the {len(data.front)} Pareto-optimal ones in blue joined by a staircase, and each candidate's "
            f"predicted point as a hollow circle joined to its measured point.{budgets}")
     source = data.latency_source
     latency_words = ("latency measured on the device in this job" if source == "measured"
                      else f"latency from the device's {source} model, not measured")
-    caption = (f"Filled dots are evaluated candidates (validation accuracy, which chose the front; {latency_words}), "
+    if data.attrs.get("latency_unit"):  # what one latency figure times, as the space states it
+        latency_words += f", {data.attrs['latency_unit']}"
+    caption = (f"Filled dots are evaluated candidates (validation {q.name}, which chose the front; {latency_words}), "
                "hollow circles what the predictors expected before evaluating; the thin line between them is the "
-               "prediction error. Test accuracy is in the table below, never used to choose. Blue points are Pareto-optimal "
+               f"prediction error. Test {q.name} is in the table below, never used to choose. Blue points are Pareto-optimal "
                "under the job's objectives "
                f"({', '.join(data.objectives)}); the staircase joins those optimal in the panel's two axes."
                + ("" if data.has_energy else " No candidate has an energy figure, so there is no energy panel.")
@@ -196,17 +210,19 @@ def parity_figure(data: ReportData) -> Figure | str:
     else:
         notes.append("Latency is not measured on this device (it comes from its table or model, which is also "
                      "the prediction), so there is no latency panel.")
-    if data.has("predicted_accuracy") and data.has("val_accuracy"):
-        std = frame["predicted_accuracy_std"].to_numpy(float) if data.has("predicted_accuracy_std") else None
-        panels.append(("validation accuracy", frame["val_accuracy"].to_numpy(float),
-                       frame["predicted_accuracy"].to_numpy(float), std))
+    q = data.metric
+    if data.has(q.predicted_column) and data.has(q.column):
+        std_column = f"{q.predicted_column}_std"
+        std = frame[std_column].to_numpy(float) if data.has(std_column) else None
+        panels.append((f"validation {q.name}", frame[q.column].to_numpy(float),
+                       frame[q.predicted_column].to_numpy(float), std))
     if not panels:
         return "No candidate carries a prediction to compare with. " + " ".join(notes)
     with new_figure(4.6 * len(panels) + 0.4, 4.6) as fig:
         axes = fig.subplots(1, len(panels), squeeze=False)[0]
         scores = [_parity_panel(ax, data, *panel[1:], label=panel[0]) for ax, panel in zip(axes, panels)]
         for ax, panel in zip(axes, panels):
-            if "accuracy" in panel[0]:
+            if panel[0] == "validation accuracy":
                 percent_axis(ax.xaxis)
                 percent_axis(ax.yaxis)
         png = to_png(fig)
@@ -217,8 +233,8 @@ def parity_figure(data: ReportData) -> Figure | str:
     caption = ("Each dot is one evaluated candidate (blue: Pareto-optimal); on the dashed line the prediction was "
                "exact. These are the candidates the search chose, so this is the predictors' error where it "
                "mattered; the table below scores them on random holdout subnets instead."
-               + (" Error bars: the accuracy ensemble's standard deviation." if data.has("predicted_accuracy_std")
+               + (f" Error bars: the {q.name} ensemble's standard deviation." if data.has(f"{q.predicted_column}_std")
                   else "")
-               + " The accuracy predictor estimates validation accuracy, so that is what it is checked against."
+               + f" The {q.name} predictor estimates validation {q.name}, so that is what it is checked against."
                + (" " + " ".join(notes) if notes else ""))
     return Figure("parity", "Predicted vs measured", alt, caption, png)

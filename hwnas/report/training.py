@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+from hwnas.metrics import QUALITY_METRICS
 from hwnas.report.figures import FRONT_COLOR, Figure, new_figure, percent_axis, to_png
 
 FIRST = ("loss", "train_accuracy", "val_accuracy", "accuracy", "lr")
@@ -60,10 +61,11 @@ def training_figure(attrs: dict) -> Figure | str:
     alt = f"Line charts over {len(epochs)} training epochs of: {names}." + (f" Final {tail}." if tail else "")
     caption = ("The supernet's training, epoch by epoch, as the trainer recorded it. Training accuracy is the "
                "largest subnet's on the training batches; the search's accuracies come from the held-out splits.")
-    if "supernet_test_accuracy" in attrs:
-        s = attrs["supernet_test_accuracy"]
-        caption += (f" After training, the largest subnet scored {s.get('largest', math.nan):.1%} test accuracy "
-                    f"and the smallest {s.get('smallest', math.nan):.1%}.")
+    for q in QUALITY_METRICS.values():  # the job's metric: one of them is stored
+        if f"supernet_test_{q.name}" in attrs:
+            s = attrs[f"supernet_test_{q.name}"]
+            caption += (f" After training, the largest subnet scored {format(s.get('largest', math.nan), q.shown())} "
+                        f"test {q.name} and the smallest {format(s.get('smallest', math.nan), q.shown())}.")
     untrained = attrs.get("untrained_quantizer_steps")
     if untrained:
         caption += (f" {untrained} quantizer step(s) were never reached in training and were set from fixed "

@@ -3,8 +3,9 @@ and front queries share, kept apart from the pymoo problem so that reading a job
 
 Objectives are minimized, so accuracy enters as ``-accuracy``. The ``accuracy`` objective is
 *validation* accuracy (column ``val_accuracy``, predicted or evaluated): the search, the front and
-every budget choose on it, and test accuracy (``test_accuracy``) is only reported. An objective is ``accuracy``,
-``latency``, ``energy``, ``memory`` (``memory_kb``: weights plus peak activations at the device's
+every budget choose on it, and test accuracy (``test_accuracy``) is only reported. A language model's
+quality objective is ``perplexity`` instead (``val_perplexity``, minimized; see :mod:`hwnas.metrics`).
+An objective is ``accuracy`` or ``perplexity`` (one of them, the job's task decides), ``latency``, ``energy``, ``memory`` (``memory_kb``: weights plus peak activations at the device's
 batch size, see :mod:`hwnas.footprint`), ``params``, ``flops`` or ``bitops``; ``latency@NAME`` and
 ``energy@NAME`` take the figure from another device (a table or analytical one), so one search can
 trade latency on this CPU against energy on an accelerator. A budget is a bound on a metric column
@@ -16,9 +17,14 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-BASE_COLUMNS = {"accuracy": "val_accuracy", "latency": "latency_ms", "energy": "energy_mj", "memory": "memory_kb",
+from hwnas.metrics import QUALITY_METRICS
+
+BASE_COLUMNS = {**{name: q.column for name, q in QUALITY_METRICS.items()}, "latency": "latency_ms",
+                "energy": "energy_mj", "memory": "memory_kb",
                 "params": "params", "flops": "flops", "bitops": "bitops"}
 PER_DEVICE = ("latency", "energy")
+MAXIMIZED = frozenset(name for name, q in QUALITY_METRICS.items() if q.maximize)
+FLOOR_COLUMNS = frozenset(QUALITY_METRICS[name].column for name in MAXIMIZED)  # budgets on them are floors
 
 
 def objective_column(name: str) -> str:
@@ -49,7 +55,7 @@ def objective_matrix(rows: Sequence[dict] | Mapping[str, np.ndarray], objectives
         column = objective_column(name)
         values = (np.asarray(rows[column], dtype=float) if isinstance(rows, Mapping)
                   else np.array([float(r[column]) for r in rows]))
-        cols.append(-values if name == "accuracy" else values)
+        cols.append(-values if name in MAXIMIZED else values)
     n = len(next(iter(rows.values()))) if isinstance(rows, Mapping) else len(rows)
     return np.column_stack(cols) if cols else np.zeros((n, 0))
 
@@ -59,6 +65,6 @@ def constraint_matrix(rows: Sequence[dict] | Mapping[str, np.ndarray], budgets: 
     for column, bound in budgets.items():
         values = (np.asarray(rows[column], dtype=float) if isinstance(rows, Mapping)
                   else np.array([float(r[column]) for r in rows]))
-        cols.append(bound - values if column == "val_accuracy" else values - bound)
+        cols.append(bound - values if column in FLOOR_COLUMNS else values - bound)
     n = len(next(iter(rows.values()))) if isinstance(rows, Mapping) else len(rows)
     return np.column_stack(cols) if cols else np.zeros((n, 0))

@@ -18,6 +18,7 @@ import numpy as np
 from pymoo.core.problem import Problem
 from pymoo.core.repair import Repair
 
+from hwnas.metrics import quality_of
 from hwnas.search.objectives import constraint_matrix, objective_matrix
 from hwnas.search.vectorized import VectorizedCosts
 from hwnas.spaces.dims import Arch
@@ -33,13 +34,15 @@ class CanonicalRepair(Repair):
 
 
 class SubnetProblem(Problem):
-    """Predicted accuracy (mean and std), costs on the job's device and any extra devices."""
+    """Predicted quality (accuracy or perplexity: mean and std), costs on the job's device and any
+    extra devices."""
 
     def __init__(self, space, objectives: Sequence[str], predictor, features, cost_model,
                  budgets: dict[str, float], extra_costs: dict[str, object] | None = None):
         self.space, self.objectives = space, list(objectives)
         self.predictor, self.features, self.cost_model, self.budgets = predictor, features, cost_model, budgets
         self.extra_costs = dict(extra_costs or {})
+        self.quality = quality_of(self.objectives)  # what the predictor predicts: accuracy, perplexity
         models = [cost_model, *self.extra_costs.values()]
         self.fast = ([VectorizedCosts(space, m) for m in models]
                      if all(VectorizedCosts.supported(space, m) for m in models) else None)
@@ -48,7 +51,7 @@ class SubnetProblem(Problem):
 
     def metrics(self, X: np.ndarray) -> dict[str, np.ndarray]:
         """Every metric column for encodings ``X`` (n x dims): costs, and the predicted validation
-        accuracy ``val_accuracy`` with its ``val_accuracy_std``."""
+        quality (``val_accuracy``, or ``val_perplexity`` for a language model) with its ``..._std``."""
         X = np.asarray(X, dtype=int)
         if self.fast is not None:
             out = self.fast[0].costs(X)
@@ -60,7 +63,8 @@ class SubnetProblem(Problem):
             archs = [self.space.decode(x) for x in X]
             out = self._cost_columns(archs)
             feats = self.features.transform(archs)
-        out["val_accuracy"], out["val_accuracy_std"] = self.predictor.predict_with_std(feats)
+        q = self.quality.column
+        out[q], out[f"{q}_std"] = self.predictor.predict_with_std(feats)
         return out
 
     def _cost_columns(self, archs: list[Arch]) -> dict[str, np.ndarray]:
@@ -83,10 +87,10 @@ class SubnetProblem(Problem):
         return bool((constraint_matrix(self.rows([arch]), self.budgets) <= 0).all())
 
     def uncertainty(self, X) -> np.ndarray:
-        """Per-objective standard deviation: the accuracy predictor's; costs are taken as exact."""
+        """Per-objective standard deviation: the quality predictor's; costs are taken as exact."""
         std = np.zeros((len(X), len(self.objectives)))
-        if "accuracy" in self.objectives:
-            std[:, self.objectives.index("accuracy")] = self.metrics(X)["val_accuracy_std"]
+        if self.quality.name in self.objectives:
+            std[:, self.objectives.index(self.quality.name)] = self.metrics(X)[f"{self.quality.column}_std"]
         return std
 
     def _evaluate(self, X, out, *args, **kwargs):

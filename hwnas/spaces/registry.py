@@ -39,7 +39,9 @@ Optional hooks (None when the space has no such thing):
 
 A space object may also return a :class:`~hwnas.spaces.layout.BlockLayout` from
 ``block_layout()``; the search then prices whole populations from per-block tables instead of
-arch by arch (the generic fallback from the op graph).
+arch by arch (the generic fallback from the op graph). A space whose op graph is not one whole
+inference states what its latency times in a ``latency_unit`` attribute (a language model's decode
+step: ``"per generated token"``); a job keeps it and its tables say it (default: per inference).
 """
 from __future__ import annotations
 

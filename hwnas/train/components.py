@@ -16,7 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from hwnas.config import Config
-from hwnas.data import load_data
+from hwnas.data import load_configured
 from hwnas.errors import HwnasError
 from hwnas.spaces.dims import Arch
 from hwnas.spaces.registry import build_space, space_entry
@@ -73,8 +73,7 @@ class Components:
 
     @classmethod
     def build(cls, config: Config, compute: torch.device) -> "Components":
-        c = config.data
-        data = load_data(c.dataset, c.root, c.image_size, c.val_fraction, c.test_fraction, c.split_seed)
+        data = load_configured(config.data)
         space = build_space(config.space, data.input_shape, data.num_classes)
         torch.manual_seed(config.seed)
         supernet = space_entry(config.space.type).build_supernet(space).to(compute)
@@ -99,6 +98,7 @@ class Components:
         return initialize_quantizers(self.supernet, self.space, self.data.train, device=self.compute)
 
     def evaluate(self, arch: Arch, split: str) -> float:
+        """The quality metric of the dataset's task (``data.quality``: accuracy, perplexity) of ``arch``."""
         t = self.config.train
         return evaluate_subnet(self.supernet, arch, self.data, split, t.recalibration_samples,
                                EVAL_BATCH, self.compute)

@@ -165,9 +165,9 @@ class SupernetTrainer:
                 x, y = x.to(self.device), y.to(self.device)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss, hits = self._accumulate_gradients(net, x, y, self._subnets(rng, allowed))
-                loss_sum += loss * len(y)
+                loss_sum += loss * y.numel()  # per target: a sample, or a token of a sequence
                 correct += hits
-                seen += len(y)
+                seen += y.numel()
                 self.optimizer.step()
             record = {"epoch": epoch, "loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
                       "lr": self.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started}
@@ -208,9 +208,9 @@ class SupernetTrainer:
             logits = self._forward(net, x)
             loss = self._subnet_loss(k, logits, y, teacher)
             if k == 0:
-                teacher = F.softmax(logits.detach(), 1)
+                teacher = F.softmax(logits.detach(), -1)
                 loss0 = float(loss.detach())
-                hits = float((logits.argmax(1) == y).sum())
+                hits = float((logits.argmax(-1) == y).sum())
             on_loss(k, loss)
         return loss0, hits
 
@@ -219,10 +219,13 @@ class SupernetTrainer:
         return net(x)
 
     def _subnet_loss(self, k: int, logits: torch.Tensor, y: torch.Tensor, teacher) -> torch.Tensor:
-        """The largest subnet (k = 0) learns the labels; the others its soft predictions."""
+        """The largest subnet (k = 0) learns the labels; the others its soft predictions. Both are
+        means per target: logits ``[B, C]`` with labels ``[B]``, or ``[B, T, V]`` with next tokens
+        ``[B, T]`` (the leading dims flattened, so the KL's ``batchmean`` is per token)."""
+        flat = logits.reshape(-1, logits.shape[-1])
         if k == 0 or teacher is None or not self.config.distill:
-            return F.cross_entropy(logits, y)
-        return F.kl_div(F.log_softmax(logits, 1), teacher, reduction="batchmean")
+            return F.cross_entropy(flat, y.reshape(-1))
+        return F.kl_div(F.log_softmax(flat, 1), teacher.reshape(-1, teacher.shape[-1]), reduction="batchmean")
 
 
 def _first_line(exc: Exception) -> str:

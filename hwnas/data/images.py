@@ -1,128 +1,23 @@
-"""Datasets for search and evaluation: a registry of loaders that all return the same :class:`DataSplits`.
+"""Image datasets: sklearn's digits, CIFAR-10 and ImageFolder trees, standardized per channel.
 
-Every loader splits deterministically from ``split_seed`` and normalizes with statistics of the TRAIN
-split only, so a candidate's accuracy never depends on peeking at validation or test data, and two
-runs with the same settings see byte-identical tensors. Datasets are held in memory as
-``TensorDataset``s: the supported sets are small, and slicing tensors is much faster than decoding
-samples one by one inside a search loop.
+Every loader normalizes with statistics of the TRAIN split only, so a candidate's accuracy never
+depends on peeking at validation or test data.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
-from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+from torch.utils.data import TensorDataset
 
+from hwnas.data.core import DataSplits, carve_val, register_dataset, take, three_way
 from hwnas.errors import DataError
 from hwnas.utils.safe_pickle import NumpyOnlyUnpickler, RefusedGlobal
-
-DATASETS: dict[str, Callable[..., "DataSplits"]] = {}
-
-
-def register_dataset(name: str) -> Callable[[Callable[..., "DataSplits"]], Callable[..., "DataSplits"]]:
-    """Add a loader (called with the keyword arguments of :func:`load_data` but ``dataset``) to
-    :data:`DATASETS`, so a new dataset never means editing a dispatch chain."""
-    def decorator(loader: Callable[..., DataSplits]) -> Callable[..., DataSplits]:
-        DATASETS[name] = loader
-        return loader
-    return decorator
-
-
-@dataclass(frozen=True)
-class DataSplits:
-    """The three splits plus what a model and a report need to know about them."""
-
-    train: Dataset
-    val: Dataset
-    test: Dataset
-    num_classes: int
-    input_shape: tuple[int, int, int]
-    description: dict
-
-
-def load_data(dataset: str = "digits", root: str | Path | None = None, image_size: int | None = None,
-              val_fraction: float = 0.2, test_fraction: float = 0.2, split_seed: int = 0) -> DataSplits:
-    """Load ``dataset`` by its registry name; argument checks live here so every loader can trust them."""
-    if dataset not in DATASETS:
-        raise DataError(f"unknown dataset {dataset!r}; known datasets: {', '.join(sorted(DATASETS))}")
-    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
-        raise DataError(f"image_size must be a positive integer, got {image_size!r}")
-    for field, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not 0.0 <= value < 1.0:
-            raise DataError(f"{field} must be in [0, 1), got {value!r}")
-    if val_fraction + test_fraction >= 1.0:
-        raise DataError(f"val_fraction + test_fraction must be < 1, got {val_fraction + test_fraction!r}")
-    return DATASETS[dataset](root=root, image_size=image_size, val_fraction=val_fraction,
-                             test_fraction=test_fraction, split_seed=split_seed)
-
-
-def iterate_batches(dataset: Dataset, batch_size: int, *, shuffle: bool = False,
-                    generator: torch.Generator | None = None, drop_last: bool = False,
-                    limit: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield ``(x float32, y int64)`` batches; the order is a pure function of ``generator``.
-
-    TensorDatasets are sliced directly (no per-sample indexing); anything else goes through a
-    single-process DataLoader. ``limit`` caps the samples yielded in total (a cheap proxy epoch).
-    """
-    if batch_size < 1:
-        raise DataError(f"batch_size must be >= 1, got {batch_size!r}")
-    if limit is not None and limit < 0:
-        raise DataError(f"limit must be >= 0, got {limit!r}")
-    n = len(dataset)  # type: ignore[arg-type]
-    total = n if limit is None else min(n, limit)
-    order = torch.randperm(n, generator=generator)[:total] if shuffle else None
-    if drop_last:
-        total -= total % batch_size
-    if isinstance(dataset, TensorDataset):
-        x_all, y_all = dataset.tensors[0], dataset.tensors[1]
-        for start in range(0, total, batch_size):
-            end = min(start + batch_size, total)
-            idx = order[start:end] if order is not None else slice(start, end)
-            yield x_all[idx].to(torch.float32), y_all[idx].to(torch.int64)
-        return
-    indices = order[:total].tolist() if order is not None else list(range(total))
-    loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, shuffle=False, num_workers=0)
-    for batch in loader:
-        yield torch.as_tensor(batch[0]).to(torch.float32), torch.as_tensor(batch[1]).to(torch.int64)
-
-
-def _carve(idx: np.ndarray, labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split ``idx`` into (kept, taken); stratified when every class allows it, plain otherwise."""
-
-    if fraction <= 0.0:
-        return idx, idx[:0]
-    try:
-        kept, taken = train_test_split(idx, test_size=fraction, random_state=seed, stratify=labels[idx])
-    except ValueError:  # a class too small to appear in both parts
-        try:
-            kept, taken = train_test_split(idx, test_size=fraction, random_state=seed)
-        except ValueError as exc:
-            raise DataError(f"cannot split {len(idx)} samples with fraction {fraction}: {exc}") from None
-    return np.sort(kept), np.sort(taken)
-
-
-def _three_way(labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
-    """Carve test off everything, then val off the rest, so the fractions refer to the whole set."""
-    rest, test = _carve(np.arange(len(labels)), labels, test_fraction, seed)
-    train, val = _carve(rest, labels, val_fraction / (1.0 - test_fraction), seed)
-    return {"train": train, "val": val, "test": test}
-
-
-def _take(x: torch.Tensor, y: np.ndarray, parts: dict[str, np.ndarray]) -> dict[str, tuple[torch.Tensor, np.ndarray]]:
-    return {k: (x[torch.from_numpy(i)], y[i]) for k, i in parts.items()}
-
-
-def _carve_val(x: torch.Tensor, y: np.ndarray, fraction: float, seed: int) -> dict[str, tuple[torch.Tensor, np.ndarray]]:
-    """Split a train set that came without a validation part into train and val."""
-    train, val = _carve(np.arange(len(y)), y, fraction, seed)
-    return _take(x, y, {"train": train, "val": val})
 
 
 def _resize(x: torch.Tensor, size: int | None) -> torch.Tensor:
@@ -161,8 +56,8 @@ def _load_digits(*, root: str | Path | None, image_size: int | None, val_fractio
     bunch = load_digits()
     x = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)
     y = bunch.target.astype(np.int64)
-    parts = _three_way(y, val_fraction, test_fraction, split_seed)
-    return _finish("digits", None, _take(x, y, parts), 10, image_size, split_seed,
+    parts = three_way(y, val_fraction, test_fraction, split_seed)
+    return _finish("digits", None, take(x, y, parts), 10, image_size, split_seed,
                    val_fraction=val_fraction, test_fraction=test_fraction,
                    raw_input="sklearn.datasets.load_digits().images / 16: 8x8 grey pixels 0-16 scaled to [0, 1]")
 
@@ -227,7 +122,7 @@ def _load_cifar10(*, root: str | Path | None, image_size: int | None, val_fracti
                 train_paths = [p for i in range(1, 6) if (p := folder / f"data_batch_{i}{suffix}").is_file()]
                 if not train_paths:
                     raise DataError(f"no CIFAR-10 train batch in {folder} (expected {folder / f'data_batch_1{suffix}'})")
-                splits = {**_carve_val(*_read_cifar_batches(train_paths, reader), val_fraction, split_seed),
+                splits = {**carve_val(*_read_cifar_batches(train_paths, reader), val_fraction, split_seed),
                           "test": _read_cifar_batches([test_path], reader)}
                 return _finish("cifar10", root, splits, 10, image_size, split_seed,
                                format=fmt, val_fraction=val_fraction, raw_input=RGB_RAW_INPUT)
@@ -286,13 +181,13 @@ def _load_imagefolder(*, root: str | Path | None, image_size: int | None, val_fr
                 raise DataError(f"classes in {base / k} differ from those in {base / 'train'}")
         loaded = {k: _load_images(tree, classes, size) for k, tree in trees.items()}
         if "val" not in loaded:
-            loaded.update(_carve_val(*loaded["train"], val_fraction, split_seed))
+            loaded.update(carve_val(*loaded["train"], val_fraction, split_seed))
         splits, layout = {k: loaded[k] for k in ("train", "val", "test")}, "train/test folders"
     else:
         tree = _scan_tree(base)
         classes = list(tree)
         x, y = _load_images(tree, classes, size)
-        splits, layout = _take(x, y, _three_way(y, val_fraction, test_fraction, split_seed)), "single tree"
+        splits, layout = take(x, y, three_way(y, val_fraction, test_fraction, split_seed)), "single tree"
     return _finish("imagefolder", root, splits, len(classes), size, split_seed, classes=classes,
                    layout=layout, val_fraction=val_fraction, test_fraction=test_fraction,
                    raw_input=f"the image as RGB, resized to {size}x{size} (PIL bilinear), " + RGB_RAW_INPUT)
