@@ -56,11 +56,17 @@ OUTPUT_ELEMENTS: dict[str, Callable[[OpSig], int]] = {
     "tokens": lambda o: o.cin * (o.cout + 2),  # class, kept and package tokens
     "add": lambda o: o.cin * o.h * o.w,
     "classifier": lambda o: o.cout,
+    "embedding": lambda o: o.cout * o.h,
+    "rmsnorm": lambda o: o.cin * o.h,
+    "rope": lambda o: o.cin * o.cout * o.h,  # q and k, rotated
+    "kv_attention": lambda o: o.cin * o.cout * o.h,  # heads x head width x new tokens (the cache is state)
+    "swiglu": lambda o: o.cout * o.h,
 }
 # Elements of the tensor an op reads, for the first op of a graph (the model's input).
 INPUT_ELEMENTS: dict[str, Callable[[OpSig], int]] = {
     **{kind: (lambda o: o.cin * o.h * o.w) for kind in OUTPUT_ELEMENTS},
     "attention": lambda o: 3 * o.cin * o.cout * o.h,  # q, k and v
+    "embedding": lambda o: o.h,  # token ids
 }
 
 

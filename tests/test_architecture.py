@@ -21,6 +21,7 @@ LAZY_IMPORTS = {
     "onnxruntime": "optional (the onnx extra); only the ONNX export checks its file with it",
     "matplotlib": "about 1 s to import; only hwnas report draws",
     "torch.ao": "PyTorch's quantization flow; only the int8 export uses it",
+    "transformers": "seconds to import; only a Hugging Face tokenizer or checkpoint needs it",
 }
 # Imports of hwnas modules allowed inside functions, by file (the reason is at each import).
 LAZY_HWNAS = {"hwnas/job/handle.py": ("hwnas.export.candidate",)}
