@@ -13,7 +13,7 @@ from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 from hwnas.errors import ConfigError, HwnasError  # noqa: E402
 from hwnas.spaces.lm import LMSupernet  # noqa: E402
 from hwnas.spaces.lm.hf_export import export_hf, hf_ineligible_reason  # noqa: E402
-from hwnas.spaces.lm.pretrained import check_logits, copy_checkpoint, load_lm_pretrained  # noqa: E402
+from hwnas.spaces.lm.pretrained import check_logits, copy_checkpoint, load_hf_model  # noqa: E402
 from hwnas.spaces.registry import build_space, load_pretrained, parse_space_config  # noqa: E402
 from hwnas.utils.hf import package_folder  # noqa: E402
 
@@ -116,6 +116,13 @@ def test_smollm2_is_the_largest_subnet_of_its_space():
     assert (cfg.num_layers, cfg.heads, cfg.kv_heads, cfg.hidden_size, cfg.intermediate_size,
             cfg.tie_word_embeddings) == (30, 9, 3, 576, 1536, True)
     net = LMSupernet(space)
-    report = load_lm_pretrained(net, space)
+    model = load_hf_model(space.config.init)  # what the load_pretrained hook does, keeping the model
+    copy_checkpoint(net, model, "SmolLM2")
+    report = check_logits(net, model, space.largest(), 64, "SmolLM2")
     assert report["max_abs_difference"] <= 1e-4, report
+    net.eval().set_active(space.largest())
+    prompt = torch.randint(0, 49152, (1, 6), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # the exported largest subnet decodes as transformers does, greedily
+        theirs = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=6, do_sample=False)
+    assert torch.equal(net.extract().generate(prompt, 6), theirs)
     print(f"smollm2: logits max |diff| {report['max_abs_difference']:.2g}, {time.perf_counter() - started:.1f} s")

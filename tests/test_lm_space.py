@@ -46,7 +46,8 @@ def arch_of(space: LMSpace, layers: list[tuple[int, int, int, int, int]], abits:
     """(keep, heads, kv, mlp, wbits) per layer."""
     values = {"abits": abits}
     for j, (keep, heads, kv, mlp, wbits) in enumerate(layers):
-        values.update({f"l{j}.keep": keep, f"l{j}.heads": heads, f"l{j}.kv": kv, f"l{j}.mlp": mlp, f"l{j}.wbits": wbits})
+        values.update({f"l{j}.keep": keep, f"l{j}.heads": heads, f"l{j}.kv": kv, f"l{j}.mlp": mlp,
+                       f"l{j}.wbits": wbits})
     return space.validate(values)
 
 
@@ -230,7 +231,8 @@ def test_decode_graph_is_the_decode_step_op_for_op_and_counts_by_hand():
     assert keys == [CONTEXT]  # the attention read 15 cached keys and the new one
     assert [op.w for op in ops if op.kind == "kv_attention"] == [CONTEXT, CONTEXT]
     d, hd, C = 32, 8, CONTEXT
-    linear_macs = (d * 4 * hd + 2 * d * 2 * hd + 4 * hd * d + 3 * d * 48) + (d * 2 * hd + 2 * d * hd + 2 * hd * d + 3 * d * 24)
+    linear_macs = ((d * 4 * hd + 2 * d * 2 * hd + 4 * hd * d + 3 * d * 48)
+                   + (d * 2 * hd + 2 * d * hd + 2 * hd * d + 3 * d * 24))
     attention_mults = 4 * (2 * C * hd + 2 * C) + 2 * (2 * C * hd + 2 * C)
     head_macs = d * VOCAB
     other = 3 * d * 5 + 2 * (4 + 2) * hd + 2 * (2 + 1) * hd + 3 * 48 + 3 * 24  # 5 rmsnorms, ropes, swiglus

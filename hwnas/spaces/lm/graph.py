@@ -2,13 +2,15 @@
 the prefill of a prompt, in the order of :class:`~hwnas.spaces.lm.standalone.StandaloneLM`'s modules.
 
 Field use (see :mod:`hwnas.ir` for the counts): every op runs on ``h`` new tokens (1 when
-decoding). ``embedding``: ``cin`` = vocabulary, ``cout`` = hidden; its weights count unless the
-head shares them (``op="tied"``). ``linear``: the projections at the layer's bits, the head in
-float (16); Llama's projections have no bias, which the ``linear`` kind counts (``cout`` float32
-values per layer, a few per mille of its weights) so that existing tables and profilers price
-them. ``rope``: ``cin`` = query plus key heads of width ``cout``. ``kv_attention``: ``cin`` query
-heads of width ``cout`` over ``w`` keys (the cached ones and the new), ``groups`` key-value heads.
-``swiglu``: ``silu(gate) * up`` over ``cout`` channels. ``rmsnorm`` and ``add`` over ``cin``.
+decoding); every op other than the layers' projections is float, bits 16 (what a float16
+deployment stores and moves). ``embedding``: ``cin`` = vocabulary, ``cout`` = hidden; its weights
+count unless the head shares them (``op="tied"``). ``linear``: the projections at the layer's
+bits, the head in float; Llama's projections have no bias, which the ``linear`` kind counts
+(``cout`` float32 values per layer, a few per mille of its weights) so that existing tables and
+profilers price them. ``rope``: ``cin`` = query plus key heads of width ``cout``.
+``kv_attention``: ``cin`` query heads of width ``cout`` over ``w`` keys (the cached ones and the
+new), ``groups`` key-value heads. ``swiglu``: ``silu(gate) * up`` over ``cout`` channels.
+``rmsnorm`` and ``add`` over ``cin``.
 
 A decode step at context length C reads a KV cache of C - 1 tokens and appends one: its
 attention runs over ``w = C`` keys. The cache itself is state, not an op output, so
@@ -19,32 +21,31 @@ from __future__ import annotations
 from typing import Any
 
 from hwnas.ir import OpSig
-from hwnas.spaces.ops.group_quant import FLOAT  # the head: float (16)
+from hwnas.spaces.ops.group_quant import FLOAT
 
 
 def _graph(spec: dict[str, Any], tokens: int, keys: int) -> list[OpSig]:
     d, hd, v, ab = spec["hidden"], spec["head_dim"], spec["vocab_size"], spec["abits"]
-    tied = spec["tie_word_embeddings"]
-    ops = [OpSig("embedding", v, tokens, 1, d, op="tied" if tied else "mult")]
+    f = dict(wbits=FLOAT, abits=FLOAT)  # float ops (the embedding and head weights, norms, attention)
+    ops = [OpSig("embedding", v, tokens, 1, d, op="tied" if spec["tie_word_embeddings"] else "mult", **f)]
     for layer in spec["layers"]:
         heads, kv, mlp = layer["heads"], layer["kv_heads"], layer["mlp"]
         bits = dict(wbits=layer["wbits"], abits=ab)
-        ops += [OpSig("rmsnorm", d, tokens, 1, d),
+        ops += [OpSig("rmsnorm", d, tokens, 1, d, **f),
                 OpSig("linear", d, tokens, 1, heads * hd, **bits),
                 OpSig("linear", d, tokens, 1, kv * hd, **bits),
                 OpSig("linear", d, tokens, 1, kv * hd, **bits),
-                OpSig("rope", heads + kv, tokens, 1, hd),
-                OpSig("kv_attention", heads, tokens, keys, hd, groups=kv),
+                OpSig("rope", heads + kv, tokens, 1, hd, **f),
+                OpSig("kv_attention", heads, tokens, keys, hd, groups=kv, **f),
                 OpSig("linear", heads * hd, tokens, 1, d, **bits),
-                OpSig("add", d, tokens, 1, d),
-                OpSig("rmsnorm", d, tokens, 1, d),
+                OpSig("add", d, tokens, 1, d, **f),
+                OpSig("rmsnorm", d, tokens, 1, d, **f),
                 OpSig("linear", d, tokens, 1, mlp, **bits),
                 OpSig("linear", d, tokens, 1, mlp, **bits),
-                OpSig("swiglu", mlp, tokens, 1, mlp),
+                OpSig("swiglu", mlp, tokens, 1, mlp, **f),
                 OpSig("linear", mlp, tokens, 1, d, **bits),
-                OpSig("add", d, tokens, 1, d)]
-    ops += [OpSig("rmsnorm", d, tokens, 1, d), OpSig("linear", d, tokens, 1, v, wbits=FLOAT, abits=FLOAT)]
-    return ops
+                OpSig("add", d, tokens, 1, d, **f)]
+    return ops + [OpSig("rmsnorm", d, tokens, 1, d, **f), OpSig("linear", d, tokens, 1, v, **f)]
 
 
 def lm_op_graph(spec: dict[str, Any]) -> list[OpSig]:

@@ -82,7 +82,8 @@ def _refusals(c: Any) -> list[tuple[str, bool, str]]:
             ("hidden_act", act != "silu", f"activation {act!r}"),
             ("attention_bias", bool(getattr(c, "attention_bias", False)), "attention biases"),
             ("mlp_bias", bool(getattr(c, "mlp_bias", False)), "MLP biases"),
-            ("rope_parameters", rope.get("rope_type", "default") != "default", f"rotary scaling {rope.get('rope_type')!r}")]
+            ("rope_parameters", rope.get("rope_type", "default") != "default",
+             f"rotary scaling {rope.get('rope_type')!r}")]
 
 
 def _settle(raw: dict[str, Any], init: LMInit) -> None:
@@ -178,7 +179,8 @@ def copy_checkpoint(supernet: Any, model: Any, name: str) -> None:
     state = dict(model.state_dict())
     if supernet.lm_head is None:
         state.pop("lm_head.weight", None)
-    copy_tensors(supernet, state, {k: k for k in supernet.state_dict() if k in state}, untrained=lambda key: False, model=name)
+    names = {k: k for k in supernet.state_dict() if k in state}
+    copy_tensors(supernet, state, names, untrained=lambda key: False, model=name)
 
 
 def load_lm_pretrained(supernet: Any, space: Any) -> dict[str, Any] | None:

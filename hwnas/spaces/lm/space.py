@@ -58,7 +58,8 @@ class LMSpaceConfig(StrictModel):
     rope_theta: float = Field(10000.0, gt=0)
     rms_norm_eps: float = Field(1e-5, gt=0, lt=1)
     tie_word_embeddings: bool = True
-    context_length: int = Field(DEFAULT_CONTEXT, gt=0, le=1 << 20, description="tokens of the KV cache decode is costed at")
+    context_length: int = Field(DEFAULT_CONTEXT, gt=0, le=1 << 20,
+                                description="tokens of the KV cache decode is costed at")
     init: LMInit | None = Field(None, description="a pretrained Llama checkpoint the largest subnet starts as (keys "
                                 "left out are taken from it): see hwnas.spaces.lm.pretrained")
 
@@ -85,8 +86,8 @@ class LMSpaceConfig(StrictModel):
                                     scaled_choices(self.intermediate_size))
         for h in self.head_choices:
             if not any(fits(h, kv, group) for kv in self.kv_head_choices):
-                raise ValueError(f"head_choices: {h} heads fit no kv_head_choices {self.kv_head_choices} (kv heads must "
-                                 f"divide the heads kept, at most {group} heads per kv head)")
+                raise ValueError(f"head_choices: {h} heads fit no kv_head_choices {self.kv_head_choices} (kv heads "
+                                 f"must divide the heads kept, at most {group} heads per kv head)")
         for key in ("weight_bits", "act_bits"):
             if len(set(getattr(self, key))) != len(getattr(self, key)):
                 raise ValueError(f"{key}: choices must be distinct")

@@ -57,12 +57,15 @@ class StandaloneLM(nn.Module):
     """A fixed LM subnet: ``forward(ids [B, T]) -> logits [B, T, V]``, :meth:`step` with a KV cache,
     greedy :meth:`generate`."""
 
-    def __init__(self, spec: dict[str, Any]):
+    def __init__(self, spec: dict[str, Any], layers: Sequence[FixedLayer] | None = None):
+        """``layers``: the kept layers already built (the supernet's extract), else fresh ones."""
         super().__init__()
         self.spec = spec
         d = spec["hidden"]
         self.embed = TokenEmbedding(spec["vocab_size"], d)
-        self.layers = nn.ModuleList([FixedLayer(layer, spec) for layer in spec["layers"]])
+        if layers is None:
+            layers = [FixedLayer(layer, spec) for layer in spec["layers"]]
+        self.layers = nn.ModuleList(layers)
         self.norm = RMSNorm(d, spec["rms_norm_eps"])
         self.lm_head = LMHead(d, spec["vocab_size"], spec["tie_word_embeddings"])
 

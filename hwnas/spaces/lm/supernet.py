@@ -144,10 +144,9 @@ class LMSupernet(nn.Module):
 
     @torch.no_grad()
     def extract(self) -> StandaloneLM:
-        model = StandaloneLM(self.spec)
-        model.embed.weight.copy_(self.model.embed_tokens.weight)
         kept = [layer for layer in self.model.layers if layer.spec is not None]
-        model.layers = nn.ModuleList([layer.extract(self.spec) for layer in kept])
+        model = StandaloneLM(self.spec, [layer.extract(self.spec) for layer in kept])
+        model.embed.weight.copy_(self.model.embed_tokens.weight)
         model.norm.weight.copy_(self.model.norm.weight)
         if model.lm_head.weight is not None:
             model.lm_head.weight.copy_(self.lm_head.weight)

@@ -26,7 +26,8 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return weight * x.to(dtype)
 
 
-def rope_cos_sin(start: int, length: int, head_dim: int, theta: float, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_cos_sin(start: int, length: int, head_dim: int, theta: float,
+                 device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin ``[length, head_dim]`` of positions ``start .. start + length - 1``."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).to(device=device, dtype=torch.float)
                                 / head_dim))
