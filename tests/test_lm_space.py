@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hwnas.errors import ArchError, ConfigError
-from hwnas.footprint import subnet_memory, weight_bits
+from hwnas.footprint import activation_profile, subnet_memory, weight_bits
 from hwnas.ir import count
 from hwnas.spaces.lm import LMSpace, LMSupernet, kv_cache_bytes, lm_prefill_graph
 from hwnas.spaces.lm.graph import lm_op_graph, lm_op_inputs
@@ -255,5 +255,10 @@ def test_memory_of_an_lm_subnet():
     biases = (4 * hd + 2 * 2 * hd + d + 2 * 48 + d) + (2 * hd + 2 * 1 * hd + d + 2 * 24 + d) + VOCAB  # as linear counts
     floats = (5 * d + biases) * 32  # five norms
     assert weight_bits(ops) == layer0 + layer1 + head + floats
-    assert memory["memory_kb"] > weight_bits(ops) / 8 / 1024 and memory["activation_kb"] > 0
+    live = activation_profile(ops, lm_op_inputs(spec, ops))
+    # layer 0's attention: rotated q and k, v, its output, and the layer's input held for the add;
+    # its swiglu: gate, up, its output, and the attention's residual sum held for the second add
+    assert live[1 + 5] == (4 + 2) * hd + 2 * hd + 4 * hd + d and live[1 + 11] == 3 * 48 + d
+    assert max(live) == live[-1] == d + VOCAB  # the head: the final norm's output and the logits
+    assert memory["memory_kb"] * 1024 == weight_bits(ops) / 8 + 4 * (d + VOCAB)
     assert kv_cache_bytes(spec) == 2 * (2 * hd + 1 * hd) * CONTEXT * 4
