@@ -262,3 +262,32 @@ def test_memory_of_an_lm_subnet():
     assert max(live) == live[-1] == d + VOCAB  # the head: the final norm's output and the logits
     assert memory["memory_kb"] * 1024 == weight_bits(ops) / 8 + 4 * (d + VOCAB)
     assert kv_cache_bytes(spec) == 2 * (2 * hd + 1 * hd) * CONTEXT * 4
+
+
+@pytest.fixture
+def one_thread():
+    """A tiny model's steps on one thread: two threads beside another busy process are 20x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_a_few_sandwich_steps_lower_the_loss_of_the_largest_and_smallest_subnets(one_thread):
+    space = tiny_space()
+    net = supernet(space).train()
+    ids = tokens(4, 16)
+    x, y = ids[:, :-1], ids[:, 1:]
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+
+    def loss(arch) -> torch.Tensor:
+        net.set_active(arch)
+        return torch.nn.functional.cross_entropy(net(x).flatten(0, 1), y.flatten())
+    archs = (space.largest(), space.smallest())  # the smallest: 2-bit weights, 8-bit activations
+    before = [float(loss(a).detach()) for a in archs]
+    for _ in range(15):
+        opt.zero_grad()
+        sum(loss(a) for a in archs).backward()
+        opt.step()
+    after = [float(loss(a).detach()) for a in archs]
+    assert after[0] < 0.7 * before[0] and after[1] < 0.9 * before[1], (before, after)
