@@ -1,5 +1,5 @@
 """The lm space: encoding, slicing against a dense Llama written out by hand, the standalone subnet
-with its KV cache, the op graph against a hand count and the real modules, memory."""
+with its KV cache, the op graph against a hand count and the real modules, memory, the profiler."""
 from __future__ import annotations
 
 import math
@@ -8,15 +8,18 @@ import numpy as np
 import pytest
 import torch
 
+from hwnas.config import DeviceConfig
 from hwnas.errors import ArchError, ConfigError
 from hwnas.footprint import activation_profile, subnet_memory, weight_bits
+from hwnas.hwmodels.local_cpu import LocalCPU
+from hwnas.hwmodels.profiler import build_lookup_table
 from hwnas.ir import count
-from hwnas.spaces.lm import LMSpace, LMSupernet, kv_cache_bytes, lm_prefill_graph
+from hwnas.spaces.lm import LMSpace, LMSupernet, StandaloneLM, kv_cache_bytes, lm_prefill_graph
 from hwnas.spaces.lm.graph import lm_op_graph, lm_op_inputs
 from hwnas.spaces.ops.group_quant import group_quantize_value, token_quantize
 from hwnas.spaces.ops.layers import ResidualAdd, op_modules
 from hwnas.spaces.ops.lm_layers import KVAttention, LMHead, LMLinear, RMSNorm, Rotary, SwiGLU, TokenEmbedding
-from hwnas.spaces.registry import build_space, op_graph, parse_space_config, timed_model
+from hwnas.spaces.registry import build_space, op_graph, parse_space_config
 
 VOCAB, CONTEXT = 256, 16
 TINY = dict(type="lm", hidden_size=32, num_layers=3, heads=4, kv_heads=2, intermediate_size=48, context_length=CONTEXT,
@@ -220,11 +223,11 @@ def test_decode_graph_is_the_decode_step_op_for_op_and_counts_by_hand():
     assert len(ops) == 1 + 14 * 2 + 2
     ran: list[str] = []
     keys: list[int] = []
-    step, x = timed_model(spec, 1)  # what a measured device times: a fresh subnet's decode step
-    hooks = [m.register_forward_hook(lambda m, i, o: ran.append(KIND_OF[type(m)])) for m in op_modules(step)]
-    hooks.append(step.model.layers[0].attn.register_forward_hook(lambda m, i, o: keys.append(o[1][0].shape[2])))
-    with torch.no_grad():
-        assert step(x).shape == (1, 1, VOCAB)
+    model = StandaloneLM(spec)
+    hooks = [m.register_forward_hook(lambda m, i, o: ran.append(KIND_OF[type(m)])) for m in op_modules(model)]
+    hooks.append(model.layers[0].attn.register_forward_hook(lambda m, i, o: keys.append(o[1][0].shape[2])))
+    with torch.no_grad():  # what a measured device times: one decode step
+        assert model.timed_call(1)().shape == (1, 1, VOCAB)
     for h in hooks:
         h.remove()
     assert ran == [op.kind for op in ops]
@@ -291,3 +294,15 @@ def test_a_few_sandwich_steps_lower_the_loss_of_the_largest_and_smallest_subnets
         opt.step()
     after = [float(loss(a).detach()) for a in archs]
     assert after[0] < 0.7 * before[0] and after[1] < 0.9 * before[1], (before, after)
+
+
+def test_the_local_cpu_profiler_times_every_op_of_the_decode_step(tmp_path, one_thread):
+    space = tiny_space(weight_bits=[4, 16], act_bits=[16], kv_head_choices=[2])
+    device = LocalCPU(DeviceConfig(repeats=3, rounds=1, warmup=1))
+    result = build_lookup_table(device, space, StandaloneLM, tmp_path)
+    rng = np.random.default_rng(2)
+    for arch in (space.largest(), space.smallest(), space.sample(rng)):
+        assert not result.table.missing(op_graph(space.subnet_spec(arch)))
+    assert {row["kind"] for row in result.table.entries.values()} == set(KIND_OF.values())
+    ms, _ = device.time_model(StandaloneLM(space.subnet_spec(space.largest())), space.input_shape)
+    assert ms > 0

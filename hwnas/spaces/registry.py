@@ -36,10 +36,6 @@ Optional hooks (None when the space has no such thing):
   op, the indices of the ops whose outputs it reads, -1 for the model's input), for the peak
   activation memory (:mod:`hwnas.footprint`); a space without it is a chain, each op reading the
   one before it, which is right only for a network without skip connections.
-* ``timed_model(spec, batch_size)``: the module and example input a measured device times for the
-  subnet (its op modules in op-graph order, see :func:`hwnas.spaces.ops.layers.op_modules`); a space
-  without it is timed as ``build_standalone(spec)`` on random inputs of its ``input_shape``. The lm
-  space's is one decode step over a filled KV cache, on token ids.
 
 A space object may also return a :class:`~hwnas.spaces.layout.BlockLayout` from
 ``block_layout()``; the search then prices whole populations from per-block tables instead of
@@ -71,7 +67,6 @@ class SpaceEntry:
     int8_ineligible_reason: Callable[[dict[str, Any]], str | None] | None = None
     load_pretrained: Callable[[Any, Any], dict[str, Any] | None] | None = None
     op_inputs: Callable[[dict[str, Any], list[OpSig]], list[tuple[int, ...]]] | None = None
-    timed_model: Callable[[dict[str, Any], int], tuple[Any, Any]] | None = None
 
 
 SPACES: dict[str, SpaceEntry] = {}
@@ -159,10 +154,3 @@ def int8_ineligible_reason(spec: dict[str, Any]) -> str | None:
     if check is None:
         return f"the int8 export does not cover the {spec['type']} space"
     return check(spec)
-
-
-def timed_model(spec: dict[str, Any], batch_size: int) -> tuple[Any, Any] | None:
-    """(module, example input) a measured device times for ``spec`` (see :attr:`SpaceEntry.timed_model`);
-    None: the standalone model on random inputs of the space's input shape."""
-    hook = space_entry(spec["type"]).timed_model
-    return None if hook is None else hook(spec, batch_size)

@@ -3,11 +3,12 @@
 Built from :meth:`LMSpace.subnet_spec` alone. Its modules are registered in the order they run, one
 module per op of the op graph (:mod:`hwnas.spaces.lm.graph`), so the profiler's hooks time each op
 in place; :class:`DecodeStep` is the module whose one call is the costed decode step (one new
-token over a KV cache of ``context_length - 1`` tokens).
+token over a KV cache of ``context_length - 1`` tokens), which :meth:`StandaloneLM.timed_call`
+gives a measured device to time.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -82,6 +83,13 @@ class StandaloneLM(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.step(ids)[0]
 
+    def timed_call(self, batch_size: int) -> Callable[[], torch.Tensor]:
+        """What a measured device times for this model (see ``hwnas.hwmodels.local_cpu.deployed_call``):
+        one decode step at the spec's context length, a new token per sequence."""
+        step = DecodeStep(self, self.spec["context_length"], batch_size)
+        ids = torch.zeros(batch_size, 1, dtype=torch.long, device=self.embed.weight.device)
+        return lambda: step(ids)
+
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor | Sequence[int], max_new_tokens: int,
                  use_cache: bool = True) -> torch.Tensor:
@@ -116,9 +124,3 @@ class DecodeStep(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.model.step(ids, self.past or None)[0]
 
-
-def lm_timed_model(spec: dict[str, Any], batch_size: int = 1) -> tuple[DecodeStep, torch.Tensor]:
-    """The ``timed_model`` hook: one decode step of the subnet at its context length, and its input
-    (one token id per sequence)."""
-    return DecodeStep(StandaloneLM(spec), spec["context_length"], batch_size), torch.zeros(batch_size, 1,
-                                                                                           dtype=torch.long)
