@@ -13,8 +13,10 @@ new), ``groups`` key-value heads. ``swiglu``: ``silu(gate) * up`` over ``cout`` 
 ``rmsnorm`` and ``add`` over ``cin``.
 
 A decode step at context length C reads a KV cache of C - 1 tokens and appends one: its
-attention runs over ``w = C`` keys. The cache itself is state, not an op output, so
-:mod:`hwnas.footprint` does not count it; :func:`kv_cache_bytes` does.
+attention runs over ``w = C`` keys. The cache is state, not an op output: :mod:`hwnas.footprint`
+counts it (``STATE_ELEMENTS``) as alive during every op, so ``memory_kb`` is the weights, the KV
+cache at the context length and the peak of the transient activations; :func:`kv_cache_bytes` is
+the cache alone.
 """
 from __future__ import annotations
 
