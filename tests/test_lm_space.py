@@ -14,7 +14,7 @@ from hwnas.footprint import activation_profile, subnet_memory, weight_bits
 from hwnas.hwmodels.local_cpu import LocalCPU
 from hwnas.hwmodels.profiler import build_lookup_table
 from hwnas.ir import count
-from hwnas.spaces.lm import LMSpace, LMSupernet, StandaloneLM, kv_cache_bytes, lm_prefill_graph
+from hwnas.spaces.lm import LMSpace, LMSupernet, StandaloneLM, greedy_generate, kv_cache_bytes, lm_prefill_graph
 from hwnas.spaces.lm.graph import lm_op_graph, lm_op_inputs
 from hwnas.spaces.ops.group_quant import group_quantize_value, token_quantize
 from hwnas.spaces.ops.layers import ResidualAdd, op_modules
@@ -209,6 +209,7 @@ def test_kv_cache_logits_and_generation_equal_running_the_whole_prefix():
     cached = model.generate(prompt, 8)
     assert cached.shape == (1, 12) and cached[0, :4].tolist() == prompt
     assert torch.equal(cached, model.generate(prompt, 8, use_cache=False))
+    assert torch.equal(cached, greedy_generate(net, prompt, 8))  # the supernet's active subnet, no cache
 
 
 # -- the op graph ------------------------------------------------------------------------------------------

@@ -95,17 +95,28 @@ class StandaloneLM(nn.Module):
                  use_cache: bool = True) -> torch.Tensor:
         """Greedy decoding: the prompt's token ids followed by ``max_new_tokens`` new ones
         (``[1, P + n]``); ``use_cache=False`` runs the whole prefix again for every token."""
+        if not use_cache:
+            return greedy_generate(self, input_ids, max_new_tokens)
         ids = torch.as_tensor(input_ids, dtype=torch.long, device=self.embed.weight.device).reshape(1, -1)
         past: Cache | None = None
         new = ids
         for _ in range(int(max_new_tokens)):
-            if use_cache:
-                logits, past = self.step(new, past)
-            else:
-                logits = self.step(ids)[0]
+            logits, past = self.step(new, past)
             new = logits[:, -1:].argmax(-1)
             ids = torch.cat([ids, new], dim=1)
         return ids
+
+
+@torch.no_grad()
+def greedy_generate(model: nn.Module, input_ids: torch.Tensor | Sequence[int], max_new_tokens: int) -> torch.Tensor:
+    """Greedy decoding by any ``model(ids [1, T]) -> logits [1, T, V]`` (the supernet's active
+    subnet, a standalone one), the whole prefix run again for every token: the reference an
+    export's cached :meth:`StandaloneLM.generate` is checked against."""
+    device = next(model.parameters()).device
+    ids = torch.as_tensor(input_ids, dtype=torch.long, device=device).reshape(1, -1)
+    for _ in range(int(max_new_tokens)):
+        ids = torch.cat([ids, model(ids)[:, -1:].argmax(-1)], dim=1)
+    return ids
 
 
 class DecodeStep(nn.Module):
