@@ -269,15 +269,6 @@ def test_memory_of_an_lm_subnet():
     assert kv_cache_bytes(spec) == 4 * cache
 
 
-@pytest.fixture
-def one_thread():
-    """A tiny model's steps on one thread: two threads beside another busy process are 20x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_a_few_sandwich_steps_lower_the_loss_of_the_largest_and_smallest_subnets(one_thread):
     space = tiny_space()
     net = supernet(space).train()
