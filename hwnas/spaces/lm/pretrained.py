@@ -28,7 +28,7 @@ import torch
 from pydantic import ValidationError, model_validator
 
 from hwnas.errors import ConfigError, HwnasError
-from hwnas.spaces.pretrained import Settle, _exact_float32, copy_tensors, scaled_choices
+from hwnas.spaces.pretrained import Settle, exact_float32, copy_tensors, scaled_choices
 from hwnas.utils.hf import checkpoint_folder, first_line, hf_config
 from hwnas.utils.models import StrictModel, format_validation_error
 
@@ -157,7 +157,7 @@ def check_logits(supernet: Any, model: Any, largest: Any, context_length: int, n
     ids = ids.to(device)
     training, previous = supernet.training, supernet.active_arch
     try:
-        with _exact_float32(), torch.no_grad():
+        with exact_float32(), torch.no_grad():
             supernet.eval()
             supernet.set_active(largest)
             ours, theirs = supernet(ids), model(ids).logits
