@@ -28,7 +28,7 @@ import torch
 from pydantic import ValidationError, model_validator
 
 from hwnas.errors import ConfigError, HwnasError
-from hwnas.spaces.pretrained import Settle, exact_float32, copy_tensors, scaled_choices
+from hwnas.spaces.pretrained import Settle, copy_tensors, exact_float32, scaled_choices
 from hwnas.utils.hf import checkpoint_folder, first_line, hf_config
 from hwnas.utils.models import StrictModel, format_validation_error
 
