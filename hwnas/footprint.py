@@ -24,6 +24,11 @@ activation in place), a quantized op's rounded copy of its input, a softmax atte
 matrix (a fused kernel tiles it). Layout copies between ops (a transformer's head merge) are the
 op output they copy, counted once.
 
+**State kept between calls** is alive during every op: a language model's KV cache (the keys and
+values of every cached token, :data:`STATE_ELEMENTS`), which a decode step reads in its attention
+and grows by one token. It is counted in the activations at the graph's own context length (the
+``w`` keys of each ``kv_attention`` op), as the standalone model holds it, in float32.
+
 **Activations are counted in float32 (4 bytes), whatever the activation bit-width.** Why: in
 hwnas a quantized op rounds its *input* (its fake quantizer sits at the op's input), so the tensor
 held between two ops is the float output of the first; a residual branch's input is read both
@@ -56,11 +61,21 @@ OUTPUT_ELEMENTS: dict[str, Callable[[OpSig], int]] = {
     "tokens": lambda o: o.cin * (o.cout + 2),  # class, kept and package tokens
     "add": lambda o: o.cin * o.h * o.w,
     "classifier": lambda o: o.cout,
+    "embedding": lambda o: o.cout * o.h,
+    "rmsnorm": lambda o: o.cin * o.h,
+    "rope": lambda o: o.cin * o.cout * o.h,  # q and k, rotated
+    "kv_attention": lambda o: o.cin * o.cout * o.h,  # heads x head width x new tokens (the cache is state)
+    "swiglu": lambda o: o.cout * o.h,
+}
+# Elements of state an op keeps between calls, alive during every op of the graph.
+STATE_ELEMENTS: dict[str, Callable[[OpSig], int]] = {
+    "kv_attention": lambda o: 2 * o.groups * o.cout * o.w,  # keys and values of w tokens, groups kv heads
 }
 # Elements of the tensor an op reads, for the first op of a graph (the model's input).
 INPUT_ELEMENTS: dict[str, Callable[[OpSig], int]] = {
     **{kind: (lambda o: o.cin * o.h * o.w) for kind in OUTPUT_ELEMENTS},
     "attention": lambda o: 3 * o.cin * o.cout * o.h,  # q, k and v
+    "embedding": lambda o: o.h,  # token ids
 }
 
 
@@ -78,7 +93,8 @@ def chain_inputs(n: int) -> list[tuple[int, ...]]:
 
 
 def activation_profile(ops: Sequence[OpSig], reads: Sequence[tuple[int, ...]] | None = None) -> list[int]:
-    """Activation elements of one sample alive while each op runs (see the module docstring).
+    """Activation elements of one sample alive while each op runs (see the module docstring), the
+    state of :data:`STATE_ELEMENTS` included.
 
     ``reads[k]`` holds the indices of the ops whose outputs op ``k`` reads, ``-1`` for the model's
     input; None is a chain (:func:`chain_inputs`). A tensor no op reads (the graph's output) is
@@ -103,7 +119,8 @@ def activation_profile(ops: Sequence[OpSig], reads: Sequence[tuple[int, ...]] | 
     for t in range(-1, len(ops)):
         change[max(t, 0)] += size[t + 1]
         change[last[t + 1] + 1] -= size[t + 1]
-    return list(accumulate(change))[: len(ops)]
+    state = sum(STATE_ELEMENTS[o.kind](o) for o in ops if o.kind in STATE_ELEMENTS)
+    return [alive + state for alive in accumulate(change)][: len(ops)]
 
 
 def weight_bits(ops: Sequence[OpSig]) -> int:

@@ -288,6 +288,54 @@ COUNTERS = {"conv": _conv_counts, "dwconv": _conv_counts, "patch": _patch_counts
             "add": _add_counts, "classifier": _classifier_counts, "mbconv": _mbconv_counts}
 
 
+# -- language-model ops (the lm space; field use in hwnas.spaces.lm.graph) ----------------------------
+def _embedding_counts(op: OpSig) -> OpCounts:
+    """A lookup of ``h`` tokens in a ``cin`` x ``cout`` table; its weights count unless tied to the
+    head (``op="tied"``: the head's linear counts them)."""
+    weights = 0 if op.op == "tied" else op.cin * op.cout
+    return OpCounts(0, 0, weights, weights, op.h + op.cout * op.h)
+
+
+def _rmsnorm_counts(op: OpSig) -> OpCounts:
+    """x * rsqrt(mean(x^2) + eps) * weight: a square-and-accumulate and two multiplies per element."""
+    n = op.cin * op.h
+    return OpCounts(3 * n, 0, 0, op.cin, 2 * n)
+
+
+def _rope_counts(op: OpSig) -> OpCounts:
+    """x * cos + rotate_half(x) * sin on ``cin`` heads of width ``cout``: 2 mults and 1 add each."""
+    n = op.cin * op.cout * op.h
+    return OpCounts(2 * n, n, 0, 0, 2 * n)
+
+
+def _kv_attention_counts(op: OpSig) -> OpCounts:
+    """Causal softmax attention of ``h`` new tokens over ``w`` keys (the last ``h`` of which are the
+    new tokens'), ``cin`` query heads of width ``cout`` sharing ``groups`` key-value heads.
+
+    Query i attends ``w - h + i + 1`` keys: P = h (w - h) + h (h + 1) / 2 pairs per head. As for
+    ``attention`` (:func:`attention_op_counts`), per head: q k^T is P D mults and P (D - 1) adds,
+    exp and division P mults each, the row sums P - h adds, A v P D mults and (P - h) D adds.
+    Read and written: q and the output (``cin`` x ``cout`` per token) and the cached keys and values
+    (2 x ``groups`` x ``cout`` per key): the traffic that makes decoding memory-bound.
+    """
+    h, w, d, heads = op.h, op.w, op.cout, op.cin
+    pairs = h * (w - h) + h * (h + 1) // 2
+    mults = heads * (2 * pairs * d + 2 * pairs)
+    adds = heads * (pairs * (d - 1) + (pairs - h) * (d + 1))
+    return OpCounts(mults, adds, 0, 0, 2 * heads * d * h + 2 * op.groups * d * w)
+
+
+def _swiglu_counts(op: OpSig) -> OpCounts:
+    """silu(gate) * up over ``cout`` channels: silu = x / (1 + exp(-x)) is 2 mults and 1 add, then
+    one multiply by up."""
+    n = op.cout * op.h
+    return OpCounts(3 * n, n, 0, 0, 3 * n)
+
+
+COUNTERS.update({"embedding": _embedding_counts, "rmsnorm": _rmsnorm_counts, "rope": _rope_counts,
+                 "kv_attention": _kv_attention_counts, "swiglu": _swiglu_counts})
+
+
 def count(ops: Iterable[OpSig]) -> dict[str, float]:
     """Params, FLOPs (2 per MAC), MACs (and by operator type), BitOps and weight storage."""
     ops = list(ops)

@@ -58,3 +58,16 @@ def tiny_job(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("tiny-job")
     job = hwnas.launch(copy.deepcopy(TINY), workdir=workdir)
     return job, workdir
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test: with the CPU shared by other processes, every parallel
+    region of a 2-thread run can wait a time slice for a descheduled thread, so a test of hundreds
+    of small ops takes seconds instead of a fraction of one."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -54,14 +54,6 @@ def _vit_config(epochs: int):
 
 
 @pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
 def ray_train(one_thread):
     try:
         ray, _, _ = _import_ray_train(local=True)

@@ -241,17 +241,6 @@ def test_peak_memory_counts_tensor_allocations():
     assert peak_memory_bytes(two_together) >= 8_000_000
 
 
-@pytest.fixture
-def one_thread():
-    """Peak memory does not depend on the thread count, but with the CPU shared by other
-    processes every parallel region of a 2-thread run can wait a time slice for a descheduled
-    thread: one thread keeps these hundreds of small ops from taking seconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_adder_memory_within_4x_of_conv(one_thread):
     torch.manual_seed(0)
     x = torch.randn(8, 32, 16, 16, requires_grad=True)

@@ -77,7 +77,7 @@ class LocalCPU:
     def runnable(self, model: nn.Module, x: torch.Tensor) -> Callable[[], object]:
         """A call that runs ``model`` on ``x`` as this runtime deploys it (eager: as it is)."""
         model = model.eval().cpu()
-        return lambda: model(x)
+        return deployed_call(model, x)
 
     def op_subject(self, model: nn.Module, ops: list[OpSig], x: torch.Tensor) -> Subject:
         """A subject timing every op of ``model`` in place, between hooks on its module: an op
@@ -97,11 +97,13 @@ class LocalCPU:
                    for h in (module.register_forward_pre_hook(before(index)),
                              module.register_forward_hook(after(index)))]
 
+        call = deployed_call(model, x)
+
         def run(n: int) -> np.ndarray:
             out = np.empty((n, len(modules)))
             for k in range(n):
                 spent.clear()
-                model(x)
+                call()
                 if len(spent) != len(modules):
                     raise ValueError(f"{len(spent)} of {len(modules)} op modules ran in the model's forward")
                 out[k] = spent
@@ -185,3 +187,13 @@ def checked_op_modules(model: nn.Module, ops: list[OpSig]) -> list[nn.Module]:
     if len(modules) != len(ops):
         raise ValueError(f"model has {len(modules)} op modules but its graph {len(ops)} ops")
     return modules
+
+
+def deployed_call(model: nn.Module, x: torch.Tensor) -> Callable[[], object]:
+    """``model(x)``, or the call the model says it is deployed as: a model with
+    ``timed_call(batch_size)`` (a language model, whose costed unit is one decode step over a KV
+    cache, on token ids) is timed by the zero-argument call it returns, ``x`` giving the batch size."""
+    timed_call = getattr(model, "timed_call", None)
+    if timed_call is not None:
+        return timed_call(int(x.shape[0]))
+    return lambda: model(x)

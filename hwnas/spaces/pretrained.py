@@ -260,7 +260,7 @@ def copy_tensors(supernet: nn.Module, source: dict[str, torch.Tensor], names: di
 
 # -- the check -----------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def _exact_float32() -> Iterator[None]:
+def exact_float32() -> Iterator[None]:
     """TF32 off for the check: on a GPU it would round both sides differently at 1e-3."""
     saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
@@ -297,7 +297,7 @@ def check_reproduces(supernet: nn.Module, model: nn.Module, largest: Any, input_
     training, previous = supernet.training, supernet.active_arch
     compared = "logits" if classifier is None else "pre-logits features"
     try:
-        with _exact_float32(), torch.no_grad():
+        with exact_float32(), torch.no_grad():
             supernet.eval()
             supernet.set_active(largest)
             if classifier is None:

@@ -72,7 +72,7 @@ class SpaceEntry:
 
 
 SPACES: dict[str, SpaceEntry] = {}
-BUILTIN_SPACES = ("hwnas.spaces.cnn", "hwnas.spaces.vit")  # each registers itself when imported
+BUILTIN_SPACES = ("hwnas.spaces.cnn", "hwnas.spaces.vit", "hwnas.spaces.lm")  # each registers itself when imported
 ENTRY_POINT_GROUP = "hwnas.spaces"
 _loaded = False
 

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hwnas.spaces.ops import vit_layers as v
+from hwnas.spaces.ops import lm_layers, vit_layers as v
 from hwnas.spaces.ops.adder import AdderConv2d
 from hwnas.spaces.ops.quant import FLOAT_BITS, ActQuant
 
@@ -94,5 +94,5 @@ def op_modules(model: nn.Module) -> list[nn.Module]:
     """The modules of a fixed model that each execute one op of its op graph, in graph order."""
 
     kinds = (QConvBNAct, ResidualAdd, ClassifierHead, v.QLinear, v.TokenLayerNorm, v.AttentionCore,
-             v.TokenSelect, v.PatchEmbed, v.TokenClassifier)
+             v.TokenSelect, v.PatchEmbed, v.TokenClassifier, *lm_layers.OP_MODULES)
     return [m for m in model.modules() if isinstance(m, kinds)]
