@@ -301,6 +301,8 @@ def export(
         flips = f", {check['rounding_flips']} rounding flip(s) excused" if check.get("rounding_flips") else ""
         ui.info(f"  {files.get(name, files.get('weights'))}: matches the "
                 f"supernet within {check['tolerance'] * check.get('logit_scale', 1.0):.3g} on {check['inputs']} inputs{flips}")
+    if gen := manifest.get("generation_check"):
+        ui.info(f"  generates the supernet's greedy tokens: {gen['prompts']} prompts x {gen['new_tokens']} tokens")
     int8 = manifest.get("int8")
     if int8:
         ui.info(f"  {int8['file']}: accuracy {int8['test_accuracy']:.4f} (fake-quantized "
@@ -309,7 +311,8 @@ def export(
     for name, reason in manifest.get("skipped_formats", {}).items():
         ui.info(f"  {name} left out: {reason}")
     if raw := manifest.get("preprocessing", {}).get("raw_input"):
-        ui.info(f"  every file takes raw inputs ({raw}) and standardizes them itself")
+        itself = " and standardizes them itself" if manifest["preprocessing"].get("inside_model", True) else ""
+        ui.info(f"  every file takes raw inputs ({raw}){itself}")
     ft = manifest.get("finetune")
     if ft:
         ui.info(f"  fine-tuned {ft['epochs']} epoch(s): test accuracy {ft['test_accuracy_before']:.4f} -> "

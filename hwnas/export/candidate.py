@@ -44,6 +44,7 @@ from hwnas.spaces.ops.quant import ActQuant
 from hwnas.spaces.registry import int8_ineligible_reason, op_graph, space_entry
 from hwnas.train.components import Components, resolve_compute
 from hwnas.train.evaluation import accuracy, split_quality
+from hwnas.utils.generation import greedy_generate
 from hwnas.utils.hooks import run_with_pre_hooks
 from hwnas.utils.io import atomic_path, digest_path, sha256_file, write_json_with_digest
 
@@ -129,6 +130,29 @@ def _check(name: str, run, inputs: torch.Tensor, reference: torch.Tensor, model:
     return {"inputs": len(inputs), "max_abs_diff": float(diffs.max()),
             "max_abs_diff_off_boundaries": max(others, default=0.0), "rounding_flips": len(flips),
             "tolerance": tolerance, "logit_scale": scale, "passed": True}
+
+
+GENERATE_PROMPTS, PROMPT_TOKENS, NEW_TOKENS = 4, 8, 8
+
+
+def _generation_check(parts, arch: Arch, model: torch.nn.Module, inputs: torch.Tensor) -> dict[str, Any] | None:
+    """A model that generates (a language model) must generate what the supernet does: greedy
+    tokens of the exported module's own ``generate`` (its KV cache) against the supernet's subnet
+    decoding the slow way, on the first tokens of validation windows as prompts. None for a model
+    without ``generate``."""
+    if not callable(getattr(model, "generate", None)):
+        return None
+    parts.supernet.set_active(arch)
+    parts.supernet.eval()
+    prompts = [x[:PROMPT_TOKENS] for x in inputs[:GENERATE_PROMPTS]]
+    for k, prompt in enumerate(prompts):
+        want = greedy_generate(parts.supernet, prompt.to(parts.compute), NEW_TOKENS).cpu()
+        got = model.generate(prompt, NEW_TOKENS)
+        if not torch.equal(got, want):
+            raise HwnasError(f"the exported model does not generate the supernet's tokens for validation prompt {k}: "
+                             f"{got[0, PROMPT_TOKENS:].tolist()} against {want[0, PROMPT_TOKENS:].tolist()}")
+    return {"prompts": len(prompts), "prompt_tokens": PROMPT_TOKENS, "new_tokens": NEW_TOKENS,
+            "equal": True, "passed": True}
 
 
 def _measure_latency(job, parts, model, predicted_ms: float) -> dict[str, Any]:
@@ -236,6 +260,7 @@ def export_candidate(job, candidate_id: int, out: Path, formats: tuple[str, ...]
     example = raw[:1]
     reference = _supernet_outputs(parts, arch, inputs)
     checks = {"pt": _check("pt", deployed, raw, reference, deployed)}
+    generation = _generation_check(parts, arch, model, inputs)
     out.mkdir(parents=True, exist_ok=True)
     # An earlier export here stops being one before any file is replaced: a kill mid-way leaves a
     # directory without a manifest (not an export), never an old manifest beside new files.
@@ -279,7 +304,7 @@ def export_candidate(job, candidate_id: int, out: Path, formats: tuple[str, ...]
         "finetune": finetune,
         "device": job.attrs.get("device_description", {"name": config.device.name}),
         "preprocessing": preprocessing, "data": parts.data.description, "seed": config.seed, "versions": package_versions(),
-        **files, "formats": wanted, "skipped_formats": skipped, "checks": checks,
+        **files, "formats": wanted, "skipped_formats": skipped, "checks": checks, "generation_check": generation,
     }
     write_json_with_digest(out / "manifest.json", manifest)
     return out

@@ -6,6 +6,7 @@ The rebuilt model takes raw inputs: it standardizes them itself (see
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 from safetensors.torch import load_file
@@ -15,6 +16,7 @@ from hwnas.errors import HwnasError
 from hwnas.export.preprocessing import NormalizedInput
 from hwnas.spaces.registry import space_entry
 from hwnas.utils.io import sha256_file, verify_digest
+from hwnas.utils.tokenizers import tokenizer_from_record
 
 MANIFEST_FORMAT = "hwnas-export/2"  # 2: the model standardizes its inputs itself
 
@@ -69,7 +71,13 @@ def load_exported(path: str | Path) -> NormalizedInput | nn.Module:
         model.load_state_dict(load_file(str(weights)))
     except Exception as exc:
         raise HwnasError(f"{weights} does not fit the manifest's subnet ({str(exc).splitlines()[0]})") from None
-    if tokens:  # a language model takes token ids as they are (see the manifest's tokenizer)
+    if tokens:  # a language model takes token ids as they are; text goes through the manifest's tokenizer
+        record = preprocessing.get("tokenizer")
+        if isinstance(record, dict) and hasattr(model, "tokenizer"):
+            try:
+                model.tokenizer = tokenizer_from_record(record)
+            except HwnasError as exc:  # a Hugging Face tokenizer folder that moved: token ids still work
+                warnings.warn(f"{manifest_file}: the tokenizer is not available ({exc}); generate takes token ids")
         return model.eval()
     return NormalizedInput(model, preprocessing["mean"], preprocessing["std"],
                            str(preprocessing.get("raw_input", ""))).eval()

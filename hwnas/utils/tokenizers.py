@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from hwnas.errors import DataError
+from hwnas.utils.hf import package_folder
 
 
 class Tokenizer(Protocol):
@@ -90,6 +91,8 @@ def load_tokenizer(folder: str | Path | None = None, gguf_file: str | None = Non
         if gguf_file is not None:
             raise DataError("data.tokenizer_gguf: needs data.tokenizer, the folder that holds the GGUF file")
         return ByteTokenizer()
+    if not Path(folder).is_dir() and str(folder).isidentifier():  # an installed package holding the files
+        folder = package_folder(str(folder), "data.tokenizer")
     return HFTokenizer(folder, gguf_file)
 
 

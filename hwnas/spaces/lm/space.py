@@ -110,6 +110,7 @@ def fits(heads: int, kv: int, group: int) -> bool:
 
 class LMSpace(SearchSpace):
     name = "lm"
+    latency_unit = "per generated token"  # the op graph is one decode step (see graph.py)
 
     def __init__(self, config: LMSpaceConfig, input_shape: tuple[int, ...], num_classes: int):
         self.config = config

@@ -15,6 +15,7 @@ from torch import nn
 
 from hwnas.spaces.ops.layers import ResidualAdd
 from hwnas.spaces.ops.lm_layers import KVAttention, LMHead, LMLinear, RMSNorm, Rotary, SwiGLU, TokenEmbedding
+from hwnas.utils.generation import greedy_generate
 
 Cache = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -69,6 +70,7 @@ class StandaloneLM(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.norm = RMSNorm(d, spec["rms_norm_eps"])
         self.lm_head = LMHead(d, spec["vocab_size"], spec["tie_word_embeddings"])
+        self.tokenizer = None  # text in and out of generate; set by load_exported (not a weight)
 
     def step(self, ids: torch.Tensor, past: Cache | None = None) -> tuple[torch.Tensor, Cache]:
         """Logits of the tokens ``ids`` following the cached ones, and the grown cache."""
@@ -91,10 +93,18 @@ class StandaloneLM(nn.Module):
         return lambda: step(ids)
 
     @torch.no_grad()
-    def generate(self, input_ids: torch.Tensor | Sequence[int], max_new_tokens: int,
-                 use_cache: bool = True) -> torch.Tensor:
+    def generate(self, prompt: str | torch.Tensor | Sequence[int], max_new_tokens: int,
+                 use_cache: bool = True) -> torch.Tensor | str:
         """Greedy decoding: the prompt's token ids followed by ``max_new_tokens`` new ones
-        (``[1, P + n]``); ``use_cache=False`` runs the whole prefix again for every token."""
+        (``[1, P + n]``); ``use_cache=False`` runs the whole prefix again for every token. A text
+        prompt needs the model's ``tokenizer`` (an exported model carries the one its manifest
+        names, see :func:`hwnas.load_exported`) and gives back the new text."""
+        if isinstance(prompt, str):
+            if self.tokenizer is None:
+                raise ValueError("a text prompt needs the model's tokenizer (model.tokenizer); give token ids")
+            ids = self.generate(self.tokenizer.encode(prompt), max_new_tokens, use_cache)
+            return self.tokenizer.decode(ids[0, ids.shape[1] - int(max_new_tokens):].tolist())
+        input_ids = prompt
         if not use_cache:
             return greedy_generate(self, input_ids, max_new_tokens)
         ids = torch.as_tensor(input_ids, dtype=torch.long, device=self.embed.weight.device).reshape(1, -1)
@@ -105,18 +115,6 @@ class StandaloneLM(nn.Module):
             new = logits[:, -1:].argmax(-1)
             ids = torch.cat([ids, new], dim=1)
         return ids
-
-
-@torch.no_grad()
-def greedy_generate(model: nn.Module, input_ids: torch.Tensor | Sequence[int], max_new_tokens: int) -> torch.Tensor:
-    """Greedy decoding by any ``model(ids [1, T]) -> logits [1, T, V]`` (the supernet's active
-    subnet, a standalone one), the whole prefix run again for every token: the reference an
-    export's cached :meth:`StandaloneLM.generate` is checked against."""
-    device = next(model.parameters()).device
-    ids = torch.as_tensor(input_ids, dtype=torch.long, device=device).reshape(1, -1)
-    for _ in range(int(max_new_tokens)):
-        ids = torch.cat([ids, model(ids)[:, -1:].argmax(-1)], dim=1)
-    return ids
 
 
 class DecodeStep(nn.Module):
