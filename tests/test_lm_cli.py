@@ -10,8 +10,11 @@ import hwnas
 from hwnas.cli.app import main
 
 CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "text-lm.yaml"
+# heads, key-value heads and MLP width fixed (depth and weight bits searched): every subnet is a
+# homogeneous Llama, which the hf format can write
 TINY_LM = ["train.epochs=1", "data.context_length=32", "space.context_length=32", "space.hidden_size=32",
-           "space.intermediate_size=64", "space.mlp_choices=[32,64]", "space.group_size=16",
+           "space.intermediate_size=64", "space.mlp_choices=[64]", "space.head_choices=[4]",
+           "space.kv_head_choices=[2]", "space.group_size=16",
            "predictor.samples=12", "search.population=8", "search.generations=2", "search.evaluate=3",
            "device.repeats=3", "device.warmup=1", "device.rounds=3", "device.correction_samples=4"]
 
@@ -37,10 +40,19 @@ def test_text_lm_searches_queries_exports_and_generates(tmp_path, capsys):
     assert "per generated token" in capsys.readouterr().out
 
     out = tmp_path / "export"
-    assert main(["export", "text-lm", "--workdir", str(work), "--max-latency-ms", str(budget), "--out", str(out)]) == 0
+    assert main(["export", "text-lm", "--workdir", str(work), "--max-latency-ms", str(budget), "--out", str(out),
+                 "--format", "hf"]) == 0
     assert "generates the supernet's greedy tokens" in capsys.readouterr().out
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["generation_check"]["equal"] and manifest["checks"]["pt"]["passed"]
+    assert manifest["checks"]["hf"]["passed"] and manifest["checks"]["hf"]["max_abs_diff"] <= 1e-4
+    from transformers import LlamaForCausalLM  # the hf folder loads with transformers alone
+    import torch
+
+    hf = LlamaForCausalLM.from_pretrained(str(out / "hf"), local_files_only=True).eval()
+    prompt = torch.tensor([list(b"The return statement ")])
+    assert torch.equal(hf.generate(prompt, max_new_tokens=6, do_sample=False),
+                       hwnas.load_exported(out).generate(prompt, 6))
     model = hwnas.load_exported(out)
     text = model.generate("The return statement ", 12)
     assert isinstance(text, str) and len(text.encode("utf-8", "surrogateescape")) <= 12 * 4

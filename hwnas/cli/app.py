@@ -242,6 +242,7 @@ def export(
     max_perplexity: MaxPerplexity = None,
     fmt: Annotated[str, typer.Option("--format", metavar="FORMATS", help="comma-separated: pt (safetensors + "
                                      "manifest, always written), torchscript, onnx, int8 (all-8-bit subnets), "
+                                     "a space's own (lm: hf, a LlamaForCausalLM folder), "
                                      "or all (every one this subnet allows)")] = "pt",
     finetune_epochs: Annotated[int, typer.Option("--finetune-epochs", min=0, metavar="N",
                                                  help="fine-tune the subnet alone for N epochs first")] = 0,
@@ -260,14 +261,14 @@ def export(
     Example:
       hwnas export digits-cnn --max-latency-ms 0.5 --format all --out exported/
     """
-    from hwnas.export.candidate import FORMATS
+    from hwnas.export.candidate import known_formats
     from hwnas.job.handle import open_job
 
     budgets = budgets_of(locals())
     formats = tuple(f.strip() for f in fmt.split(",") if f.strip())
-    unknown = [f for f in formats if f not in (*FORMATS, "all")]
+    unknown = [f for f in formats if f not in (*known_formats(), "all")]
     if unknown:  # before the job is opened and its supernet loaded
-        raise HwnasError(f"--format: unknown format {unknown[0]!r}; known: {list(FORMATS)} or all")
+        raise HwnasError(f"--format: unknown format {unknown[0]!r}; known: {known_formats()} or all")
     ui = Ui(quiet, as_json)
     job = open_job(job_name, store=store, workdir=workdir)
     path = job.export(out_dir, candidate, budgets, formats, finetune_epochs)

@@ -41,7 +41,7 @@ from hwnas.hwmodels.profiler import use_reference
 from hwnas.hwmodels.torchscript import script_model
 from hwnas.spaces.dims import Arch
 from hwnas.spaces.ops.quant import ActQuant
-from hwnas.spaces.registry import int8_ineligible_reason, op_graph, space_entry
+from hwnas.spaces.registry import ExportFormat, int8_ineligible_reason, load_spaces, op_graph, space_entry
 from hwnas.train.components import Components, resolve_compute
 from hwnas.train.evaluation import accuracy, split_quality
 from hwnas.utils.generation import greedy_generate
@@ -111,14 +111,15 @@ def rounding_margin(model: torch.nn.Module, x: torch.Tensor) -> float:
     return min(margins, default=float("inf"))
 
 
-def _check(name: str, run, inputs: torch.Tensor, reference: torch.Tensor, model: torch.nn.Module) -> dict[str, Any]:
+def _check(name: str, run, inputs: torch.Tensor, reference: torch.Tensor, model: torch.nn.Module,
+           tolerance: float | None = None) -> dict[str, Any]:
     """Outputs of ``run`` against the supernet's, input by input. An input beyond the tolerance is
     excused only when one of its activations sits within :data:`FLIP_MARGIN` steps of a rounding
     boundary (see :func:`rounding_margin`): then both roundings are right to float precision. The
     manifest records how many inputs were excused and the largest difference of the others."""
     diffs = (_outputs(run, inputs) - reference).abs().flatten(1).amax(dim=1)  # per input: logits, or per token
     scale = max(1.0, float(reference.abs().max()))
-    tolerance = TOLERANCE[name]
+    tolerance = TOLERANCE[name] if tolerance is None else tolerance
     beyond = [i for i, d in enumerate(diffs.tolist()) if not d <= tolerance * scale]
     flips = [i for i in beyond if rounding_margin(model, inputs[i:i + 1]) < FLIP_MARGIN]
     others = [d for i, d in enumerate(diffs.tolist()) if i not in flips]
@@ -173,14 +174,27 @@ def _measure_latency(job, parts, model, predicted_ms: float) -> dict[str, Any]:
             "gap": gap, "gap_above_10pct": bool(abs(gap) > 0.10), "timing": timing.describe()}
 
 
+def known_formats() -> list[str]:
+    """Every format some space can be exported in: the common ones, then the spaces' own."""
+    return list(dict.fromkeys([*FORMATS, *(name for entry in load_spaces().values()
+                                            for name in (entry.export_formats or {}))]))
+
+
+def space_formats(spec: dict[str, Any]) -> dict[str, ExportFormat]:
+    """The formats only the subnet's space writes (see :attr:`SpaceEntry.export_formats`)."""
+    return dict(space_entry(spec["type"]).export_formats or {})
+
+
 def resolve_formats(formats: tuple[str, ...], spec: dict[str, Any]) -> tuple[list[str], dict]:
     """The formats to write and, for ``all``, the ones left out with the reason. A format named
     explicitly that cannot be written here is an error naming why."""
-    wanted = list(FORMATS) if "all" in formats else list(dict.fromkeys(("pt", *formats)))
-    unknown = [f for f in wanted if f not in FORMATS]
+    known = [*FORMATS, *space_formats(spec)]
+    wanted = list(known) if "all" in formats else list(dict.fromkeys(("pt", *formats)))
+    unknown = [f for f in wanted if f not in known]
     if unknown:
-        raise HwnasError(f"--format: unknown format {unknown[0]!r}; known: {list(FORMATS)} or all")
-    reasons = {"onnx": onnx_available(), "int8": int8_ineligible_reason(spec)}
+        raise HwnasError(f"--format: unknown format {unknown[0]!r}; known for the {spec['type']} space: {known} or all")
+    reasons = {"onnx": onnx_available(), "int8": int8_ineligible_reason(spec),
+               **{name: fmt.ineligible_reason(spec) for name, fmt in space_formats(spec).items()}}
     skipped = {}
     for name, reason in reasons.items():
         if name in wanted and reason is not None:
@@ -279,6 +293,10 @@ def export_candidate(job, candidate_id: int, out: Path, formats: tuple[str, ...]
         if name in wanted:
             files[name] = save(deployed, example, out / filename)
             checks[name] = _check(name, load(out / filename), raw, reference, deployed)
+    for name, fmt in space_formats(spec).items():
+        if name in wanted:
+            files[name] = fmt.write(model, out / fmt.target)
+            checks[name] = _check(name, fmt.load(out / fmt.target), raw, reference, deployed, fmt.tolerance)
     if "int8" in wanted:
         files["int8"] = _export_int8(job, parts, deployed, out, raw, example, test_accuracy)
     latency = _measure_latency(job, parts, model, row["predicted_latency_ms"])

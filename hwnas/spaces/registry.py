@@ -37,6 +37,11 @@ Optional hooks (None when the space has no such thing):
   activation memory (:mod:`hwnas.footprint`); a space without it is a chain, each op reading the
   one before it, which is right only for a network without skip connections.
 
+* ``export_formats``: formats only this space can write, by name (``hwnas export --format NAME``):
+  each an :class:`ExportFormat` (why a subnet cannot be written, or None; the writer; a loader
+  whose output the export checks against the supernet's). The lm space's ``hf`` is a
+  ``LlamaForCausalLM`` folder.
+
 A space object may also return a :class:`~hwnas.spaces.layout.BlockLayout` from
 ``block_layout()``; the search then prices whole populations from per-block tables instead of
 arch by arch (the generic fallback from the op graph). A space whose op graph is not one whole
@@ -58,6 +63,17 @@ from hwnas.utils.models import format_validation_error
 
 
 @dataclass(frozen=True)
+class ExportFormat:
+    """A format only one space can write (see :attr:`SpaceEntry.export_formats`)."""
+
+    ineligible_reason: Callable[[dict[str, Any]], str | None]  # (subnet spec) -> why not, or None
+    write: Callable[[Any, Any], dict[str, Any]]     # (standalone model, target path) -> its manifest entry ("file")
+    load: Callable[[Any], Callable[[Any], Any]]     # (target path) -> inputs -> logits, as the export check runs it
+    target: str                                      # the file or folder name in the export directory
+    tolerance: float = 1e-4                          # of the export check, times the logit scale
+
+
+@dataclass(frozen=True)
 class SpaceEntry:
     name: str
     config_model: type[BaseModel]
@@ -69,6 +85,7 @@ class SpaceEntry:
     int8_ineligible_reason: Callable[[dict[str, Any]], str | None] | None = None
     load_pretrained: Callable[[Any, Any], dict[str, Any] | None] | None = None
     op_inputs: Callable[[dict[str, Any], list[OpSig]], list[tuple[int, ...]]] | None = None
+    export_formats: dict[str, ExportFormat] | None = None
 
 
 SPACES: dict[str, SpaceEntry] = {}

@@ -83,3 +83,18 @@ def export_hf(model: StandaloneLM, folder: str | Path, tokenizer: Any = None) ->
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+def write_hf_format(model: StandaloneLM, folder: Path) -> dict[str, Any]:
+    """``hwnas export --format hf``: the subnet as a ``LlamaForCausalLM`` folder (a byte-level
+    tokenizer has no transformers files to save beside it; a Hugging Face one is named in the
+    manifest)."""
+    export_hf(model, folder)
+    return {"file": folder.name, "loads_with": "transformers.LlamaForCausalLM.from_pretrained"}
+
+
+def load_hf_format(folder: Path):
+    """The exported folder through transformers, as the export check runs it: token ids -> logits."""
+    from transformers import LlamaForCausalLM
+    hf = LlamaForCausalLM.from_pretrained(str(folder), local_files_only=True, torch_dtype=torch.float32).eval()
+    return lambda ids: hf(ids).logits
