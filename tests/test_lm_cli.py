@@ -41,11 +41,13 @@ def test_text_lm_searches_queries_exports_and_generates(tmp_path, capsys):
 
     out = tmp_path / "export"
     assert main(["export", "text-lm", "--workdir", str(work), "--max-latency-ms", str(budget), "--out", str(out),
-                 "--format", "hf"]) == 0
+                 "--format", "all"]) == 0
     assert "generates the supernet's greedy tokens" in capsys.readouterr().out
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["generation_check"]["equal"] and manifest["checks"]["pt"]["passed"]
-    assert manifest["checks"]["hf"]["passed"] and manifest["checks"]["hf"]["max_abs_diff"] <= 1e-4
+    assert set(manifest["checks"]) == {"pt", "torchscript", "onnx", "hf"}  # each checked against the supernet
+    assert all(check["passed"] for check in manifest["checks"].values())
+    assert manifest["checks"]["hf"]["max_abs_diff"] <= 1e-4 and "int8" in manifest["skipped_formats"]
     from transformers import LlamaForCausalLM  # the hf folder loads with transformers alone
     import torch
 

@@ -10,10 +10,11 @@ are contiguous in the subnet's projections, which is the pairing transformers as
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -85,16 +86,32 @@ def export_hf(model: StandaloneLM, folder: str | Path, tokenizer: Any = None) ->
     return folder
 
 
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """transformers draws progress bars on stderr while it saves and loads; the export's CLI
+    prints its own lines."""
+    from transformers.utils import logging as hf_logging
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
 def write_hf_format(model: StandaloneLM, folder: Path) -> dict[str, Any]:
     """``hwnas export --format hf``: the subnet as a ``LlamaForCausalLM`` folder (a byte-level
     tokenizer has no transformers files to save beside it; a Hugging Face one is named in the
     manifest)."""
-    export_hf(model, folder)
+    with _quiet_transformers():
+        export_hf(model, folder)
     return {"file": folder.name, "loads_with": "transformers.LlamaForCausalLM.from_pretrained"}
 
 
 def load_hf_format(folder: Path):
     """The exported folder through transformers, as the export check runs it: token ids -> logits."""
     from transformers import LlamaForCausalLM
-    hf = LlamaForCausalLM.from_pretrained(str(folder), local_files_only=True, torch_dtype=torch.float32).eval()
+    with _quiet_transformers():
+        hf = LlamaForCausalLM.from_pretrained(str(folder), local_files_only=True, dtype=torch.float32).eval()
     return lambda ids: hf(ids).logits
