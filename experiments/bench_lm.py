@@ -240,6 +240,8 @@ def main() -> None:
     parser.add_argument("--held-out", type=int, default=None, help="subnets the predictor is scored on (100)")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--stages", nargs="+", default=STAGES, choices=STAGES)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override the job's config (as hwnas search --set); printed")
     parser.add_argument("--skip-job", action="store_true", help="use the text-lm job already in --workdir")
     args = parser.parse_args()
     held_out = args.held_out or (4 if args.quick else 100)
@@ -250,6 +252,9 @@ def main() -> None:
     print(f"mode: {'quick (tiny settings)' if args.quick else 'full (experiments/text-lm.yaml as shipped)'}")
     started = time.perf_counter()
     sets = [*QUICK, f"data.root={quick_corpus(work / 'quick-text')}"] if args.quick else []
+    sets += args.set
+    if args.set:
+        print(f"overrides: {' '.join(args.set)}")
     if args.skip_job:
         print("lm_default_job_s: not run (--skip-job: the job already in --workdir)")
     else:
