@@ -46,6 +46,9 @@ class DataConfig(_Section):
     tokenizer: str | None = Field(None, description="a local Hugging Face tokenizer folder for a text dataset "
                                   "(null: byte-level, vocabulary 256)")
     tokenizer_gguf: str | None = Field(None, description="a GGUF file in data.tokenizer to read the tokenizer from")
+    max_eval_samples: int | None = Field(None, gt=0, description="use only the first N samples (text: windows) of "
+                                         "the validation and test splits for every evaluation (null: all); trades "
+                                         "the precision of each figure for time")
 
 
 class TrainConfig(_Section):
@@ -59,6 +62,8 @@ class TrainConfig(_Section):
                                   "instead of one step on their summed gradients (what a ViT supernet needs, "
                                   "see README)")
     warmup_epochs: int = Field(1, ge=0)
+    max_steps: int | None = Field(None, ge=1, le=10**9, description="optimizer steps per epoch at most (the first "
+                                  "batches of its shuffled order; null: every full batch of the training split)")
     recalibration_samples: int = Field(512, gt=0, description="training images used to recalibrate BN")
     progressive_ops: bool = Field(False, description="NASA-style: first operator type only, then add the next ones")
     threads: int | None = Field(None, ge=1, le=1024,

@@ -169,5 +169,26 @@ def load_configured(section: Any) -> DataSplits:
     """The data a config's ``data:`` section names (a :class:`hwnas.config.DataConfig`; read by
     attribute, since the data layer does not import the config)."""
     c = section
-    return load_data(c.dataset, c.root, c.image_size, c.val_fraction, c.test_fraction, c.split_seed,
+    data = load_data(c.dataset, c.root, c.image_size, c.val_fraction, c.test_fraction, c.split_seed,
                      context_length=c.context_length, tokenizer=c.tokenizer, tokenizer_gguf=c.tokenizer_gguf)
+    cap = getattr(c, "max_eval_samples", None)
+    return data if cap is None else cap_evaluation(data, cap)
+
+
+def cap_evaluation(data: DataSplits, n: int) -> DataSplits:
+    """``data`` with only the first ``n`` samples of its validation and test splits (a text
+    dataset's first ``n`` windows): every evaluation then reads that much, which makes a large
+    model's job affordable at the price of a noisier figure. The description records both sizes."""
+    if n < 1:
+        raise DataError(f"data.max_eval_samples must be >= 1, got {n!r}")
+    val, test = (_first(d, n) for d in (data.val, data.test))
+    sizes = dict(data.description.get("sizes", {}))
+    description = {**data.description, "sizes": {**sizes, "val": len(val), "test": len(test)},
+                   "max_eval_samples": n, "uncapped_sizes": sizes}
+    return DataSplits(data.train, val, test, data.num_classes, data.input_shape, description, data.quality)
+
+
+def _first(dataset: Dataset, n: int) -> Dataset:
+    if isinstance(dataset, TensorDataset):  # kept a TensorDataset: batches stay plain slices
+        return TensorDataset(*(t[:n] for t in dataset.tensors))
+    return Subset(dataset, range(min(n, len(dataset))))  # type: ignore[arg-type]

@@ -104,6 +104,15 @@ class SupernetTrainer:
         return True
 
     # -- training --------------------------------------------------------------------------
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps per epoch: every full batch of the training split, at most
+        ``max_steps`` when set. The cap takes the first batches of the epoch's shuffled order, so an
+        epoch stays a function of ``(seed, epoch)`` and a run resumed from its per-epoch checkpoint
+        continues exactly as an uninterrupted one; the learning-rate schedule spans the capped steps."""
+        steps = max(1, len(self.data.train) // self.batch_size)
+        cap = getattr(self.config, "max_steps", None)
+        return steps if cap is None else min(steps, cap)
+
     def _lr(self, step: int, total: int, steps_per_epoch: int) -> float:
         warmup = self.config.warmup_epochs * steps_per_epoch
         if step < warmup:
@@ -146,8 +155,7 @@ class SupernetTrainer:
     def _train_epochs(self) -> list[dict[str, float]]:
         net = self.supernet.to(self.device)
         cfg = self.config
-        n_train = len(self.data.train)
-        steps_per_epoch = max(1, n_train // self.batch_size)
+        steps_per_epoch = self.steps_per_epoch()
         total = cfg.epochs * steps_per_epoch
         for epoch in range(self.start_epoch, cfg.epochs):
             started = time.perf_counter()
@@ -156,8 +164,8 @@ class SupernetTrainer:
             net.train()
             loss_sum = correct = seen = 0.0
             allowed = self.allowed_ops(epoch)
-            batches = iterate_batches(self.data.train, self.batch_size, shuffle=True,
-                                      generator=gen, drop_last=True)
+            batches = iterate_batches(self.data.train, self.batch_size, shuffle=True, generator=gen,
+                                      drop_last=True, limit=steps_per_epoch * self.batch_size)
             for i, (x, y) in enumerate(batches):
                 step = epoch * steps_per_epoch + i
                 for group in self.optimizer.param_groups:

@@ -13,7 +13,10 @@ can use it.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -61,6 +64,29 @@ def hf_config(folder: str, gguf_file: str | None = None) -> Any:
         raise HwnasError(f"space.init: transformers cannot read the config of {folder} "
                          f"{'(' + gguf_file + ')' if gguf_file else ''}: {first_line(exc)}") from None
 
+
+
+@contextlib.contextmanager
+def quiet_progress():
+    """Silence transformers' progress bars while loading a checkpoint: a job reports its own
+    progress, and the bars (``Loading weights``, and the GGUF dequantization bar, drawn by a plain
+    ``tqdm`` that transformers' switch does not reach) would interleave with it on stderr. Whatever
+    else is written to stderr meanwhile (a warning) is passed on, without the bars' lines."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+        kept = [line for line in captured.getvalue().splitlines() if line.strip() and "\r" not in line and "it/s]" not in line
+                and "%|" not in line]
+        if kept:
+            sys.stderr.write("\n".join(kept) + "\n")
 
 
 def first_line(exc: BaseException) -> str:

@@ -29,7 +29,7 @@ from pydantic import ValidationError, model_validator
 
 from hwnas.errors import ConfigError, HwnasError
 from hwnas.spaces.pretrained import Settle, copy_tensors, exact_float32, scaled_choices
-from hwnas.utils.hf import checkpoint_folder, first_line, hf_config
+from hwnas.utils.hf import checkpoint_folder, first_line, hf_config, quiet_progress
 from hwnas.utils.models import StrictModel, format_validation_error
 
 TOLERANCE = 1e-4  # largest |supernet logit - transformers logit|, float32
@@ -135,9 +135,9 @@ def load_hf_model(init: LMInit) -> Any:
     from transformers import LlamaForCausalLM
     kwargs = {"local_files_only": True, **({"gguf_file": init.gguf_file} if init.gguf_file else {})}
     try:
-        model, info = LlamaForCausalLM.from_pretrained(init.folder, config=init.config(), dtype=torch.float32,
-                                                       output_loading_info=True,
-                                                       **kwargs)
+        with quiet_progress():
+            model, info = LlamaForCausalLM.from_pretrained(init.folder, config=init.config(), dtype=torch.float32,
+                                                           output_loading_info=True, **kwargs)
     except Exception as exc:
         raise HwnasError(f"space.init: transformers cannot load {init.name}: {first_line(exc)}") from None
     for kind in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs"):
