@@ -1,0 +1,47 @@
+"""How the LM supernet's training settings move its subnets' test perplexity (issue 17's gap).
+
+Trains the supernet of ``experiments/text-lm.yaml`` (one thread, the config's seed and epochs) with
+the training settings given as ``--set`` overrides and prints the test perplexity of its largest
+and smallest subnets, to set beside ``experiments/bench_lm.py``'s figures for the same
+architectures trained alone (``lm_largest_gap`` / ``lm_smallest_gap``). The digits ViT showed
+in-place distillation from a weak teacher and one AdamW step on the sandwich's summed gradients
+to be what held its subnets back (``experiments/vit_supernet_ablation.py``); this asks the same of
+the language model.
+
+Usage: python experiments/lm_supernet_settings.py [--set train.distill=false --set train.step_per_subnet=true]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import platform
+import time
+
+import torch
+
+from hwnas.job.checks import load_job_config
+from hwnas.train.components import Components
+from hwnas.train.trainer import SupernetTrainer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    config = load_job_config("experiments/text-lm.yaml", ["train.threads=1", *args.set])
+    print(f"date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}")
+    print(f"machine: {platform.machine()}, torch {torch.__version__}")
+    print(f"settings: distill {config.train.distill}, step_per_subnet {config.train.step_per_subnet}, "
+          f"epochs {config.train.epochs}, seed {config.seed}")
+    parts = Components.build(config, torch.device("cpu"))
+    began = time.perf_counter()
+    SupernetTrainer(parts.supernet, parts.data, config.train, config.seed, torch.device("cpu"),
+                    config.data.batch_size).train()
+    print(f"train_s: {time.perf_counter() - began:.0f}")
+    print(f"largest_test_perplexity: {parts.evaluate(parts.space.largest(), 'test'):.3f}")
+    print(f"smallest_test_perplexity: {parts.evaluate(parts.space.smallest(), 'test'):.3f}")
+
+
+if __name__ == "__main__":
+    main()
