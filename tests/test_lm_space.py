@@ -24,7 +24,8 @@ from hwnas.spaces.registry import build_space, op_graph, parse_space_config
 VOCAB, CONTEXT = 256, 16
 TINY = dict(type="lm", hidden_size=32, num_layers=3, heads=4, kv_heads=2, intermediate_size=48, context_length=CONTEXT,
             group_size=8, head_choices=[2, 4], kv_head_choices=[1, 2], mlp_choices=[24, 48],
-            weight_bits=[2, 4, 8, 16], act_bits=[8, 16], rope_theta=500.0, rms_norm_eps=1e-6)
+            weight_bits=[2, 4, 8, 16], act_bits=[8, 16], rope_theta=500.0, rms_norm_eps=1e-6,
+            depth="any")  # any skip pattern: the general case; prefix depth is tested on its own
 
 
 def tiny_space(**overrides) -> LMSpace:
@@ -85,6 +86,27 @@ def test_an_invalid_arch_is_refused_and_an_invalid_encoding_decodes_to_the_neare
         tiny_space(head_choices=[3, 4])
     with pytest.raises(ConfigError, match="mlp_choices: the largest choice must be the full model's 48"):
         tiny_space(mlp_choices=[24, 32])
+
+
+def test_prefix_depth_keeps_only_the_first_layers_and_is_the_default_from_scratch():
+    space = tiny_space(depth=None)
+    assert space.config.depth == "prefix"
+    with pytest.raises(ArchError, match=r"keeps layers \[0, 2\]; space.depth is prefix"):
+        arch_of(space, [(1, 4, 2, 48, 16), (0, 4, 2, 48, 16), (1, 4, 2, 48, 16)])
+    # an encoding keeping layers 1 and 2 decodes to the first two, each layer's own choices kept
+    values = {"abits": 16}
+    for j, (keep, heads, kv, mlp, wbits) in enumerate([(0, 2, 1, 24, 4), (1, 4, 2, 48, 8), (1, 2, 2, 24, 16)]):
+        values.update({f"l{j}.keep": keep, f"l{j}.heads": heads, f"l{j}.kv": kv, f"l{j}.mlp": mlp, f"l{j}.wbits": wbits})
+    spec = space.subnet_spec(space.canonical(values))
+    assert [(x["source"], x["heads"], x["wbits"]) for x in spec["layers"]] == [(0, 2, 4), (1, 4, 8)]
+    rng = np.random.default_rng(0)
+    depths = set()
+    for _ in range(100):
+        sources = [x["source"] for x in space.subnet_spec(space.sample(rng))["layers"]]
+        assert sources == list(range(len(sources))) and len(sources) >= 2
+        depths.add(len(sources))
+    assert depths == {2, 3}
+    assert space.subnet_spec(space.smallest())["layers"][-1]["source"] == 1
 
 
 def test_covering_archs_hold_every_op_of_sampled_subnets():
