@@ -38,6 +38,12 @@ class LookupTableError(HwnasError):
     """A lookup table that cannot be read or lacks an entry that is needed."""
 
 
+class ProxyError(HwnasError):
+    """A zero-cost proxy that cannot score what it was given: an unknown proxy name, a loss-based
+    proxy without targets, a batch too small for a statistic over samples, or a model the proxy
+    does not apply to (token ids without an embedding for ``jacob_cov``); the message says which."""
+
+
 class NoCandidateError(HwnasError):
     """Nothing on the front meets the budgets: exit code 1, as the CLI promises."""
 
