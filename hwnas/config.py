@@ -102,8 +102,8 @@ class PredictorConfig(_Section):
 class SearchConfig(_Section):
     algorithm: str = "nsga2"
     objectives: list[str] = Field(default_factory=lambda: ["accuracy", "latency", "energy"], min_length=2,
-                                  description="accuracy (or perplexity), latency, energy, memory, params, flops, "
-                                  "bitops; latency@DEVICE, energy@DEVICE")
+                                  description="accuracy (or perplexity), latency, prefill (a space's prefill "
+                                  "phase: lm), energy, memory, params, flops, bitops; latency@DEVICE, energy@DEVICE")
     population: int = Field(64, ge=4, le=100000)
     generations: int = Field(40, ge=1, le=100000)
     evaluate: int = Field(24, ge=1, le=100000, description="budget of real evaluations (plus the space's extremes)")
@@ -112,6 +112,8 @@ class SearchConfig(_Section):
     uncertainty_weight: float = Field(1.0, ge=0, le=100, description="pick candidates to evaluate by accuracy "
                                       "mean + this x the predictor's std (an ensemble's); 0: the mean")
     max_latency_ms: float | None = Field(None, gt=0)
+    max_prefill_ms: float | None = Field(None, gt=0, description="prefill latency budget of a space with a "
+                                         "prefill phase (lm: a prompt of space.prompt_length tokens)")
     max_energy_mj: float | None = Field(None, gt=0)
     max_memory_kb: float | None = Field(None, gt=0, description="weights plus peak activations at the device's "
                                         "batch size, in KiB (see hwnas.footprint)")
@@ -130,7 +132,8 @@ class SearchConfig(_Section):
             raise ValueError(f"objectives name two quality metrics ({quality[0]}, {quality[1]}); a job has one")
         return v
 
-    @field_validator("max_latency_ms", "max_energy_mj", "max_memory_kb", "min_accuracy", "max_perplexity")
+    @field_validator("max_latency_ms", "max_prefill_ms", "max_energy_mj", "max_memory_kb", "min_accuracy",
+                     "max_perplexity")
     @classmethod
     def _finite(cls, v: float | None) -> float | None:
         if v is not None and not math.isfinite(v):

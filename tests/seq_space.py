@@ -4,7 +4,9 @@ Importing this module registers ``seq-test``: token ids ``[B, T]`` -> an embeddi
 width -> a ReLU layer of searchable width -> logits ``[B, T, V]``. It is no language model worth
 the name (each position sees only its own token); it is the smallest thing with a language
 model's shapes, so the core's text data, per-token losses and perplexity can be checked end to
-end while the real LM space lives elsewhere. Its latency is stated per generated token.
+end while the real LM space lives elsewhere. Its latency is stated per generated token, and it
+states a ``prefill`` latency phase (a prompt of ``prompt_length`` tokens through both layers), so a
+space outside hwnas proves the phase hook too.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from torch import nn
 
 from hwnas.ir import OpSig
 from hwnas.spaces.dims import Arch, Dim, SearchSpace
-from hwnas.spaces.registry import SpaceEntry, register_space
+from hwnas.spaces.registry import LatencyPhase, SpaceEntry, register_space
 
 NAME = "seq-test"
 
@@ -27,6 +29,7 @@ class SeqSpaceConfig(BaseModel):
     type: Literal["seq-test"] = NAME
     embed: list[int] = Field([8, 16], min_length=1)
     hidden: list[int] = Field([8, 16, 32], min_length=1)
+    prompt_length: int = Field(4, gt=0)
 
 
 class SeqSpace(SearchSpace):
@@ -40,7 +43,7 @@ class SeqSpace(SearchSpace):
     def subnet_spec(self, arch: Arch | dict) -> dict[str, Any]:
         arch = self.validate(arch)
         return {"type": NAME, "input_shape": list(self.input_shape), "num_classes": self.num_classes,
-                "embed": int(arch["embed"]), "hidden": int(arch["hidden"])}
+                "embed": int(arch["embed"]), "hidden": int(arch["hidden"]), "prompt_length": self.config.prompt_length}
 
     def covering_archs(self) -> list[Arch]:
         return [self.canonical({"embed": e, "hidden": h}) for e in self.config.embed for h in self.config.hidden]
@@ -55,9 +58,22 @@ def seq_op_graph(spec: dict[str, Any]) -> list[OpSig]:
             OpSig("linear", spec["hidden"], 1, 1, spec["num_classes"])]
 
 
+def seq_prefill_graph(spec: dict[str, Any]) -> list[OpSig]:
+    """The prefill: the prompt's tokens through the hidden layer and the head at once."""
+    p = spec["prompt_length"]
+    return [OpSig("linear", spec["embed"], p, 1, spec["hidden"], act="relu"),
+            OpSig("linear", spec["hidden"], p, 1, spec["num_classes"])]
+
+
+def seq_prefill_call(model: nn.Module, batch_size: int):
+    ids = torch.zeros(batch_size, model.prompt_length, dtype=torch.int64)
+    return lambda: model(ids)
+
+
 class StandaloneSeq(nn.Module):
     def __init__(self, spec: dict[str, Any]):
         super().__init__()
+        self.prompt_length = spec.get("prompt_length", 1)
         self.embed = nn.Embedding(spec["num_classes"], spec["embed"])
         self.hidden = nn.Linear(spec["embed"], spec["hidden"])
         self.head = nn.Linear(spec["hidden"], spec["num_classes"])
@@ -102,4 +118,7 @@ class SeqSupernet(nn.Module):
 
 ENTRY = register_space(SpaceEntry(name=NAME, config_model=SeqSpaceConfig, build_space=SeqSpace,
                                   build_supernet=SeqSupernet, build_standalone=StandaloneSeq,
-                                  op_graph=seq_op_graph))
+                                  op_graph=seq_op_graph,
+                                  latency_phases={"prefill": LatencyPhase(
+                                      seq_prefill_graph, seq_prefill_call,
+                                      lambda spec: f"per {spec['prompt_length']}-token prompt")}))

@@ -67,6 +67,19 @@ def test_nothing_meets_the_budget_names_the_nearest_candidate():
         query_front(frame, ["accuracy", "latency"], Budgets(max_latency_ms=cap, min_accuracy=floor))
 
 
+def test_a_prefill_budget_filters_and_is_refused_where_no_prefill_was_priced():
+    """``prefill_ms`` is a latency phase's column: a budget on it filters like any cost's, and a job
+    that priced no prefill (no such column) is told why in one line."""
+    frame = _frame()
+    frame["prefill_ms"] = np.random.default_rng(1).uniform(2.0, 9.0, len(frame))
+    got = query_front(frame, ["accuracy", "latency", "prefill"], Budgets(max_prefill_ms=5.0))
+    feasible = frame[frame.prefill_ms <= 5.0]
+    assert set(got["id"]) == _brute_front(feasible, ["val_accuracy", "latency_ms", "prefill_ms"])
+    with pytest.raises(HwnasError, match=r"--max-prefill-ms: the candidates have no prefill_ms column \(the job "
+                                         r"priced no prefill latency"):
+        query_front(_frame(), ["accuracy", "latency"], Budgets(max_prefill_ms=5.0))
+
+
 @pytest.mark.parametrize("kwargs", [{"max_latency_ms": -1}, {"max_energy_mj": 0}, {"min_accuracy": 1.5},
                                     {"max_latency_ms": float("nan")}, {"max_memory_kb": float("inf")}])
 def test_bad_budgets_are_errors(kwargs):

@@ -32,8 +32,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from hwnas.cli.budgets import (MaxEnergy, MaxLatency, MaxMemory, MaxMemoryMb, MaxPerplexity, MinAccuracy,
-                               budgets_of)
+from hwnas.cli.budgets import (MaxEnergy, MaxLatency, MaxMemory, MaxMemoryMb, MaxPerplexity, MaxPrefill,
+                               MinAccuracy, budgets_of)
 from hwnas.cli.fronts import front_records, front_rows, front_table
 from hwnas.cli.style import (DEFAULT_WORKDIR, FOLD, RIGHT, ConfigWorkdir, Json, JobName, Overrides, Quiet, Store, Ui,
                              Workdir, _console, app, make_table)
@@ -138,8 +138,9 @@ def jobs(store: Store = None, workdir: Workdir = DEFAULT_WORKDIR, quiet: Quiet =
 def report(job_name: JobName,
            out_dir: Annotated[Optional[Path], typer.Option("--out", metavar="DIR", help="also write an HTML page "
                                                             "with PNG plots (index.html) to DIR")] = None,
-           max_latency_ms: MaxLatency = None, max_energy_mj: MaxEnergy = None, max_memory_kb: MaxMemory = None,
-           max_memory_mb: MaxMemoryMb = None, min_accuracy: MinAccuracy = None, max_perplexity: MaxPerplexity = None,
+           max_latency_ms: MaxLatency = None, max_prefill_ms: MaxPrefill = None, max_energy_mj: MaxEnergy = None,
+           max_memory_kb: MaxMemory = None, max_memory_mb: MaxMemoryMb = None, min_accuracy: MinAccuracy = None,
+           max_perplexity: MaxPerplexity = None,
            store: Store = None, workdir: Workdir = DEFAULT_WORKDIR,
            quiet: Quiet = False, as_json: Json = False) -> None:
     """Print a job's predictor quality on holdout subnets, its device and stage times; with --out,
@@ -193,6 +194,7 @@ import hwnas.cli.devices  # noqa: E402,F401
 def front(
     job_name: JobName,
     max_latency_ms: MaxLatency = None,
+    max_prefill_ms: MaxPrefill = None,
     max_energy_mj: MaxEnergy = None,
     max_memory_kb: MaxMemory = None,
     max_memory_mb: MaxMemoryMb = None,
@@ -235,6 +237,7 @@ def export(
     candidate: Annotated[Optional[int], typer.Option("--candidate", min=0, metavar="ID",
                                                      help="candidate id (see hwnas front)")] = None,
     max_latency_ms: MaxLatency = None,
+    max_prefill_ms: MaxPrefill = None,
     max_energy_mj: MaxEnergy = None,
     max_memory_kb: MaxMemory = None,
     max_memory_mb: MaxMemoryMb = None,

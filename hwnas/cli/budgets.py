@@ -13,6 +13,9 @@ from hwnas.search.budgets import BUDGET_KEYS, Budgets, check_budget
 MaxLatency = Annotated[Optional[float], typer.Option("--max-latency-ms", metavar="MS", help="latency budget: "
                                                      "one inference; for a language-model job one generated "
                                                      "token (the decode step its space times)")]
+MaxPrefill = Annotated[Optional[float], typer.Option("--max-prefill-ms", metavar="MS", help="prefill latency "
+                                                     "budget of a job that priced it (a language model: a prompt "
+                                                     "of space.prompt_length tokens)")]
 MaxEnergy = Annotated[Optional[float], typer.Option("--max-energy-mj", metavar="MJ", help="energy budget")]
 MaxMemory = Annotated[Optional[float], typer.Option("--max-memory-kb", metavar="KB", help="memory budget: weights "
                                                     "plus peak activations at the device's batch size, in KiB")]

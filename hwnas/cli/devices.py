@@ -138,7 +138,7 @@ def profile(
     Example:
       hwnas profile --device local-cpu --space experiments/digits-cnn.yaml
     """
-    from hwnas.job.checks import load_job_config as load_config
+    from hwnas.job.checks import job_phases, load_job_config as load_config
     from hwnas.data import load_configured
     from hwnas.errors import ConfigError
     from hwnas.hwmodels.devices import build_device
@@ -155,7 +155,7 @@ def profile(
     data = load_configured(config.data)
     space = build_space(config.space, data.input_shape, data.num_classes)
     result = profile_device(device, space, config.space.type, work, ui.reporter(), config.device.max_spread,
-                            refresh=refresh)
+                            refresh=refresh, phases=job_phases(config))  # the prefill's ops too, where asked
     rows = list(result.table.entries.values())
     kinds = []
     for kind in sorted({r["kind"] for r in rows}):

@@ -39,6 +39,7 @@ from hwnas.hwmodels.devices import LocalCPU, build_device
 from hwnas.hwmodels.lut import read_meta
 from hwnas.hwmodels.profiler import use_reference
 from hwnas.hwmodels.torchscript import script_model
+from hwnas.search.objectives import phase_columns
 from hwnas.spaces.dims import Arch
 from hwnas.spaces.ops.quant import ActQuant
 from hwnas.spaces.registry import ExportFormat, int8_ineligible_reason, load_spaces, op_graph, space_entry
@@ -306,6 +307,9 @@ def export_candidate(job, candidate_id: int, out: Path, formats: tuple[str, ...]
     search_latency = {"latency_ms": row["latency_ms"], "latency_spread_ms": row.get("latency_spread_ms")}
     latency_figures = ({"measured": search_latency} if row["latency_source"] == "measured"
                        else {"modelled": {**search_latency, "source": row["latency_source"]}})
+    # each latency phase the job priced (an LM's prefill), from the same device as latency_ms
+    phases = {name: {**{c: row.get(c) for c in phase_columns(name)}, "source": row["latency_source"], "times": unit}
+              for name, unit in job.latency_phases.items()}
     manifest = {
         "format": MANIFEST_FORMAT, "job": job.name, "candidate": int(candidate_id),
         "space": config.space.type, "arch": arch.to_dict(), "subnet": parts.supernet.spec,
@@ -315,6 +319,7 @@ def export_candidate(job, candidate_id: int, out: Path, formats: tuple[str, ...]
             **latency_figures,
             "predicted": {"val_accuracy": row["predicted_accuracy"], "latency_ms": row["predicted_latency_ms"]},
             "export_latency": latency,
+            **({"phases": phases} if phases else {}),
             "analytical": {"energy_mj": row["energy_mj"], "params": row["params"], "flops": row["flops"],
                            "bitops": row["bitops"], "weight_kb": row["weight_kb"], "memory_kb": row.get("memory_kb"),
                            "activation_kb": row.get("activation_kb"), "memory_batch_size": config.device.batch_size},

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from hwnas.errors import ConfigError, LookupTableError
-from hwnas.hwmodels.cost import cost_units, fixed_op_counts
+from hwnas.hwmodels.cost import cost_units, fixed_op_counts, phase_units
 from hwnas.hwmodels.local_cpu import LocalCPU
 from hwnas.hwmodels.lut import LookupTable, read_meta
 from hwnas.hwmodels.roofline import RooflineModel
 from hwnas.hwmodels.torchscript import TorchScriptCPU
 from hwnas.ir import OpSig
+from hwnas.spaces.registry import LatencyPhase
 from hwnas.utils.io import stable_hash
 
 
@@ -39,22 +40,28 @@ class AnalyticalDevice:
     def fingerprint(self) -> str:
         return stable_hash(self.describe())
 
-    def lookup_table(self, space) -> LookupTable:
-        """Every op of the space priced by the model (what a measured device's profiler measures)."""
+    def lookup_table(self, space, phases: Mapping[str, LatencyPhase] | None = None) -> LookupTable:
+        """Every op of the space (and of its ``phases``) priced by the model (what a measured
+        device's profiler measures)."""
         table = LookupTable(device=self.describe())
-        for op in space_units(space, table):
+        for op in space_units(space, table, phases):
             table.add(op, 1e3 * self.model.op_seconds(op), 0.0, 0)
         return table
 
 
-def space_units(space, table: LookupTable) -> list[OpSig]:
+def space_units(space, table: LookupTable, phases: Mapping[str, LatencyPhase] | None = None) -> list[OpSig]:
     """Every distinct costed unit (op, or block for a block table) of the space's subnets, but the
-    fixed ops a table's ``head`` and ``tail`` entries price."""
+    fixed ops a table's ``head`` and ``tail`` entries price; then every op of the latency
+    ``phases`` (see :func:`~hwnas.hwmodels.cost.phase_units`)."""
     units: dict[str, OpSig] = {}
     fixed = fixed_op_counts(space)
     for arch in space.covering_archs():
-        for op in table.split_fixed(cost_units(space.subnet_spec(arch), table), *fixed)[0]:
+        spec = space.subnet_spec(arch)
+        for op in table.split_fixed(cost_units(spec, table), *fixed)[0]:
             units.setdefault(op.key, op)
+        for name, phase in (phases or {}).items():
+            for op in phase_units(name, phase, spec, table):
+                units.setdefault(op.key, op)
     return list(units.values())
 
 
@@ -82,12 +89,12 @@ class TableDevice:
     def fingerprint(self) -> str:
         return stable_hash({**self.describe(), "rows": self.table.rows()})
 
-    def lookup_table(self, space) -> LookupTable:
-        """The table, checked to price every op the space can produce. A missing op is an error
-        naming it; with ``device.interpolate_missing`` it is estimated from its neighbours, marked
-        ``interpolated`` and warned about."""
+    def lookup_table(self, space, phases: Mapping[str, LatencyPhase] | None = None) -> LookupTable:
+        """The table, checked to price every op the space (and its latency ``phases``) can produce.
+        A missing op is an error naming it; with ``device.interpolate_missing`` it is estimated from
+        its neighbours, marked ``interpolated`` and warned about."""
         table = LookupTable(device=self.describe(), entries=dict(self.table.entries))
-        missing = [op for op in space_units(space, table) if op not in table]
+        missing = [op for op in space_units(space, table, phases) if op not in table]
         if missing and not self.config.interpolate_missing:
             raise LookupTableError(
                 f"table device {self.name} ({self.path}) has no entry for op {missing[0].key}"

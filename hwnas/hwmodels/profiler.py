@@ -3,7 +3,10 @@
 The method (what ``hwnas profile`` and a search job's profile stage both run):
 
 1. The space's covering subnets (which together contain every distinct op, see
-   ``covering_archs``) are built as exported models with their initial weights.
+   ``covering_archs``) are built as exported models with their initial weights; for every latency
+   phase the caller names (an LM's prefill, see :class:`~hwnas.spaces.registry.LatencyPhase`) they
+   are also timed as the phase runs them (:class:`~hwnas.hwmodels.phases.PhaseModel`), whose ops
+   (the prefill's, on a prompt's tokens) join the same table.
 2. They are timed in batches of ``batch_size`` networks, interleaved in rounds with the space's
    reference subnet (:func:`reference_arch`) in every round, each round corrected for the
    machine's speed (see :func:`hwnas.utils.timing.time_in_rounds`); every op is timed *inside*
@@ -32,13 +35,14 @@ from __future__ import annotations
 import datetime as _dt
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from hwnas.hwmodels.lut import LookupTable, read_meta
+from hwnas.hwmodels.phases import PhaseModel
 from hwnas.ir import OpSig
-from hwnas.spaces.registry import op_graph, space_entry
+from hwnas.spaces.registry import LatencyPhase, op_graph, space_entry
 from hwnas.utils.io import file_lock
 
 HIGH_SPREAD = "high-spread"
@@ -71,23 +75,39 @@ def relative_spread(row: dict) -> float:
 def build_lookup_table(device, space, build_standalone: Callable, cache_dir: str | Path,
                        progress: Callable[[int, int], None] | None = None, flush_every: int = 1,
                        max_spread: float = 0.25, retries: int = 2, refresh: bool = False,
-                       on_commit: Callable[[list[str]], None] | None = None, batch_size: int = 8) -> ProfileResult:
-    """See the module docstring; ``on_commit(keys)`` is told the op keys each save made durable."""
+                       on_commit: Callable[[list[str]], None] | None = None, batch_size: int = 8,
+                       phases: Mapping[str, LatencyPhase] | None = None) -> ProfileResult:
+    """See the module docstring; ``on_commit(keys)`` is told the op keys each save made durable;
+    ``phases``: the latency phases whose ops to measure too."""
     path = lut_path(cache_dir, device)
     with file_lock(path.with_name(path.name + ".lock"), blocking=True):
         return _build(device, space, build_standalone, path, progress, flush_every, max_spread, retries, refresh,
-                      on_commit, batch_size)
+                      on_commit, batch_size, phases or {})
+
+
+Network = tuple[dict[str, Any], list[OpSig], Callable[[], Any]]  # (subnet spec, its ops, builds the model timing them)
+
+
+def covering_networks(space, build_standalone: Callable, phases: Mapping[str, LatencyPhase]) -> list[Network]:
+    """The covering subnets as their op graph runs them, then as each phase runs them."""
+    specs = [space.subnet_spec(a) for a in space.covering_archs()]
+    nets: list[Network] = [(spec, op_graph(spec), lambda spec=spec: build_standalone(spec)) for spec in specs]
+    for phase in phases.values():
+        nets += [(spec, phase.op_graph(spec), lambda spec=spec, phase=phase: PhaseModel(build_standalone(spec), phase))
+                 for spec in specs]
+    return nets
 
 
 def _build(device, space, build_standalone: Callable, path: Path, progress: Callable[[int, int], None] | None,
            flush_every: int, max_spread: float, retries: int, refresh: bool,
-           on_commit: Callable[[list[str]], None] | None = None, batch_size: int = 8) -> ProfileResult:
+           on_commit: Callable[[list[str]], None] | None = None, batch_size: int = 8,
+           phases: Mapping[str, LatencyPhase] | None = None) -> ProfileResult:
     if path.exists():
         table = LookupTable.load(path, require_digest=True, remedy=REPROFILE)
     else:
         table = LookupTable(device=device.describe())
-    nets = [(spec, op_graph(spec)) for spec in (space.subnet_spec(a) for a in space.covering_archs())]
-    todo = [(spec, ops) for spec, ops in nets if table.missing(ops)]
+    nets = covering_networks(space, build_standalone, phases or {})
+    todo = [net for net in nets if table.missing(net[1])]
     total = len(nets)
     done = total - len(todo)
     if progress is not None:
@@ -106,10 +126,9 @@ def _build(device, space, build_standalone: Callable, path: Path, progress: Call
             on_commit(list(uncommitted))
         uncommitted.clear()
 
-    def run(batch: list[tuple[dict, list[OpSig]]]) -> list[dict[str, tuple[float, float, int]]]:
+    def run(batch: list[Network]) -> list[dict[str, tuple[float, float, int]]]:
         nonlocal done
-        timed = device.time_op_networks([(build_standalone(spec), ops) for spec, ops in batch],
-                                        tuple(space.input_shape))
+        timed = device.time_op_networks([(build(), ops) for _, ops, build in batch], tuple(space.input_shape))
         done += len(batch)
         if progress is not None:
             progress(done, total)
@@ -117,7 +136,7 @@ def _build(device, space, build_standalone: Callable, path: Path, progress: Call
 
     measured = 0
     for i, batch in enumerate(_batches(todo, batch_size), start=1):
-        for (spec, ops), entries in zip(batch, run(batch)):
+        for (_, ops, _), entries in zip(batch, run(batch)):
             for key, op in {op.key: op for op in table.missing(ops)}.items():
                 table.add(op, *entries[key])
                 uncommitted.append(key)
@@ -134,7 +153,7 @@ def _build(device, space, build_standalone: Callable, path: Path, progress: Call
         chosen = _networks_covering(noisy, nets)
         total += len(chosen)
         for batch in _batches(chosen, batch_size):
-            for (spec, ops), entries in zip(batch, run(batch)):
+            for (_, ops, _), entries in zip(batch, run(batch)):
                 runs += 1
                 for op in {op.key: op for op in ops if op.key in noisy}.values():
                     median, spread, repeats = entries[op.key]
@@ -171,7 +190,7 @@ def _batches(items: list, size: int) -> list[list]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
-def _networks_covering(keys: set[str], nets: list[tuple[dict, list[OpSig]]]) -> list[tuple[dict, list[OpSig]]]:
+def _networks_covering(keys: set[str], nets: list[Network]) -> list[Network]:
     """A few networks that together contain every op of ``keys`` (greedy: most uncovered first)."""
     left, chosen = set(keys), []
     while left:
@@ -185,10 +204,12 @@ def _networks_covering(keys: set[str], nets: list[tuple[dict, list[OpSig]]]) -> 
 
 
 def profile_device(device, space, space_type: str, workdir: Path, reporter, max_spread: float,
-                   refresh: bool = False, on_commit: Callable[[list[str]], None] | None = None) -> ProfileResult:
+                   refresh: bool = False, on_commit: Callable[[list[str]], None] | None = None,
+                   phases: Mapping[str, LatencyPhase] | None = None) -> ProfileResult:
     """Build or refresh a measured device's table in ``workdir/luts`` (see hwnas.hwmodels.profiler)."""
     build_standalone = space_entry(space_type).build_standalone
-    with reporter.task(f"profile {device.name}", len(space.covering_archs())) as advance:
+    networks = len(space.covering_archs()) * (1 + len(phases or {}))
+    with reporter.task(f"profile {device.name}", networks) as advance:
         return build_lookup_table(device, space, build_standalone, workdir / "luts",
                                   progress=lambda i, n: advance(i, total=n), max_spread=max_spread,
-                                  refresh=refresh, on_commit=on_commit)
+                                  refresh=refresh, on_commit=on_commit, phases=phases)

@@ -17,10 +17,10 @@ from hwnas.hwmodels.devices import build_device
 from hwnas.hwmodels.energy import ENERGY_MODELS
 from hwnas.metrics import QUALITY_METRICS, quality_of
 from hwnas.predictors.accuracy import REGRESSORS
-from hwnas.search.budgets import BUDGETS
+from hwnas.search.budgets import BUDGETS, Budgets
 from hwnas.search.engine import ALGORITHMS
-from hwnas.search.objectives import extra_devices, parse_objective
-from hwnas.spaces.registry import parse_space_config
+from hwnas.search.objectives import BASE_COLUMNS, asked_phases, extra_devices, parse_objective
+from hwnas.spaces.registry import LatencyPhase, latency_phase, parse_space_config
 
 
 def _known(field: str, value: str, known, what: str) -> None:
@@ -43,7 +43,24 @@ def check_config(config: Config) -> Config:
         except ValueError as exc:
             raise ConfigError(f"search.objectives: {exc}") from None
     check_quality(config)
+    job_phases(config)
     return config.model_copy(update={"space": space})
+
+
+def job_phases(config: Config) -> dict[str, LatencyPhase]:
+    """The latency phases a job prices (``prefill``: named as an objective or bounded by a budget,
+    see :func:`~hwnas.search.objectives.asked_phases`), from its space's entry; one the space does
+    not state (see :attr:`hwnas.spaces.registry.SpaceEntry.latency_phases`) is a
+    :class:`ConfigError` naming the field that asked for it."""
+    phases = {}
+    for phase in asked_phases(config.search.objectives, Budgets.from_config(config.search).columns()):
+        budget = next(k.key for k in BUDGETS if k.column == BASE_COLUMNS[phase])
+        field = "search.objectives" if phase in config.search.objectives else f"search.{budget}"
+        try:
+            phases[phase] = latency_phase(config.space.type, phase)
+        except ConfigError as exc:
+            raise ConfigError(f"{field}: {exc}") from None
+    return phases
 
 
 def check_quality(config: Config) -> None:

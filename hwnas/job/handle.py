@@ -62,6 +62,12 @@ class Job:
         return self.attrs.get("latency_unit") or "per inference"
 
     @property
+    def latency_phases(self) -> dict[str, str]:
+        """The latency phases the job priced beside its latency (``prefill``: an LM's prefill), each
+        with what one figure times, as its space states it; ``{}`` for none."""
+        return dict(self.attrs.get("latency_phases") or {})
+
+    @property
     def job_dir(self) -> Path:
         return Path(self.attrs["job_dir"])
 
@@ -84,11 +90,12 @@ class Job:
         name = self.quality.name
         rows = [{"predictor": f"{name} ({self.config.predictor.model})",
                  **self.attrs.get("predictor_quality", {}).get(name, {})}]
-        latency = self.attrs.get("latency_predictor")
-        if latency:
-            for name in ("table_sum", "learned"):
-                chosen = " *" if latency["chosen"] == name else ""
-                rows.append({"predictor": f"latency {name.replace('_', ' ')}{chosen}", **latency[name]})
+        for phase in ("latency", *self.latency_phases):
+            latency = self.attrs.get(f"{phase}_predictor")
+            if latency:
+                for name in ("table_sum", "learned"):
+                    chosen = " *" if latency["chosen"] == name else ""
+                    rows.append({"predictor": f"{phase} {name.replace('_', ' ')}{chosen}", **latency[name]})
         return [r for r in rows if "kendall_tau" in r]
 
     def candidates(self) -> pd.DataFrame:
@@ -124,8 +131,8 @@ class Job:
     def front(self, budgets: Budgets | dict | None = None, **limits: float | None) -> pd.DataFrame:
         """Pareto-optimal candidates meeting every budget, best validation quality first (accuracy, or
         perplexity for a language model; test figures are in the rows, never used to choose). Budgets
-        are a :class:`Budgets` and / or keywords: ``max_latency_ms``, ``max_energy_mj``,
-        ``max_memory_kb``, ``min_accuracy``, ``max_perplexity``."""
+        are a :class:`Budgets` and / or keywords: ``max_latency_ms``, ``max_prefill_ms`` (a job that
+        priced prefill), ``max_energy_mj``, ``max_memory_kb``, ``min_accuracy``, ``max_perplexity``."""
         return query_front(self.candidates(), self.objectives, Budgets.of(budgets, **limits))
 
     def export(self, out: str | Path, candidate: int | None = None, budgets: Budgets | dict | None = None,

@@ -69,6 +69,10 @@ class JobPaths:
     def latency_samples(self) -> Path:
         return self.root / "latency_samples.csv"
 
+    def phase_samples(self, phase: str) -> Path:
+        """The end-to-end measurements of a latency phase (``prefill_samples.csv``)."""
+        return self.root / f"{phase}_samples.csv"
+
     @property
     def config(self) -> Path:
         return self.root / "config.yaml"

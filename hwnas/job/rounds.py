@@ -24,13 +24,14 @@ import torch
 
 from hwnas.config import Config
 from hwnas.errors import HwnasError
+from hwnas.hwmodels.phases import PhaseModel
 from hwnas.job.paths import now
 from hwnas.metrics import quality_of
 from hwnas.predictors.accuracy import AccuracyPredictor
 from hwnas.search.engine import evaluate_population
 from hwnas.search.loop import LoopSettings, objective_bounds, run_loop
 from hwnas.search.budgets import Budgets
-from hwnas.search.objectives import FLOOR_COLUMNS, objective_matrix
+from hwnas.search.objectives import FLOOR_COLUMNS, objective_matrix, phase_columns
 from hwnas.search.problem import SubnetProblem
 from hwnas.spaces.dims import Arch
 from hwnas.train.components import Components
@@ -72,6 +73,7 @@ class SearchRounds:
         self.predictor, self.features, self.device = predictor, features, device
         self.sample_archs, self.sample_y = samples
         self.cfg = job.config.search
+        self.phases = cost_model.phases  # latency phases (an LM's prefill), priced and timed beside latency
         self.budgets = Budgets.from_config(self.cfg).columns()  # metric column -> bound
         self.quality = quality_of(self.cfg.objectives)  # accuracy, or perplexity for a language model
         self.problems: dict[int, SubnetProblem] = {}
@@ -134,24 +136,28 @@ class SearchRounds:
         events.write("stage_finished", stage="evaluate", round=r)
         self.evaluate_seconds += time.perf_counter() - started
 
-    def time_batch(self, archs: list[Arch], r: int) -> list[tuple[float, float] | None]:
-        """(median, spread) in ms of every arch on a measured device, timed together; the batch's
-        timing (speed against the table's reference, drift, seconds) is kept with the study."""
+    def time_batch(self, archs: list[Arch], r: int) -> list[dict[str, tuple[float, float]] | None]:
+        """Per arch on a measured device, (median, spread) in ms of its latency and of each latency
+        phase (by name: ``latency``, ``prefill``), all timed together in interleaved rounds; the
+        batch's timing (speed against the table's reference, drift, seconds) is kept with the study."""
         if not self.device.measures or not archs:
             return [None] * len(archs)
-        timing = self.device.time_models(self.parts.subnets_to_time(archs), self.parts.data.input_shape)
+        models = self.parts.subnets_to_time(archs)
+        subjects = models + [PhaseModel(m, priced.phase) for priced in self.phases.values() for m in models]
+        timing = self.device.time_models(subjects, self.parts.data.input_shape)
         record = {"round": r, **timing.describe()}
         self.job.study.set_user_attr("timing", [*self.job.study.user_attrs.get("timing", []), record])
-        return [timing.summary(i) for i in range(len(archs))]
+        names = ["latency", *self.phases]
+        return [{name: timing.summary(k * len(archs) + i) for k, name in enumerate(names)} for i in range(len(archs))]
 
     def measure(self, arch: Arch, predicted: dict, r: int, accuracies: dict[str, float],
-                timed: tuple[float, float] | None) -> dict[str, Any]:
+                timed: dict[str, tuple[float, float]] | None) -> dict[str, Any]:
         costs = self.cost_model.costs(arch)
         q = self.quality
-        if timed is not None:
-            latency, spread = timed
-        else:  # a table or analytical device: its figure is the only latency there is
-            latency, spread = costs["latency_ms"], 0.0
+        # a table or analytical device: its figure is the only latency there is
+        phases = {name: timed[name] if timed is not None else (costs[f"{name}_ms"], 0.0)
+                  for name in ("latency", *self.phases)}
+        latency, spread = phases["latency"]
         metrics = {**accuracies, "latency_ms": latency, "latency_spread_ms": spread, "energy_mj": costs["energy_mj"],
                    **{k: costs[k] for k in ("params", "flops", "macs", "bitops", "weight_kb", "memory_kb",
                                             "activation_kb")},
@@ -159,6 +165,10 @@ class SearchRounds:
                    "predicted_latency_ms": predicted["latency_ms"], "predicted_energy_mj": predicted["energy_mj"],
                    "measured": timed is not None, "latency_source": "measured" if timed is not None else self.device.kind,
                    "round": r, "evaluated_at": now()}
+        for name in self.phases:
+            figure, column_spread, column_predicted = phase_columns(name)
+            metrics[figure], metrics[column_spread] = phases[name]
+            metrics[column_predicted] = predicted[figure]
         for device, model in self.extra_costs.items():
             extra = model.costs(arch)
             metrics[f"latency_ms@{device}"], metrics[f"energy_mj@{device}"] = extra["latency_ms"], extra["energy_mj"]

@@ -15,16 +15,18 @@ from typing import Any, Callable
 import numpy as np
 
 from hwnas.config import DeviceConfig
-from hwnas.hwmodels.cost import CostModel
+from hwnas.hwmodels.cost import CostModel, PhaseCost
 from hwnas.hwmodels.energy import energy_model
+from hwnas.hwmodels.phases import PhaseModel
 from hwnas.hwmodels.profiler import profile_device
+from hwnas.job.checks import job_phases
 from hwnas.job.rounds import SearchRounds
 from hwnas.metrics import quality_of
 from hwnas.predictors.accuracy import ArchFeatures, fit_with_holdout
 from hwnas.predictors.latency import fit_search_latency_predictor
 from hwnas.search.objectives import extra_devices
 from hwnas.spaces.dims import Arch
-from hwnas.spaces.registry import load_pretrained, op_graph
+from hwnas.spaces.registry import LatencyPhase, load_pretrained, op_graph
 from hwnas.train.components import Components, save_weights
 from hwnas.train.distributed import RaySupernetTrainer
 from hwnas.train.trainer import SupernetTrainer
@@ -57,6 +59,10 @@ def load(job, results: dict[str, Any]) -> Components:
     unit = getattr(parts.space, "latency_unit", None)  # e.g. "per generated token" (a language model)
     if unit:
         job.study.set_user_attr("latency_unit", unit)
+    phases = job_phases(job.config)  # e.g. an LM's prefill: what one figure of each times, in words
+    if phases:
+        spec = parts.space.subnet_spec(parts.space.largest())
+        job.study.set_user_attr("latency_phases", {name: phase.unit(spec) for name, phase in phases.items()})
     return parts
 
 
@@ -108,15 +114,18 @@ def train(job, results: dict[str, Any]) -> None:
 # -- profile ---------------------------------------------------------------------------------------
 def profile(job, results: dict[str, Any]) -> tuple[CostModel, dict[str, CostModel], Any]:
     """The cost model of the job's device, of every device named in an objective, and the device
-    (a measured one times its reference subnet in every round, against the table's baseline)."""
+    (a measured one times its reference subnet in every round, against the table's baseline).
+    The job's latency phases (an LM's prefill) are priced on the job's device alike: their ops in
+    its table, their end-to-end correction fitted on its measurements."""
     parts: Components = results["load"]
     device = job.device(job.config.device)
+    phases = job_phases(job.config)
     lut_info: dict[str, Any] = {"cache": None, "measured_now": 0}
     meta: dict[str, Any] = {}
     if device.measures:
         result = profile_device(device, parts.space, job.config.space.type, job.workdir, job.reporter,
                                 job.config.device.max_spread,
-                                on_commit=lambda keys: job.events.write("ops_measured", keys=keys))
+                                on_commit=lambda keys: job.events.write("ops_measured", keys=keys), phases=phases)
         table = result.table
         lut_info = {"cache": str(result.path), "measured_now": result.measured,
                     "remeasured": result.remeasured, "flagged_high_spread": result.flagged,
@@ -130,7 +139,7 @@ def profile(job, results: dict[str, Any]) -> tuple[CostModel, dict[str, CostMode
     else:  # a table or analytical device prices every op without measuring
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            table = device.lookup_table(parts.space)
+            table = device.lookup_table(parts.space, phases)
         for w in caught:
             job.reporter.info(f"warning: {w.message}")
         lut_info["interpolated"] = sum(r["note"] == "interpolated" for r in table.entries.values())
@@ -138,10 +147,13 @@ def profile(job, results: dict[str, Any]) -> tuple[CostModel, dict[str, CostMode
     job.study.set_user_attr("device_description", table.device)
     job.study.set_user_attr("lut", {"entries": len(table), **lut_info})
     energy = getattr(device, "energy", None) or energy_model(job.config.device.energy_model)
-    latency = None
+    latency, phase_latency = None, {name: None for name in phases}
     if device.measures and job.config.device.correction_samples > 0:
         latency = fit_latency(job, parts, device, table, meta)
-    cost_model = CostModel(parts.space, table, energy, latency, batch_size=job.config.device.batch_size)
+        for name, phase in phases.items():
+            phase_latency[name] = fit_latency(job, parts, device, table, meta, name, phase)
+    cost_model = CostModel(parts.space, table, energy, latency, batch_size=job.config.device.batch_size,
+                           phases={name: PhaseCost(phase, phase_latency[name]) for name, phase in phases.items()})
     return cost_model, extra_cost_models(job, parts), device
 
 
@@ -155,27 +167,36 @@ def extra_cost_models(job, parts: Components) -> dict[str, CostModel]:
     return models
 
 
-def fit_latency(job, parts: Components, device, table, meta: dict[str, Any]):
+def fit_latency(job, parts: Components, device, table, meta: dict[str, Any], name: str = "latency",
+                phase: LatencyPhase | None = None):
     """Measure sampled subnets end to end and keep the better of the table sum and the table
-    sum with a learned correction, judged on a holdout (both qualities are stored)."""
+    sum with a learned correction, judged on a holdout (both qualities are stored). ``phase``: of
+    that latency phase (``name``, e.g. ``prefill``) instead of the op graph's latency, on the same
+    subnets."""
     n = job.config.device.correction_samples
     rng = np.random.default_rng([job.config.seed, 2])
     archs = list(dict.fromkeys(parts.space.sample(rng) for _ in range(3 * n)))[:n]
 
     def measure(batch: list[Arch]) -> list[float]:
-        timing = device.time_models(parts.subnets_to_time(batch), parts.data.input_shape)
+        models = parts.subnets_to_time(batch)
+        if phase is not None:
+            models = [PhaseModel(m, phase) for m in models]
+        timing = device.time_models(models, parts.data.input_shape)
         return [timing.summary(i)[0] for i in range(len(batch))]
 
-    y = job.measure_resumably(archs, job.paths.latency_samples, "latency_ms", measure, "measure subnets",
-                              batch=MEASURE_BATCH)
-    graphs = [op_graph(parts.space.subnet_spec(a)) for a in archs]
+    samples = job.paths.latency_samples if phase is None else job.paths.phase_samples(name)
+    y = job.measure_resumably(archs, samples, f"{name}_ms", measure,
+                              "measure subnets" if phase is None else f"measure subnets' {name}", batch=MEASURE_BATCH)
+    graph = op_graph if phase is None else phase.op_graph
+    graphs = [graph(parts.space.subnet_spec(a)) for a in archs]
     interpolate = getattr(parts.space, "interpolated_field", None)
     predictor, choice, quality = fit_search_latency_predictor(table, graphs, y, interpolate,
                                                               job.config.predictor.holdout, job.config.seed)
     record = {"chosen": choice, "samples": len(archs), "holdout": job.config.predictor.holdout, **quality}
-    job.study.set_user_attr("latency_predictor", record)
-    table.save(job.paths.lut, meta={**meta, "latency_correction": record})  # kept with the device's table
-    job.reporter.info(f"latency predictor: {choice} (holdout MAPE table sum "
+    job.study.set_user_attr(f"{name}_predictor", record)
+    meta[f"{name}_correction"] = record
+    table.save(job.paths.lut, meta=meta)  # kept with the device's table
+    job.reporter.info(f"{name} predictor: {choice} (holdout MAPE table sum "
                       f"{quality['table_sum']['mape']:.3f}, learned {quality['learned']['mape']:.3f})")
     return None if choice == "table_sum" else predictor
 
@@ -248,7 +269,8 @@ STAGES: tuple[Stage, ...] = (
                                              "store: train_history, pretrained_init"),
           resumes="skipped once supernet.safetensors exists; else from the last epoch in checkpoint.pt (a fresh "
                   "start first loads and checks space.init's pretrained model)", run=train),
-    Stage("profile", reads=("load", "device"), writes=("luts/DEVICE.csv", "lut.csv", "latency_samples.csv"),
+    Stage("profile", reads=("load", "device"), writes=("luts/DEVICE.csv", "lut.csv", "latency_samples.csv",
+                                                      "PHASE_samples.csv"),
           resumes="measures only the ops (and subnets) the cached table lacks", run=profile),
     Stage("predictor", reads=("load",), writes=("accuracy_samples.csv", "store: predictor_quality"),
           resumes="samples only the subnets the sample cache lacks", run=fit_predictor),

@@ -25,7 +25,7 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 
 from hwnas.errors import HwnasError, JobError
 from hwnas.metrics import quality_columns
-from hwnas.search.objectives import MAXIMIZED, objective_column
+from hwnas.search.objectives import MAXIMIZED, objective_column, phase_columns
 from hwnas.spaces.dims import Arch
 from hwnas.utils.io import file_lock, lock_held
 
@@ -188,10 +188,12 @@ class JobStore:
     @staticmethod
     def candidates(study: optuna.Study, extra: tuple[str, ...] = ()) -> pd.DataFrame:
         """One row per committed candidate: the standard columns, the columns of the job's quality
-        metric where it is not accuracy (``val_perplexity``, ...), any per-device objective columns
-        (``energy_mj@DEVICE``) and the ``extra`` attributes asked for."""
+        metric where it is not accuracy (``val_perplexity``, ...), those of the latency phases it
+        priced (``prefill_ms``, ...), any per-device objective columns (``energy_mj@DEVICE``) and the
+        ``extra`` attributes asked for."""
         quality = [c for c in quality_columns(study.user_attrs.get("objectives") or ()) if c not in CANDIDATE_COLUMNS]
-        extra = tuple(dict.fromkeys(c for c in (*quality, *extra) if c not in CANDIDATE_COLUMNS))  # each once
+        phases = [c for phase in study.user_attrs.get("latency_phases") or {} for c in phase_columns(phase)]
+        extra = tuple(dict.fromkeys(c for c in (*quality, *phases, *extra) if c not in CANDIDATE_COLUMNS))  # each once
         rows, device_columns = [], []
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
             attrs = t.user_attrs

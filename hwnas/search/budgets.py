@@ -1,9 +1,9 @@
 """Budgets: bounds on a candidate's metrics, as one typed value every layer passes along.
 
-A budget caps a cost (latency, energy, memory) or validation perplexity (a language model), or
-sets a floor under validation accuracy. The search turns the config's budgets into constraints,
-the front query filters by them, ``hwnas front`` / ``export`` / ``report`` take them as options
-and the report draws them. Each is one row
+A budget caps a cost (latency, a latency phase such as an LM's prefill, energy, memory) or
+validation perplexity (a language model), or sets a floor under validation accuracy. The search
+turns the config's budgets into constraints, the front query filters by them, ``hwnas front`` /
+``export`` / ``report`` take them as options and the report draws them. Each is one row
 of :data:`BUDGETS` (its keyword, metric column, option and words) and one field of
 :class:`Budgets`, so adding a budget edits this module, the config and the CLI's option list,
 not every signature that passes budgets on.
@@ -32,6 +32,7 @@ class BudgetKind:
 
 BUDGETS = (
     BudgetKind("max_latency_ms", "latency_ms", "latency <= {:g} ms"),
+    BudgetKind("max_prefill_ms", "prefill_ms", "prefill <= {:g} ms"),
     BudgetKind("max_energy_mj", "energy_mj", "energy <= {:g} mJ"),
     BudgetKind("max_memory_kb", "memory_kb", "memory <= {:g} kB"),
     BudgetKind("min_accuracy", "val_accuracy", "validation accuracy >= {:g}", floor=True, upper=1.0),
@@ -55,6 +56,7 @@ class Budgets:
     Its fields are :data:`BUDGET_KEYS`, in order (tests/test_memory.py checks)."""
 
     max_latency_ms: float | None = None
+    max_prefill_ms: float | None = None
     max_energy_mj: float | None = None
     max_memory_kb: float | None = None
     min_accuracy: float | None = None

@@ -18,7 +18,7 @@ from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 from hwnas.errors import HwnasError, NoCandidateError
 from hwnas.metrics import ACCURACY, QUALITY_METRICS, QualityMetric, quality_of
 from hwnas.search.budgets import Budgets
-from hwnas.search.objectives import objective_matrix
+from hwnas.search.objectives import BASE_COLUMNS, PHASES, objective_matrix
 
 
 def pareto_front(frame: pd.DataFrame, objectives: Sequence[str]) -> pd.DataFrame:
@@ -63,7 +63,10 @@ def query_front(frame: pd.DataFrame, objectives: Sequence[str], budgets: Budgets
             raise HwnasError(f"{kind.option}: this job is judged by {quality.name}, not {other.name}; "
                              f"budget its validation {quality.name} instead")
         if kind.column not in frame:
-            raise HwnasError(f"{kind.option}: the candidates have no {kind.column} column")
+            phase = next((p for p in PHASES if BASE_COLUMNS[p] == kind.column), None)
+            why = (f" (the job priced no {phase} latency: its config named no {phase} objective nor "
+                   f"search.{kind.key})" if phase else "")
+            raise HwnasError(f"{kind.option}: the candidates have no {kind.column} column{why}")
     # each budget: (what it asks, how far each candidate misses it, relative to the budget)
     misses: list[tuple[str, pd.Series]] = budgets.misses(frame.astype({c: float for c in budgets.columns()}))
     ok = pd.Series(True, index=frame.index)

@@ -8,19 +8,25 @@ quality objective is ``perplexity`` instead (``val_perplexity``, minimized; see 
 An objective is ``accuracy`` or ``perplexity`` (one of them, the job's task decides), ``latency``, ``energy``, ``memory`` (``memory_kb``: weights plus peak activations at the device's
 batch size, see :mod:`hwnas.footprint`), ``params``, ``flops`` or ``bitops``; ``latency@NAME`` and
 ``energy@NAME`` take the figure from another device (a table or analytical one), so one search can
-trade latency on this CPU against energy on an accelerator. A budget is a bound on a metric column
+trade latency on this CPU against energy on an accelerator. ``prefill`` (``prefill_ms``) is a *latency
+phase*: the latency of another call of the same subnet, on the job's device, which a space states
+(:attr:`~hwnas.spaces.registry.SpaceEntry.latency_phases`; the lm space's prefill of a prompt of
+``space.prompt_length`` tokens), beside ``latency`` (one run of its op graph: an lm decode step). A
+budget is a bound on a metric column
 (:class:`~hwnas.search.budgets.Budgets` gives them by column); its constraint is feasible at ``g <= 0``.
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
 from hwnas.metrics import QUALITY_METRICS
 
+# Latency phases: objectives a space prices only when it states them, each a column NAME_ms.
+PHASES = ("prefill",)
 BASE_COLUMNS = {**{name: q.column for name, q in QUALITY_METRICS.items()}, "latency": "latency_ms",
-                "energy": "energy_mj", "memory": "memory_kb",
+                **{phase: f"{phase}_ms" for phase in PHASES}, "energy": "energy_mj", "memory": "memory_kb",
                 "params": "params", "flops": "flops", "bitops": "bitops"}
 PER_DEVICE = ("latency", "energy")
 MAXIMIZED = frozenset(name for name, q in QUALITY_METRICS.items() if q.maximize)
@@ -46,6 +52,20 @@ def parse_objective(name: str) -> tuple[str, str | None]:
 
 def extra_devices(objectives: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(d for d in (parse_objective(o)[1] for o in objectives) if d))
+
+
+def asked_phases(objectives: Sequence[str], bounded: Iterable[str] = ()) -> list[str]:
+    """The latency phases a job prices: those named as an objective, or whose column a budget
+    bounds (``bounded``: metric columns). Only those: a phase costs a measured device its own
+    profile, correction samples and timings."""
+    return [p for p in PHASES if p in objectives or BASE_COLUMNS[p] in bounded]
+
+
+def phase_columns(phase: str) -> tuple[str, ...]:
+    """What a candidate stores of a latency phase: its figure, its spread (0 where not measured)
+    and the search's prediction of it, as ``latency_ms`` has ``latency_spread_ms`` and
+    ``predicted_latency_ms``."""
+    return (f"{phase}_ms", f"{phase}_spread_ms", f"predicted_{phase}_ms")
 
 
 def objective_matrix(rows: Sequence[dict] | Mapping[str, np.ndarray], objectives: Sequence[str]) -> np.ndarray:

@@ -72,9 +72,10 @@ class VectorizedCosts:
     @staticmethod
     def supported(space, cost_model) -> bool:
         """Spaces with a block layout whose latency is the table sum (no learned correction over
-        whole graphs)."""
+        whole graphs) and no latency phase (whose ops are not the layout's blocks)."""
         layout_of = getattr(space, "block_layout", None)
-        return (getattr(cost_model, "latency", None) is None and layout_of is not None
+        return (getattr(cost_model, "latency", None) is None and not getattr(cost_model, "phases", None)
+                and layout_of is not None
                 and layout_of() is not None)
 
     # -- tables ----------------------------------------------------------------------------------

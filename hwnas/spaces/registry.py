@@ -42,6 +42,13 @@ Optional hooks (None when the space has no such thing):
   whose output the export checks against the supernet's). The lm space's ``hf`` is a
   ``LlamaForCausalLM`` folder.
 
+* ``latency_phases``: latencies the space prices besides its op graph's (``latency_ms``), by the
+  name of their objective (``prefill``, column ``prefill_ms``: the lm space's prefill of a prompt
+  of ``space.prompt_length`` tokens). Each is a :class:`LatencyPhase`: its op graph of a subnet
+  spec, priced on the job's device table like the op graph's, and the call a measured device
+  times for it. A job that names such an objective (or budget) of a space without the phase is
+  refused before it starts, naming the field.
+
 A space object may also return a :class:`~hwnas.spaces.layout.BlockLayout` from
 ``block_layout()``; the search then prices whole populations from per-block tables instead of
 arch by arch (the generic fallback from the op graph). A space whose op graph is not one whole
@@ -74,6 +81,21 @@ class ExportFormat:
 
 
 @dataclass(frozen=True)
+class LatencyPhase:
+    """A latency a space prices besides one run of its op graph (see :attr:`SpaceEntry.latency_phases`).
+
+    Why a phase and not a second space: a language model is deployed as two calls, the prefill of
+    the prompt and one decode step per generated token, and a budget may bound either; both are
+    one subnet with one set of weights, so they share its encoding, supernet and export. The
+    space's ``covering_archs()`` must hold every distinct op of the phase's graph too (what the
+    profiler measures it on)."""
+
+    op_graph: Callable[[dict[str, Any]], list[OpSig]]    # (subnet spec) -> the phase's ops in execution order
+    timed_call: Callable[[Any, int], Callable[[], Any]]  # (standalone model, batch size) -> the call to time
+    unit: Callable[[dict[str, Any]], str]                # (subnet spec) -> what one figure times, in words
+
+
+@dataclass(frozen=True)
 class SpaceEntry:
     name: str
     config_model: type[BaseModel]
@@ -86,6 +108,7 @@ class SpaceEntry:
     load_pretrained: Callable[[Any, Any], dict[str, Any] | None] | None = None
     op_inputs: Callable[[dict[str, Any], list[OpSig]], list[tuple[int, ...]]] | None = None
     export_formats: dict[str, ExportFormat] | None = None
+    latency_phases: dict[str, LatencyPhase] | None = None
 
 
 SPACES: dict[str, SpaceEntry] = {}
@@ -165,6 +188,17 @@ def op_inputs(spec: dict[str, Any], ops: list[OpSig]) -> list[tuple[int, ...]] |
     """What each op of ``ops = op_graph(spec)`` reads (see :attr:`SpaceEntry.op_inputs`); None: a chain."""
     hook = space_entry(spec["type"]).op_inputs
     return None if hook is None else hook(spec, ops)
+
+
+def latency_phase(space_type: str, name: str) -> LatencyPhase:
+    """The latency phase ``name`` of a space (see :attr:`SpaceEntry.latency_phases`); a space that
+    states none of that name is a :class:`ConfigError` saying which states it."""
+    phases = space_entry(space_type).latency_phases or {}
+    if name not in phases:
+        stated = f"it states {', '.join(sorted(phases))}" if phases else "it states none"
+        raise ConfigError(f"the {space_type!r} space prices no {name} latency ({stated} in its "
+                          "SpaceEntry.latency_phases)")
+    return phases[name]
 
 
 def int8_ineligible_reason(spec: dict[str, Any]) -> str | None:

@@ -55,10 +55,16 @@ def lm_op_graph(spec: dict[str, Any]) -> list[OpSig]:
     return _graph(spec, 1, int(spec["context_length"]))
 
 
-def lm_prefill_graph(spec: dict[str, Any], prompt_length: int) -> list[OpSig]:
-    """The prefill of a prompt of ``prompt_length`` tokens (causal attention among them; logits of
-    every position, as :class:`StandaloneLM`'s forward computes them)."""
-    return _graph(spec, int(prompt_length), int(prompt_length))
+def lm_prefill_graph(spec: dict[str, Any], prompt_length: int | None = None) -> list[OpSig]:
+    """The prefill of a prompt of ``prompt_length`` tokens (default the spec's ``prompt_length``:
+    what the ``prefill`` objective prices), causal attention among them, logits of every position,
+    as :class:`StandaloneLM`'s forward computes them."""
+    return _graph(spec, *(2 * [int(spec["prompt_length"] if prompt_length is None else prompt_length)]))
+
+
+def prefill_unit(spec: dict[str, Any]) -> str:
+    """What one prefill figure times (the ``prefill`` latency phase's words)."""
+    return f"per {int(spec['prompt_length'])}-token prompt"
 
 
 # What each op of one layer reads, as offsets from the layer's first op (its rmsnorm), the layer's

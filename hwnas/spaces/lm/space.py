@@ -36,7 +36,7 @@ import itertools
 import math
 from typing import Any, Literal, Mapping
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from hwnas.errors import ArchError, HwnasError
 from hwnas.spaces.dims import Arch, Dim, SearchSpace
@@ -45,6 +45,7 @@ from hwnas.spaces.pretrained import scaled_choices
 from hwnas.utils.models import StrictModel
 
 LAYER_KEYS = ("keep", "heads", "kv", "mlp", "wbits")
+DEFAULT_PROMPT = 32  # space.prompt_length left out: a short chat turn's prompt, at most the context
 
 
 class LMSpaceConfig(StrictModel):
@@ -70,6 +71,8 @@ class LMSpaceConfig(StrictModel):
     tie_word_embeddings: bool = True
     context_length: int = Field(DEFAULT_CONTEXT, gt=0, le=1 << 20,
                                 description="tokens of the KV cache decode is costed at")
+    prompt_length: int | None = Field(None, gt=0, le=1 << 20, description="tokens of the prompt whose prefill the "
+                                      "prefill objective prices (null: 32, or context_length if shorter)")
     init: LMInit | None = Field(None, description="a pretrained Llama checkpoint the largest subnet starts as (keys "
                                 "left out are taken from it): see hwnas.spaces.lm.pretrained")
 
@@ -77,6 +80,14 @@ class LMSpaceConfig(StrictModel):
     @classmethod
     def _from_pretrained(cls, raw: Any) -> Any:
         return settle_lm_config(raw)
+
+    @field_validator("prompt_length")
+    @classmethod
+    def _fits_the_context(cls, v: int | None, info: ValidationInfo) -> int | None:
+        context = info.data.get("context_length")
+        if v is not None and context is not None and v > context:
+            raise ValueError(f"{v} exceeds context_length {context} (a prompt must fit the context)")
+        return v
 
     @model_validator(mode="after")
     def _derive_and_check(self) -> "LMSpaceConfig":
@@ -86,6 +97,8 @@ class LMSpaceConfig(StrictModel):
         if self.head_dim % 2:
             raise ValueError(f"head_dim: rotary positions need an even head width (got {self.head_dim})")
         group = self.heads // self.kv_heads
+        if self.prompt_length is None:
+            self.prompt_length = min(DEFAULT_PROMPT, self.context_length)
         self.min_layers = self.min_layers or math.ceil(self.num_layers / 2)
         self.depth = self.depth or ("prefix" if self.init is None else "any")
         if self.min_layers > self.num_layers:
@@ -121,7 +134,7 @@ def fits(heads: int, kv: int, group: int) -> bool:
 
 class LMSpace(SearchSpace):
     name = "lm"
-    latency_unit = "per generated token"  # the op graph is one decode step (see graph.py)
+    latency_unit = "per generated token"  # the op graph is one decode step (see graph.py); prefill is a phase
 
     def __init__(self, config: LMSpaceConfig, input_shape: tuple[int, ...], num_classes: int):
         self.config = config
@@ -198,7 +211,7 @@ class LMSpace(SearchSpace):
                 "group": self.group, "abits": int(arch["abits"]), "group_size": cfg.group_size,
                 "rope_theta": cfg.rope_theta, "rms_norm_eps": cfg.rms_norm_eps,
                 "tie_word_embeddings": cfg.tie_word_embeddings, "context_length": cfg.context_length,
-                "layers": layers}
+                "prompt_length": cfg.prompt_length, "layers": layers}
 
     def covering_archs(self) -> list[Arch]:
         """Every layer alike, for each activation and weight bit-width, cycling through the valid

@@ -4,7 +4,8 @@ Built from :meth:`LMSpace.subnet_spec` alone. Its modules are registered in the 
 module per op of the op graph (:mod:`hwnas.spaces.lm.graph`), so the profiler's hooks time each op
 in place; :class:`DecodeStep` is the module whose one call is the costed decode step (one new
 token over a KV cache of ``context_length - 1`` tokens), which :meth:`StandaloneLM.timed_call`
-gives a measured device to time.
+gives a measured device to time; :meth:`StandaloneLM.prefill_call` is the prefill of a prompt
+(the ``prefill`` latency phase).
 """
 from __future__ import annotations
 
@@ -91,6 +92,14 @@ class StandaloneLM(nn.Module):
         step = DecodeStep(self, self.spec["context_length"], batch_size)
         ids = torch.zeros(batch_size, 1, dtype=torch.long, device=self.embed.weight.device)
         return lambda: step(ids)
+
+    def prefill_call(self, batch_size: int) -> Callable[[], torch.Tensor]:
+        """The prefill a measured device times for the ``prefill`` objective: the forward of a prompt
+        of the spec's ``prompt_length`` tokens per sequence, no cache before it (the logits of every
+        position, as its op graph :func:`~hwnas.spaces.lm.graph.lm_prefill_graph` prices)."""
+        ids = torch.zeros(batch_size, int(self.spec["prompt_length"]), dtype=torch.long,
+                          device=self.embed.weight.device)
+        return lambda: self(ids)
 
     @torch.no_grad()
     def generate(self, prompt: str | torch.Tensor | Sequence[int], max_new_tokens: int,
