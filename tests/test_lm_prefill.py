@@ -4,7 +4,6 @@ searched on, budgeted, shown and exported; a space that states no such phase ref
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -31,18 +30,6 @@ PROMPT = 16
 # the learned correction, so the search prices prefill by the plain table sum
 PREFILL_LM = [*TINY_LM, "train.max_steps=4", "data.max_eval_samples=16", "search.evaluate=2",
               f"space.prompt_length={PROMPT}", "search.objectives=[perplexity, latency, prefill]"]
-
-
-def _median_ms(call, repeats: int = 30) -> float:
-    """A direct timing of ``call``: the median of ``repeats`` calls after a few warm-up ones."""
-    for _ in range(5):
-        call()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return 1e3 * sorted(times)[len(times) // 2]
 
 
 def test_a_job_measures_prices_budgets_and_exports_prefill_on_its_device(tmp_path, capsys, one_thread):
@@ -93,12 +80,15 @@ def test_a_job_measures_prices_budgets_and_exports_prefill_on_its_device(tmp_pat
     chosen = frame[frame["id"] == manifest["candidate"]].iloc[0]
     prefill = manifest["metrics"]["phases"]["prefill"]
     assert prefill["prefill_ms"] == chosen["prefill_ms"] <= budget and prefill["source"] == "measured"
-    # the measured figure against a direct timing of the exported model's forward on a prompt
+    # what was timed is the prefill: the phase's call runs the exported model once over a
+    # prompt_length-token prompt (a timing ratio here would be a flaky test; bench figures time it)
     model = hwnas.load_exported(out).eval()
-    ids = torch.zeros(1, PROMPT, dtype=torch.long)
+    seen: list[tuple[int, ...]] = []
+    handle = model.embed.register_forward_hook(lambda _m, args, _out: seen.append(tuple(args[0].shape)))
     with torch.inference_mode():
-        direct = _median_ms(lambda: model(ids))
-    assert 0.25 < prefill["prefill_ms"] / direct < 4, (prefill["prefill_ms"], direct)
+        latency_phase("lm", "prefill").timed_call(model, 1)()
+    handle.remove()
+    assert seen == [(1, PROMPT)]
 
 
 def test_a_space_outside_hwnas_states_a_prefill_phase_an_analytical_device_prices(tmp_path):
