@@ -97,6 +97,17 @@ class PredictorConfig(_Section):
     model: str = "ensemble"
     samples: int = Field(400, ge=10, le=100000)
     holdout: float = Field(0.2, gt=0, lt=0.9)
+    proxies: list[str] = Field(default_factory=list, description="zero-cost proxies (hwnas.proxies) scored on each "
+                               "subnet at initialization, as extra features of the accuracy predictor (empty: none)")
+    proxy_batch: int = Field(64, ge=2, le=4096, description="training samples of the fixed, seeded batch the "
+                             "proxies score every subnet on")
+
+    @field_validator("proxies")
+    @classmethod
+    def _distinct(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("proxies must not repeat")
+        return v
 
 
 class SearchConfig(_Section):

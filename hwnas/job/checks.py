@@ -17,6 +17,7 @@ from hwnas.hwmodels.devices import build_device
 from hwnas.hwmodels.energy import ENERGY_MODELS
 from hwnas.metrics import QUALITY_METRICS, quality_of
 from hwnas.predictors.accuracy import REGRESSORS
+from hwnas.proxies import proxy_names
 from hwnas.search.budgets import BUDGETS, Budgets
 from hwnas.search.engine import ALGORITHMS
 from hwnas.search.objectives import BASE_COLUMNS, asked_phases, extra_devices, parse_objective
@@ -37,6 +38,8 @@ def check_config(config: Config) -> Config:
     _known("device.energy_model", config.device.energy_model, ENERGY_MODELS, "energy model")
     _known("predictor.model", config.predictor.model, REGRESSORS, "model")
     _known("search.algorithm", config.search.algorithm, ALGORITHMS, "algorithm")
+    for proxy in config.predictor.proxies:
+        _known("predictor.proxies", proxy, proxy_names(), "proxy")
     for name in config.search.objectives:
         try:
             parse_objective(name)
