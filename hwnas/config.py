@@ -122,6 +122,12 @@ class SearchConfig(_Section):
     patience: int = Field(2, ge=1, le=1000, description="rounds without real-front hypervolume growth before stopping")
     uncertainty_weight: float = Field(1.0, ge=0, le=100, description="pick candidates to evaluate by accuracy "
                                       "mean + this x the predictor's std (an ensemble's); 0: the mean")
+    scorer: Literal["supernet", "proxy"] = Field("supernet", description="what ranks subnets during the search: "
+                                                 "the trained supernet's validation quality, or a zero-cost proxy "
+                                                 "(no supernet training; the chosen subnets are then trained alone)")
+    proxy: str = Field("naswot", description="the zero-cost proxy of scorer: proxy (see hwnas.proxies)")
+    train_epochs: int = Field(5, ge=1, le=10000, description="scorer: proxy: epochs each chosen subnet trains alone "
+                              "before its validation and test quality are measured")
     max_latency_ms: float | None = Field(None, gt=0)
     max_prefill_ms: float | None = Field(None, gt=0, description="prefill latency budget of a space with a "
                                          "prefill phase (lm: a prompt of space.prompt_length tokens)")

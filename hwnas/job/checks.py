@@ -40,6 +40,7 @@ def check_config(config: Config) -> Config:
     _known("search.algorithm", config.search.algorithm, ALGORITHMS, "algorithm")
     for proxy in config.predictor.proxies:
         _known("predictor.proxies", proxy, proxy_names(), "proxy")
+    _known("search.proxy", config.search.proxy, proxy_names(), "proxy")
     for name in config.search.objectives:
         try:
             parse_objective(name)
@@ -77,6 +78,9 @@ def check_quality(config: Config) -> None:
     if quality != wanted:
         raise ConfigError(f"search.objectives: {quality.name} does not judge dataset {config.data.dataset!r}, a "
                           f"{wanted.task} dataset; name {wanted.name} instead")
+    if config.search.scorer == "proxy" and not quality.maximize:
+        raise ConfigError(f"search.scorer: proxy ranks subnets by a score that is higher for better ones; it "
+                          f"needs a maximized quality metric (accuracy), not {quality.name}")
     for kind in BUDGETS:
         other = next((m for m in QUALITY_METRICS.values() if m.column == kind.column and m != quality), None)
         if other is not None and getattr(config.search, kind.key) is not None:

@@ -1,7 +1,8 @@
 """The stages of a search job, as data: what each reads and writes, how it runs and how it resumes.
 
-:class:`~hwnas.job.runner.SearchJob` runs :data:`STAGES` in order, handing each the results of
-the stages before it; adding a stage is one more entry here. Every stage leaves an artifact in
+:class:`~hwnas.job.runner.SearchJob` runs :data:`STAGES` (a supernet job's; a training-free job's
+are in :mod:`hwnas.job.training_free`, see :mod:`hwnas.job.scorers`) in order, handing each the
+results of the stages before it; adding a stage is one more entry here. Every stage leaves an artifact in
 the job directory (written atomically) or rows in the store, and skips work that is already
 there, so rerunning the same command after a kill resumes the job where it stopped.
 """
@@ -294,5 +295,3 @@ STAGES: tuple[Stage, ...] = (
           resumes="replays finished rounds from the store; evaluates only candidates not yet stored",
           run=search, journaled=False),
 )
-# Every stage whose time a job records (the search stage's real evaluations are "evaluate").
-TIMED = tuple(s.name for s in STAGES) + ("evaluate",)
