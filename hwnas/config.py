@@ -97,6 +97,17 @@ class PredictorConfig(_Section):
     model: str = "ensemble"
     samples: int = Field(400, ge=10, le=100000)
     holdout: float = Field(0.2, gt=0, lt=0.9)
+    proxies: list[str] = Field(default_factory=list, description="zero-cost proxies (hwnas.proxies) scored on each "
+                               "subnet at initialization, as extra features of the accuracy predictor (empty: none)")
+    proxy_batch: int = Field(64, ge=2, le=4096, description="training samples of the fixed, seeded batch the "
+                             "proxies score every subnet on")
+
+    @field_validator("proxies")
+    @classmethod
+    def _distinct(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("proxies must not repeat")
+        return v
 
 
 class SearchConfig(_Section):
@@ -111,6 +122,12 @@ class SearchConfig(_Section):
     patience: int = Field(2, ge=1, le=1000, description="rounds without real-front hypervolume growth before stopping")
     uncertainty_weight: float = Field(1.0, ge=0, le=100, description="pick candidates to evaluate by accuracy "
                                       "mean + this x the predictor's std (an ensemble's); 0: the mean")
+    scorer: Literal["supernet", "proxy"] = Field("supernet", description="what ranks subnets during the search: "
+                                                 "the trained supernet's validation quality, or a zero-cost proxy "
+                                                 "(no supernet training; the chosen subnets are then trained alone)")
+    proxy: str = Field("naswot", description="the zero-cost proxy of scorer: proxy (see hwnas.proxies)")
+    train_epochs: int = Field(5, ge=1, le=10000, description="scorer: proxy: epochs each chosen subnet trains alone "
+                              "before its validation and test quality are measured")
     max_latency_ms: float | None = Field(None, gt=0)
     max_prefill_ms: float | None = Field(None, gt=0, description="prefill latency budget of a space with a "
                                          "prefill phase (lm: a prompt of space.prompt_length tokens)")

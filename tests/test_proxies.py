@@ -169,6 +169,9 @@ def test_meco_is_the_sum_of_minimum_eigenvalues_of_channel_correlations():
     feature = conv(x[:1])[0].detach().double().reshape(3, -1).numpy()
     expected = np.linalg.eigvalsh(np.corrcoef(feature))[0]  # the conv is the only module
     assert values(score(conv, x, proxies="meco"))["meco"] == pytest.approx(expected, rel=1e-9)
+    # a one-channel map (one attention head: [1, heads=1, tokens, dim]) has no correlation matrix: skipped
+    one_channel = nn.Sequential(nn.Conv2d(2, 1, 3, padding=1), nn.Flatten(2), nn.Unflatten(1, (1, 1)))
+    assert values(score(one_channel, x, proxies="meco"))["meco"] == 0.0
 
 
 def test_params_counts_every_parameter_once_and_flops_are_two_per_multiply_accumulate_per_sample():

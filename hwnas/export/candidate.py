@@ -35,6 +35,7 @@ from hwnas.export.formats import (
 from hwnas.export.int8 import calibration_images, write_int8
 from hwnas.export.loading import MANIFEST_FORMAT
 from hwnas.export.preprocessing import NormalizedInput, preprocessing_section
+from hwnas.export.weights import candidate_components
 from hwnas.hwmodels.devices import LocalCPU, build_device
 from hwnas.hwmodels.lut import read_meta
 from hwnas.hwmodels.profiler import use_reference
@@ -247,16 +248,13 @@ def export_candidate(job, candidate_id: int, out: Path, formats: tuple[str, ...]
     error. With ``finetune_epochs`` the subnet is first fine-tuned alone (see :mod:`hwnas.export.finetune`)."""
     row = job.candidate(candidate_id)
     config = job.config
-    paths = job.paths
-    if not paths.supernet.exists():
-        raise HwnasError(f"job {job.name!r} has no trained supernet at {paths.supernet}")
     if out.exists() and not out.is_dir():
         raise HwnasError(f"--out {out} exists and is not a directory")
     if finetune_epochs < 0:
         raise HwnasError(f"--finetune-epochs must be 0 or more, got {finetune_epochs}")
     parts = Components.build(config, resolve_compute("cpu"))
-    parts.load_weights(paths.supernet)
     arch = parts.space.validate(Arch.from_json(row["arch"]).to_dict())
+    parts = candidate_components(job, parts, arch)  # the supernet's weights, or the subnet trained alone again
     spec = parts.space.subnet_spec(arch)
     wanted, skipped = resolve_formats(tuple(formats), spec)
     finetune = _finetune(parts, arch, finetune_epochs, config.seed) if finetune_epochs else None

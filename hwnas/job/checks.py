@@ -17,6 +17,7 @@ from hwnas.hwmodels.devices import build_device
 from hwnas.hwmodels.energy import ENERGY_MODELS
 from hwnas.metrics import QUALITY_METRICS, quality_of
 from hwnas.predictors.accuracy import REGRESSORS
+from hwnas.proxies import proxy_names
 from hwnas.search.budgets import BUDGETS, Budgets
 from hwnas.search.engine import ALGORITHMS
 from hwnas.search.objectives import BASE_COLUMNS, asked_phases, extra_devices, parse_objective
@@ -37,6 +38,9 @@ def check_config(config: Config) -> Config:
     _known("device.energy_model", config.device.energy_model, ENERGY_MODELS, "energy model")
     _known("predictor.model", config.predictor.model, REGRESSORS, "model")
     _known("search.algorithm", config.search.algorithm, ALGORITHMS, "algorithm")
+    for proxy in config.predictor.proxies:
+        _known("predictor.proxies", proxy, proxy_names(), "proxy")
+    _known("search.proxy", config.search.proxy, proxy_names(), "proxy")
     for name in config.search.objectives:
         try:
             parse_objective(name)
@@ -74,6 +78,9 @@ def check_quality(config: Config) -> None:
     if quality != wanted:
         raise ConfigError(f"search.objectives: {quality.name} does not judge dataset {config.data.dataset!r}, a "
                           f"{wanted.task} dataset; name {wanted.name} instead")
+    if config.search.scorer == "proxy" and not quality.maximize:
+        raise ConfigError(f"search.scorer: proxy ranks subnets by a score that is higher for better ones; it "
+                          f"needs a maximized quality metric (accuracy), not {quality.name}")
     for kind in BUDGETS:
         other = next((m for m in QUALITY_METRICS.values() if m.column == kind.column and m != quality), None)
         if other is not None and getattr(config.search, kind.key) is not None:

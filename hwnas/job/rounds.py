@@ -67,8 +67,18 @@ BUDGET_PROBES = 2000  # random subnets scored against the budgets before a searc
 
 
 class SearchRounds:
+    """The rounds of one job. By default a real evaluation is the supernet's subnet
+    (:func:`subnet_accuracies`, on Ray workers with ``--workers``) and each round refits the
+    predictor on the real evaluations so far. A training-free job (:mod:`hwnas.job.training_free`)
+    passes ``quality`` (arch JSON -> validation and test quality: the subnet trained alone),
+    ``batch`` (all its budget in one round) and ``refit=False``: its predictor learns a proxy's
+    ranking, which real accuracies must not be mixed into."""
+
     def __init__(self, job, parts, cost_model, extra_costs: dict[str, Any], predictor, features,
-                 samples: tuple[list[Arch], np.ndarray], device):
+                 samples: tuple[list[Arch], np.ndarray], device,
+                 quality: Callable[[str], dict[str, float]] | None = None, batch: int | None = None,
+                 refit: bool = True):
+        self.quality_of_subnet, self.batch, self.refit = quality, batch, refit
         self.job, self.parts, self.cost_model, self.extra_costs = job, parts, cost_model, extra_costs
         self.predictor, self.features, self.device = predictor, features, device
         self.sample_archs, self.sample_y = samples
@@ -93,7 +103,7 @@ class SearchRounds:
 
     def make_problem(self, r: int) -> SubnetProblem:
         predictor = self.predictor
-        if r > 0:
+        if r > 0 and self.refit:
             archs, _ = self.done(r)
             stored = {c["arch"]: c[self.quality.column] for c in self.stored()}
             X = self.features.transform(self.sample_archs + archs)
@@ -177,7 +187,7 @@ class SearchRounds:
     # -- the stage -----------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         cfg = self.cfg
-        settings = LoopSettings(budget=cfg.evaluate + 2, batch=cfg.batch, algorithm=cfg.algorithm,
+        settings = LoopSettings(budget=cfg.evaluate + 2, batch=self.batch or cfg.batch, algorithm=cfg.algorithm,
                                 population=cfg.population, generations=cfg.generations, seed=self.job.config.seed,
                                 patience=cfg.patience, uncertainty_weight=cfg.uncertainty_weight)
         # Hypervolume bounds fixed once from the supernet samples (stored, so a resume agrees).
@@ -194,7 +204,10 @@ class SearchRounds:
                                    f"hypervolume {info['hypervolume']:.4f}")
 
         config = self.job.config
-        if config.workers > 1 or config.ray_address:
+        if self.quality_of_subnet is not None:
+            quality = self.quality_of_subnet
+            executor = SerialExecutor(lambda: quality)
+        elif config.workers > 1 or config.ray_address:
             setup = partial(accuracy_worker, config.model_dump(mode="json"), str(self.job.paths.supernet.resolve()),
                             str(Path.cwd()))
             executor = make_executor(config.workers, config.ray_address, setup, on_retry=self.worker_died)

@@ -37,7 +37,7 @@ from hwnas.hwmodels.lut import verify_table_file
 from hwnas.job.events import EventLog, NullLog
 from hwnas.job.handle import Job
 from hwnas.job.paths import JobPaths, config_hash, now, recorded_config
-from hwnas.job.stages import STAGES, TIMED
+from hwnas.job.scorers import TIMED, stages_for
 from hwnas.job.store import JobStore
 from hwnas.spaces.dims import Arch
 from hwnas.utils.io import LockBusy, atomic_path, atomic_path_with_digest, file_lock, verify_digest
@@ -45,7 +45,7 @@ from hwnas.utils.progress import Reporter
 
 
 class SearchJob:
-    """Runs the stages of one job (:data:`hwnas.job.stages.STAGES`); see the module docstring
+    """Runs the stages of one job (those of its scorer, :func:`hwnas.job.scorers.stages_for`); see the module docstring
     for how it resumes."""
 
     def __init__(self, config: Config, name: str, store: JobStore, workdir: Path, compute: torch.device,
@@ -118,7 +118,7 @@ class SearchJob:
         outcome = "interrupted"
         try:
             results: dict[str, Any] = {}
-            for stage in STAGES:
+            for stage in stages_for(self.config):
                 results[stage.name] = (self._timed(stage.name, stage.run, self, results) if stage.journaled
                                        else stage.run(self, results))
             outcome = "done"

@@ -1,7 +1,8 @@
 """The stages of a search job, as data: what each reads and writes, how it runs and how it resumes.
 
-:class:`~hwnas.job.runner.SearchJob` runs :data:`STAGES` in order, handing each the results of
-the stages before it; adding a stage is one more entry here. Every stage leaves an artifact in
+:class:`~hwnas.job.runner.SearchJob` runs :data:`STAGES` (a supernet job's; a training-free job's
+are in :mod:`hwnas.job.training_free`, see :mod:`hwnas.job.scorers`) in order, handing each the
+results of the stages before it; adding a stage is one more entry here. Every stage leaves an artifact in
 the job directory (written atomically) or rows in the store, and skips work that is already
 there, so rerunning the same command after a kill resumes the job where it stopped.
 """
@@ -24,6 +25,7 @@ from hwnas.job.rounds import SearchRounds
 from hwnas.metrics import quality_of
 from hwnas.predictors.accuracy import ArchFeatures, fit_with_holdout
 from hwnas.predictors.latency import fit_search_latency_predictor
+from hwnas.predictors.proxy_features import ProxyFeatures
 from hwnas.search.objectives import extra_devices
 from hwnas.spaces.dims import Arch
 from hwnas.spaces.registry import LatencyPhase, load_pretrained, op_graph
@@ -227,6 +229,17 @@ def sample_accuracy(parts: Components, arch: Arch) -> float:
         return parts.evaluate(arch, "val")
 
 
+def arch_features(job, parts: Components) -> ArchFeatures:
+    """The predictor's features: the space's dimensions and counts, and the scores of
+    ``predictor.proxies`` (if any) on each subnet at initialization, on one fixed seeded batch."""
+    cfg = job.config
+    if not cfg.predictor.proxies:
+        return ArchFeatures(parts.space)
+    inputs, targets = parts.proxy_batch(cfg.predictor.proxy_batch, cfg.seed)
+    return ArchFeatures(parts.space, ProxyFeatures(cfg.predictor.proxies, parts.initial_subnet, inputs, targets,
+                                                   cfg.seed))
+
+
 def fit_predictor(job, results: dict[str, Any]):
     parts: Components = results["load"]
     cfg = job.config.predictor
@@ -234,7 +247,7 @@ def fit_predictor(job, results: dict[str, Any]):
     q = quality_of(job.config.search.objectives)
     y = job.measure_resumably(archs, job.paths.samples, q.column,
                               lambda arch: sample_accuracy(parts, arch), "sample subnets")
-    features = ArchFeatures(parts.space)
+    features = arch_features(job, parts)
     X = features.transform(archs)
     predictor, quality = fit_with_holdout(X, y, cfg.model, cfg.holdout, job.config.seed, q.name)
     job.study.set_user_attr("predictor_quality", {q.name: quality})
@@ -252,7 +265,11 @@ def search(job, results: dict[str, Any]) -> None:
     parts: Components = results["load"]
     cost_model, extra_costs, device = results["profile"]
     predictor, features, samples = results["predictor"]
-    rounds = SearchRounds(job, parts, cost_model, extra_costs, predictor, features, samples, device)
+    run_rounds(job, SearchRounds(job, parts, cost_model, extra_costs, predictor, features, samples, device))
+
+
+def run_rounds(job, rounds: SearchRounds) -> None:
+    """Run ``rounds``, its real evaluations timed as the ``evaluate`` stage, the rest as ``search``."""
     started = time.perf_counter()
     try:
         rounds.run()
@@ -278,5 +295,3 @@ STAGES: tuple[Stage, ...] = (
           resumes="replays finished rounds from the store; evaluates only candidates not yet stored",
           run=search, journaled=False),
 )
-# Every stage whose time a job records (the search stage's real evaluations are "evaluate").
-TIMED = tuple(s.name for s in STAGES) + ("evaluate",)

@@ -97,12 +97,28 @@ REGRESSORS: dict[str, Callable[[int], Any]] = {
 
 
 class ArchFeatures:
-    """Turns Archs of one space into a feature matrix."""
+    """Turns Archs of one space into a feature matrix: the dimensions and counts of each arch,
+    then the columns of ``proxies`` (a :class:`~hwnas.predictors.proxy_features.ProxyFeatures`,
+    zero-cost proxy scores at initialization) when given."""
 
-    def __init__(self, space):
+    def __init__(self, space, proxies=None):
         self.space = space
+        self.proxies = proxies
+
+    @property
+    def has_extra(self) -> bool:
+        """Whether rows carry columns beyond what the vectorized search computes (proxy scores)."""
+        return self.proxies is not None and bool(self.proxies.proxies)
+
+    def extra(self, archs: Sequence) -> np.ndarray:
+        """The proxy columns of ``archs`` (none without proxies)."""
+        return self.proxies.transform(archs) if self.has_extra else np.zeros((len(archs), 0))
 
     def transform(self, archs: Sequence) -> np.ndarray:
+        base = self._dims_and_counts(archs)
+        return np.hstack([base.reshape(len(archs), -1), self.extra(archs)]) if self.has_extra else base
+
+    def _dims_and_counts(self, archs: Sequence) -> np.ndarray:
         rows = []
         for arch in archs:
             inactive = self.space.inactive_dims(arch)

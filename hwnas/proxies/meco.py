@@ -33,9 +33,10 @@ def meco(model: nn.Module, batch: ProxyBatch) -> float:
     def read(module: nn.Module, args: tuple, output) -> None:
         out = output[0] if isinstance(output, (tuple, list)) and output else output
         # a map of one position per channel (after global pooling) has no correlation: the
-        # reference scores it 0, so it is skipped
+        # reference scores it 0, so it is skipped; so is a map of one channel (one attention
+        # head), whose correlation matrix is the number 1 and has no smallest eigenvalue to speak of
         if isinstance(out, torch.Tensor) and out.is_floating_point() and out.dim() >= 3 \
-                and out[0].numel() >= 2 * out.shape[1]:
+                and out.shape[1] >= 2 and out[0].numel() >= 2 * out.shape[1]:
             found.append(min_correlation_eigenvalue(out[0].detach()))
 
     handles = [m.register_forward_hook(read) for m in model.modules()]

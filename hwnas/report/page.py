@@ -17,8 +17,8 @@ from hwnas.report.data import ReportData
 from hwnas.report.figures import Figure
 from hwnas.report.page_style import CSS, RENDER_CHECK
 
-STAGES = ("load", "train", "profile", "predictor", "search", "evaluate")
-STAGE_COLORS = ("#8e9aaf", "#1f5fa8", "#2a9d8f", "#e9c46a", "#f4a261", "#c0392b")
+STAGES = ("load", "train", "profile", "predictor", "search", "evaluate", "proxy_scores")
+STAGE_COLORS = ("#8e9aaf", "#1f5fa8", "#2a9d8f", "#e9c46a", "#f4a261", "#c0392b", "#9b5de5")
 
 
 def esc(value: Any) -> str:

@@ -59,6 +59,8 @@ class SubnetProblem(Problem):
                 extra = fast.costs(X)
                 out[f"latency_ms@{device}"], out[f"energy_mj@{device}"] = extra["latency_ms"], extra["energy_mj"]
             feats = self.fast[0].features(X)
+            if getattr(self.features, "has_extra", False):  # proxy scores: per subnet, cached by the features
+                feats = np.hstack([feats, self.features.extra([self.space.decode(x) for x in X])])
         else:
             archs = [self.space.decode(x) for x in X]
             out = self._cost_columns(archs)

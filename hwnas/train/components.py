@@ -7,7 +7,7 @@ in its own metadata: weights and digest are written together, atomically, and ca
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from hwnas.config import Config
-from hwnas.data import load_configured
+from hwnas.data import iterate_batches, load_configured
 from hwnas.errors import HwnasError
 from hwnas.spaces.dims import Arch
 from hwnas.spaces.registry import build_space, space_entry
@@ -70,6 +70,7 @@ class Components:
     space: Any
     supernet: Any
     compute: torch.device
+    _initial: Any = field(default=None, repr=False, compare=False)  # the supernet at init, built on first use
 
     @classmethod
     def build(cls, config: Config, compute: torch.device) -> "Components":
@@ -111,6 +112,24 @@ class Components:
             self.supernet.set_active(arch)
             models.append(self.supernet.extract().cpu().eval())
         return models
+
+    def initial_subnet(self, arch: Arch) -> torch.nn.Module:
+        """The standalone subnet of ``arch`` at initialization, on the CPU: extracted from a second
+        supernet built under the job's seed (the weights the job's supernet starts from), so
+        training-free scores (zero-cost proxies) are the same whether or not the job's supernet
+        has been trained, and every subnet of one job starts from the same random draw."""
+        if self._initial is None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.config.seed)
+                self._initial = space_entry(self.config.space.type).build_supernet(self.space)
+        self._initial.set_active(arch)
+        return self._initial.extract().cpu().train()
+
+    def proxy_batch(self, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A fixed batch of ``size`` training samples drawn under ``seed``: what every subnet of a
+        job is scored on by the zero-cost proxies (the same batch for all, so scores compare)."""
+        generator = torch.Generator().manual_seed(seed)
+        return next(iter(iterate_batches(self.data.train, size, shuffle=True, generator=generator)))
 
     def recalibrated_subnet(self, arch: Arch) -> torch.nn.Module:
         """The standalone subnet of ``arch`` with BN statistics recalibrated, on the CPU."""
