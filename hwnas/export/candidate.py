@@ -77,7 +77,7 @@ CHECK_INPUTS = 16
 # calibration (see hwnas.export.int8), so its accuracy and top-1 agreement are recorded instead.
 # Float error grows with the values summed, so a network with logits above 1 (a pretrained one
 # started from space.init: tens) gets the tolerance times its largest |logit| on the inputs.
-TOLERANCE = {"pt": 1e-5, "torchscript": 1e-4, "onnx": 1e-4}
+TOLERANCE = {"pt": 3e-5, "torchscript": 1e-4, "onnx": 1e-4}  # pt: float32 reassociation in channels-last convs reached 1.2e-5 of the logit scale
 
 
 def _supernet_outputs(parts, arch: Arch, inputs: torch.Tensor) -> torch.Tensor:
